@@ -1,0 +1,67 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "railgate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "railgate", targets: ["railgate"]),
+        .executable(name: "railgate-sim", targets: ["railgate-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C library seams: one [system] module per library, shims only for what Swift cannot import.
+        .systemLibrary(
+            name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
+        .systemLibrary(
+            name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // Pure logic: configuration, decoding, records, batching. No I/O.
+        .target(name: "RailgateCore", swiftSettings: strictness),
+        // Safe Swift layers over the C libraries.
+        .target(name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore"], swiftSettings: strictness),
+        .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
+        // The durable record buffer under state_dir.
+        .target(name: "RailgateBuffer", dependencies: ["RailgateCore"], swiftSettings: strictness),
+        // The daemon's services and their wiring.
+        .target(
+            name: "RailgateGateway",
+            dependencies: [
+                "RailgateCore", "RailgateModbus", "RailgateMQTT", "RailgateBuffer",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictness),
+        .executableTarget(
+            name: "railgate",
+            dependencies: [
+                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateBuffer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictness),
+        .executableTarget(
+            name: "railgate-sim",
+            dependencies: [
+                "RailgateCore", "RailgateModbus",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Simulators/Sources/railgate-sim",
+            swiftSettings: strictness),
+
+        .testTarget(name: "RailgateCoreTests", dependencies: ["RailgateCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["RailgateCore", "RailgateMQTT", "RailgateModbus"],
+            swiftSettings: strictness),
+    ]
+)

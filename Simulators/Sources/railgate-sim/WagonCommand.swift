@@ -1,0 +1,171 @@
+import ArgumentParser
+import Glibc
+import RailgateCore
+import RailgateModbus
+
+/// `railgate-sim wagon`: serves a device profile as one or more Modbus slaves with realistic,
+/// changing values.
+struct WagonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wagon",
+        abstract: "Serve a device profile as a Modbus slave with realistic, changing values.",
+        discussion: """
+            Prints one line "railgate-sim: serving ... on HOST:PORT" on stdout once it is ready \
+            (with --tcp HOST:0 the port is the one the kernel chose).
+            """)
+
+    @Option(help: "Profile name (looked up on --profile-path) or file.")
+    var profile: String
+
+    @Option(name: .customLong("profile-path"), help: "Directory to look profile names up in (repeatable).")
+    var profilePath: [String] = ["Firmware-config/profiles", "/etc/railgate/profiles"]
+
+    @Option(help: "Serve Modbus TCP on HOST:PORT.")
+    var tcp: String?
+
+    @Option(help: "Serve Modbus RTU on this serial or pty device.")
+    var rtu: String?
+
+    @Option(help: "RTU baud rate.")
+    var baud: Int = 19200
+
+    @Option(help: "RTU parity: none, even or odd.")
+    var parity: String = "even"
+
+    @Option(help: "Unit id to serve.")
+    var unit: Int?
+
+    @Option(help: "Range of unit ids to serve, A-B.")
+    var units: String?
+
+    @Option(help: "Seed for the value generators (same seed, same values).")
+    var seed: UInt64 = 1
+
+    @Option(name: .customLong("set"), help: "Pin a point to a value: NAME=VALUE (repeatable).")
+    var pins: [String] = []
+
+    func validate() throws {
+        guard (tcp == nil) != (rtu == nil) else { throw ValidationError("give exactly one of --tcp HOST:PORT or --rtu DEVICE") }
+        guard (unit == nil) != (units == nil) else { throw ValidationError("give exactly one of --unit N or --units A-B") }
+        _ = try unitIDs()
+        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil { throw ValidationError("--tcp wants HOST:PORT, got '\(tcp)'") }
+    }
+
+    func unitIDs() throws -> ClosedRange<Int> {
+        if let unit {
+            guard (0...255).contains(unit) else { throw ValidationError("--unit must be 0...255") }
+            return unit...unit
+        }
+        let bounds = (units ?? "").split(separator: "-").compactMap { Int($0) }
+        guard bounds.count == 2, bounds[0] <= bounds[1], bounds[0] >= 0, bounds[1] <= 255 else {
+            throw ValidationError("--units wants A-B with 0 <= A <= B <= 255")
+        }
+        return bounds[0]...bounds[1]
+    }
+
+    func run() throws {
+        let definition: DeviceProfile
+        do {
+            definition = try ProfileLocator(files: LocalFiles(), searchPath: profilePath, besideFile: nil).load(profile)
+        } catch {
+            printError(error.description)
+            throw ExitCode(78)
+        }
+        var pinned: [String: PointValue] = [:]
+        for pin in pins {
+            let parts = pin.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let point = definition.points.first(where: { $0.name == parts[0] }) else {
+                printError("--set \(pin): expected NAME=VALUE with a point of \(definition.file)")
+                throw ExitCode(64)
+            }
+            pinned[point.name] = Self.parsePinned(parts[1], for: point)
+        }
+        guard let tcp else {
+            printError("--rtu: serving Modbus RTU is not available in this build; use --tcp")
+            throw ExitCode(69)
+        }
+        let (host, port) = HostPort.split(tcp, defaultPort: 502)!
+        let slave: ModbusTCPSlave
+        do {
+            slave = try ModbusTCPSlave(host: host, port: port)
+        } catch {
+            printError("cannot serve on \(tcp): \(error)")
+            throw ExitCode(69)
+        }
+        var wagon = try SimulatedWagon(profile: definition, units: try unitIDs(), seed: seed, pinned: pinned)
+        StandardStreams.out("railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port)")
+        var last = MonotonicClock.seconds()
+        let start = last
+        slave.serve(
+            tickMs: 100,
+            tick: {
+                let now = MonotonicClock.seconds()
+                wagon.advance(t: now - start, dt: now - last)
+                last = now
+            },
+            shouldStop: { false },
+            respond: { indication in
+                guard let bank = wagon.banks[indication.unit] else { return .exception(0x0B) }
+                return .reply(bank)
+            })
+    }
+
+    static func parsePinned(_ text: String, for point: PointDefinition) -> PointValue {
+        if point.type == .bool || point.table.holdsBits { return .bool(text == "true" || text == "1") }
+        if case .string = point.type { return .text(text) }
+        if let integer = Int64(text), point.scale == 1, point.offset == 0 { return .integer(integer) }
+        if let unsigned = UInt64(text), point.scale == 1, point.offset == 0 { return .unsigned(unsigned) }
+        return .number(Double(text) ?? 0)
+    }
+}
+
+/// The simulated slaves of one `wagon` invocation: one data bank and point state per unit id.
+struct SimulatedWagon {
+    let banks: [Int: ModbusDataBank]
+    private var points: [Int: [SimulatedPoint]]
+    private var random: SplitMix64
+
+    init(profile: DeviceProfile, units: ClosedRange<Int>, seed: UInt64, pinned: [String: PointValue]) throws {
+        var generator = SplitMix64(seed: seed)
+        var banks: [Int: ModbusDataBank] = [:]
+        var points: [Int: [SimulatedPoint]] = [:]
+        for unit in units {
+            banks[unit] = try ModbusDataBank()
+            points[unit] = profile.points.map {
+                SimulatedPoint($0, unit: unit, pinned: pinned[$0.name], random: &generator)
+            }
+        }
+        self.banks = banks
+        self.points = points
+        random = generator
+        write()
+    }
+
+    mutating func advance(t: Double, dt: Double) {
+        for unit in points.keys.sorted() {
+            for index in points[unit]!.indices { points[unit]![index].advance(t: t, dt: dt, random: &random) }
+        }
+        write()
+    }
+
+    private func write() {
+        for (unit, unitPoints) in points {
+            for point in unitPoints {
+                banks[unit]!.set(point.definition.table, address: point.definition.address, point.definition.encode(point.current))
+            }
+        }
+    }
+}
+
+/// Seconds on the monotonic clock.
+enum MonotonicClock {
+    static func seconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+}
+
+func printError(_ message: String) {
+    StandardStreams.error("railgate-sim: \(message)")
+}

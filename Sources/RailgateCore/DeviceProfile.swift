@@ -1,0 +1,158 @@
+/// One point of a device profile: where it lives, how to decode it, and what to do at the edge.
+public struct PointDefinition: Sendable, Equatable {
+    public var name: String
+    public var table: RegisterTable
+    /// 0-based register or bit address.
+    public var address: Int
+    public var type: ValueType
+    public var order: WordOrder
+    public var scale: Double
+    public var offset: Double
+    public var unit: String?
+    /// Send only changes larger than this (nil: every poll).
+    public var deadband: Double?
+    /// With a deadband: send at least this often.
+    public var maxSilenceMs: Int?
+    public var alarmAbove: Double?
+    public var alarmBelow: Double?
+
+    public init(
+        name: String, table: RegisterTable, address: Int, type: ValueType, order: WordOrder = .abcd,
+        scale: Double = 1, offset: Double = 0, unit: String? = nil, deadband: Double? = nil,
+        maxSilenceMs: Int? = nil, alarmAbove: Double? = nil, alarmBelow: Double? = nil
+    ) {
+        self.name = name
+        self.table = table
+        self.address = address
+        self.type = type
+        self.order = order
+        self.scale = scale
+        self.offset = offset
+        self.unit = unit
+        self.deadband = deadband
+        self.maxSilenceMs = maxSilenceMs
+        self.alarmAbove = alarmAbove
+        self.alarmBelow = alarmBelow
+    }
+
+    /// Registers (or bits) the point occupies: `address ..< address + count`.
+    public var count: Int { table.holdsBits ? 1 : type.registerCount }
+
+    /// The engineering value of the point's registers (or bit, as 0/1).
+    public func decode(_ registers: some Collection<UInt16>) -> PointValue {
+        if table.holdsBits { return .bool(registers.first! != 0) }
+        return RegisterCodec.value(registers, as: type, order: order, scale: scale, offset: offset)
+    }
+
+    /// Registers holding `value`: the inverse of `decode`, for simulators.
+    public func encode(_ value: PointValue) -> [UInt16] {
+        if table.holdsBits { return [value.numeric.map { $0 != 0 ? 1 : 0 } ?? 0] }
+        return RegisterCodec.registers(for: value, as: type, order: order, scale: scale, offset: offset)
+    }
+}
+
+/// A device type: its model name and points (`Firmware-config/profiles/NAME.toml`).
+public struct DeviceProfile: Sendable, Equatable {
+    public var model: String
+    public var points: [PointDefinition]
+    /// The file it was read from, for messages.
+    public var file: String
+
+    public init(model: String, points: [PointDefinition], file: String = "<profile>") {
+        self.model = model
+        self.points = points
+        self.file = file
+    }
+
+    /// Parses and validates a profile; throws `ConfigErrors` listing every problem.
+    public static func parse(_ text: String, file: String) throws(ConfigErrors) -> DeviceProfile {
+        let log = ProblemLog(file: file)
+        let root: TOMLTable
+        do {
+            root = try TOMLParser.parse(text)
+        } catch {
+            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
+        }
+        var reader = TableReader(root, context: "the profile", log: log)
+        let model = reader.string("model", required: true) ?? ""
+        let pointTables = reader.tables("point")
+        reader.finish()
+        if pointTables.isEmpty { log.report(nil, "the profile defines no [[point]]") }
+
+        var points: [PointDefinition] = []
+        var seen: [String: Int] = [:]
+        for table in pointTables {
+            guard let point = parsePoint(table, log: log) else { continue }
+            if let first = seen[point.name] {
+                log.report(table.line, "point '\(point.name)' is defined twice (first on line \(first))")
+                continue
+            }
+            seen[point.name] = table.line
+            points.append(point)
+        }
+        if !log.problems.isEmpty { throw ConfigErrors(log.problems) }
+        return DeviceProfile(model: model, points: points, file: file)
+    }
+
+    private static func parsePoint(_ table: TOMLTable, log: ProblemLog) -> PointDefinition? {
+        var reader = TableReader(table, context: "[[point]]", log: log)
+        let problemsBefore = log.problems.count
+        let name = reader.string("name", required: true)
+        if let name, !Names.isValid(name) {
+            log.report(reader.line(of: "name"), "point name '\(name)' must match [A-Za-z0-9._-]{1,64}")
+        }
+        let tableName = reader.choice("table", RegisterTable.allCases.map(\.rawValue), required: true)
+        let address = reader.integer("address", in: 0...65535, required: true, as: Int.self)
+        let typeText = reader.string("type", required: true)
+        let type = typeText.flatMap(ValueType.init)
+        if let typeText, type == nil {
+            log.report(
+                reader.line(of: "type"),
+                "type = \"\(typeText)\" is not one of bool, u16, i16, u32, i32, u64, i64, f32, f64, string:N (N 1...125)")
+        }
+        let orderText = reader.choice("order", WordOrder.allCases.map(\.rawValue))
+        let scale = reader.double("scale") ?? 1
+        let offset = reader.double("offset") ?? 0
+        let unit = reader.string("unit")
+        let deadband = reader.double("deadband")
+        let maxSilence = reader.integer("max_silence_ms", in: 1...86_400_000, as: Int.self)
+        let alarmAbove = reader.double("alarm_above")
+        let alarmBelow = reader.double("alarm_below")
+        reader.finish()
+
+        if scale == 0 { log.report(reader.line(of: "scale"), "scale must not be 0") }
+        if let deadband, deadband < 0 { log.report(reader.line(of: "deadband"), "deadband must not be negative") }
+        if let alarmAbove, let alarmBelow, alarmBelow >= alarmAbove {
+            log.report(reader.line(of: "alarm_below"), "alarm_below (\(alarmBelow)) must be lower than alarm_above (\(alarmAbove))")
+        }
+        if let tableName, let table = RegisterTable(rawValue: tableName), let type {
+            if table.holdsBits, type != .bool {
+                log.report(reader.line(of: "type"), "a \(tableName) holds single bits: type must be \"bool\"")
+            }
+            if let address, !table.holdsBits, address + type.registerCount > 65536 {
+                log.report(reader.line(of: "address"), "\(type) at address \(address) runs past register 65535")
+            }
+            if !type.isNumeric, deadband != nil || alarmAbove != nil || alarmBelow != nil || scale != 1 || offset != 0 {
+                log.report(reader.line(of: "type"), "scale, offset, deadband and alarms apply to numeric types only, not \(type)")
+            }
+        }
+        guard log.problems.count == problemsBefore, let name, let tableName, let table = RegisterTable(rawValue: tableName),
+            let address, let type
+        else { return nil }
+        return PointDefinition(
+            name: name, table: table, address: address, type: type,
+            order: orderText.flatMap(WordOrder.init(rawValue:)) ?? .abcd, scale: scale, offset: offset, unit: unit,
+            deadband: deadband, maxSilenceMs: maxSilence, alarmAbove: alarmAbove, alarmBelow: alarmBelow)
+    }
+}
+
+/// The naming rule shared by gateway ids, sources and points: `[A-Za-z0-9._-]{1,64}`.
+public enum Names {
+    public static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64
+            && name.utf8.allSatisfy {
+                ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A)
+                    || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-")
+            }
+    }
+}

@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads configuration and profile files from the local filesystem: the one place the core
+/// touches the disk, behind `ConfigFileSource` so that loading stays testable in memory.
+public struct LocalFiles: ConfigFileSource {
+    public init() {}
+
+    public func read(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { return nil }
+            if count == 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Unbuffered writes to standard output and error, line at a time. (Swift 6 refuses the C
+/// `stdout`/`stderr` globals as shared mutable state; `write(2)` on fds 1 and 2 needs none.)
+public enum StandardStreams {
+    /// Writes `line` and a newline to standard output.
+    public static func out(_ line: String) { write(fd: 1, line + "\n") }
+
+    /// Writes `line` and a newline to standard error.
+    public static func error(_ line: String) { write(fd: 2, line + "\n") }
+
+    /// Writes `text` to `fd`, retrying on EINTR and partial writes.
+    public static func write(fd: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else { return }
+            offset += written
+        }
+    }
+}
