@@ -7,7 +7,7 @@ public enum Priority: UInt8, Sendable, Hashable, CaseIterable, CustomStringConve
 }
 
 /// Why a point could not be read in a poll, as written in a sample's `errors`.
-public enum ReadFailure: Sendable, Hashable, CustomStringConvertible {
+public enum ReadFailure: Error, Sendable, Hashable, CustomStringConvertible {
     /// The slave did not answer within the bus timeout.
     case timeout
     /// The slave answered with a Modbus exception code.
@@ -77,7 +77,7 @@ public struct Record: Sendable, Equatable {
         case .sample(let values, let errors):
             members.append(("kind", .string("sample")))
             members.append(("source", .string(source)))
-            if !values.isEmpty { members.append(("values", .object(values.map { ($0.0, $0.1.json) }))) }
+            if !values.isEmpty { members.append(("values", .object(values.map { ($0.0, $0.1.jsonValue) }))) }
             if !errors.isEmpty { members.append(("errors", .object(errors.map { ($0.0, .string($0.1.description)) }))) }
         case .event(let name, let fields):
             members.append(("kind", .string("event")))

@@ -146,7 +146,7 @@ public enum PointValue: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    var json: JSON {
+    public var jsonValue: JSON {
         switch self {
         case .bool(let b): .bool(b)
         case .integer(let i): .integer(i)

@@ -1,6 +1,6 @@
 import CModbus
 import Glibc
-public import RailgateCore
+import RailgateCore
 
 /// What went wrong in a Modbus call, with the C error kept for the log line.
 public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {

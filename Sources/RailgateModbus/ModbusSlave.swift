@@ -1,6 +1,6 @@
 import CModbus
 import Glibc
-public import RailgateCore
+import RailgateCore
 
 /// The four data tables of one simulated slave (`modbus_mapping_t`), 65536 items each.
 /// Owned by the serving thread: not thread-safe.

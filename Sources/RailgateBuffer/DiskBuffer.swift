@@ -1,0 +1,475 @@
+import Glibc
+import RailgateCore
+
+/// A problem with the buffer's files, with the errno and the path for the log line.
+public struct BufferError: Error, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var path: String
+    public var code: Int32
+
+    public var description: String { "\(operation) \(path): \(String(cString: strerror(code))) (errno \(code))" }
+}
+
+/// What the buffer holds, for `railgate status` and `railgate buffer stats`.
+public struct BufferStats: Sendable, Equatable {
+    /// Records not yet acknowledged upstream.
+    public var records: Int
+    /// Bytes of all segment files on disk.
+    public var bytes: Int
+    /// Oldest unacknowledged seq (== nextSeq when empty).
+    public var firstSeq: UInt64
+    /// The seq the next record will get.
+    public var nextSeq: UInt64
+    /// Everything up to here was acknowledged by the broker.
+    public var ackedSeq: UInt64
+    /// Everything up to here is on flash (fsynced).
+    public var durableSeq: UInt64
+    public var droppedNormal: UInt64
+    public var droppedAlarm: UInt64
+    /// Bytes skipped as corrupt when the buffer was opened.
+    public var corruptBytesSkipped: Int
+    public var maxBytes: Int
+    /// The last disk error, until a write succeeds again.
+    public var diskError: String?
+
+    public var dropped: UInt64 { droppedNormal + droppedAlarm }
+}
+
+/// The durable record buffer under `state_dir/buffer` (see `Sources/RailgateBuffer/DESIGN.md`).
+///
+/// Records get their `seq` in `append`, are written to the active segment at once and made
+/// durable by a group commit every `sync_interval_ms`; only durable records are handed out by
+/// `records(after:limits:)`, so a seq is never seen upstream before it is on flash. A record
+/// leaves only when `acknowledge(through:)` covers it. Thread-safe: pollers append, the uplink
+/// reads and acknowledges, from their own threads.
+public final class DiskBuffer: @unchecked Sendable {
+    public let directory: String
+    private let settings: BufferSettings
+    private let segmentLimit: Int
+    private let readOnly: Bool
+    private let lock = ConditionLock()
+
+    private var segments: [Segment] = []
+    private var activeFD: Int32 = -1
+    private var lockFD: Int32 = -1
+    private var ackFD: Int32 = -1
+    private var nextSeq: UInt64 = 1
+    private var durableSeq: UInt64 = 0
+    private var ackedSeq: UInt64 = 0
+    private var persistedAck: UInt64 = 0
+    private var droppedNormal: UInt64 = 0
+    private var droppedAlarm: UInt64 = 0
+    private var corruptBytes = 0
+    private var diskError: String?
+    private var cursor: ReadCursor?
+    private var closed = false
+    private var syncThread: pthread_t?
+
+    /// Opens (creating if needed) the buffer in `stateDirectory/buffer`, recovering from a crash:
+    /// a torn tail is cut off, corrupt frames are skipped and counted.
+    /// - Parameter readOnly: inspect without changing anything (the technician's `buffer` commands);
+    ///   works while the daemon runs.
+    public init(stateDirectory: String, settings: BufferSettings, readOnly: Bool = false) throws(BufferError) {
+        directory = stateDirectory + "/buffer"
+        self.settings = settings
+        self.readOnly = readOnly
+        segmentLimit = min(max(settings.maxBytes / 16, 64 << 10), 8 << 20)
+        if !readOnly {
+            try Self.makeDirectory(stateDirectory)
+            try Self.makeDirectory(directory)
+            lockFD = try Self.check(open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644), "open", directory + "/lock")
+            if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+                let code = errno
+                Glibc.close(lockFD)
+                throw BufferError(operation: "lock (is another railgate running on this state_dir?)", path: directory, code: code)
+            }
+        }
+        try recover()
+        if !readOnly {
+            recordLimits()
+            startSyncThread()
+        }
+    }
+
+    /// The `max_bytes` the daemon last opened this buffer with (the technician's read-only tools
+    /// have no configuration), or nil if unknown.
+    public static func recordedMaxBytes(stateDirectory: String) -> Int? {
+        guard let text = LocalFiles().read(stateDirectory + "/buffer/limits"), text.hasPrefix("max_bytes=") else { return nil }
+        return Int(text.dropFirst(10).prefix { $0.isNumber })
+    }
+
+    private func recordLimits() {
+        let path = directory + "/limits"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        try? Self.writeAll(fd, Array("max_bytes=\(settings.maxBytes)\n".utf8), path: path)
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
+
+    // MARK: Writing
+
+    /// Appends `record`, assigning its seq. Never blocks on fsync unless `sync_interval_ms` is 0.
+    @discardableResult
+    public func append(_ record: Record) throws(BufferError) -> UInt64 {
+        try lock.withLock { () throws(BufferError) -> UInt64 in
+            precondition(!readOnly && !closed, "append on a closed or read-only buffer")
+            let seq = nextSeq
+            let frame = Frame.encode(seq: seq, priority: record.priority, isSample: record.isSample, payload: record.encoded(seq: seq))
+            try makeRoom(for: frame.count)
+            if segments[segments.count - 1].size + frame.count > segmentLimit, segments[segments.count - 1].count > 0 {
+                try rotate()
+            }
+            do throws(BufferError) {
+                try Self.writeAll(activeFD, frame, path: segments[segments.count - 1].path)
+                diskError = nil
+            } catch {
+                diskError = error.description
+                throw error
+            }
+            segments[segments.count - 1].append(seq: seq, bytes: frame.count, alarm: record.priority == .alarm)
+            nextSeq = seq + 1
+            if settings.syncIntervalMs == 0 { try syncLocked() }
+            return seq
+        }
+    }
+
+    /// Makes everything appended so far durable, and persists the acknowledged position.
+    public func sync() throws(BufferError) {
+        try lock.withLock { () throws(BufferError) in try syncLocked() }
+    }
+
+    private func syncLocked() throws(BufferError) {
+        guard !readOnly, !segments.isEmpty else { return }
+        let last = nextSeq - 1
+        if durableSeq < last {
+            if fdatasync(activeFD) != 0 {
+                let error = BufferError(operation: "fdatasync", path: segments[segments.count - 1].path, code: errno)
+                diskError = error.description
+                throw error
+            }
+            durableSeq = last
+            lock.broadcast()
+        }
+        if persistedAck != ackedSeq {
+            try writeAck(ackedSeq)
+            persistedAck = ackedSeq
+            removeAcknowledgedSegments()
+        }
+    }
+
+    /// Syncs and closes the files; the buffer cannot be used afterwards.
+    public func close() {
+        let thread: pthread_t? = lock.withLock {
+            guard !closed else { return nil }
+            if !readOnly { try? syncLocked() }
+            closed = true
+            lock.broadcast()
+            return syncThread
+        }
+        if let thread { pthread_join(thread, nil) }
+        for fd in [activeFD, ackFD, lockFD] where fd >= 0 { Glibc.close(fd) }
+        activeFD = -1
+        ackFD = -1
+        lockFD = -1
+    }
+
+    // MARK: Reading and acknowledging
+
+    /// Up to `limits` durable records with seq > `seq`, oldest first, as stored (encoded JSON).
+    public func records(after seq: UInt64, limits: BatchLimits) -> [(seq: UInt64, bytes: [UInt8])] {
+        lock.withLock {
+            var result: [(seq: UInt64, bytes: [UInt8])] = []
+            var size = 0
+            let after = max(seq, ackedSeq)
+            let upTo = readOnly ? nextSeq - 1 : durableSeq
+            guard after < upTo else { return result }
+            var cursor = self.cursor.flatMap { $0.seq <= after + 1 ? $0 : nil }
+            for (index, segment) in segments.enumerated() where segment.lastSeq > after {
+                if cursor == nil || cursor!.segmentFirstSeq != segment.firstSeq {
+                    cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: 0, seq: 0)
+                }
+                guard let fd = segmentDescriptor(index) else { continue }
+                defer { if fd != activeFD { Glibc.close(fd) } }
+                var offset = cursor!.offset
+                while offset < segment.size, result.count < limits.maxRecords {
+                    guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size) else { break }
+                    if frame.seq > upTo { break }
+                    if frame.seq > after {
+                        if !result.isEmpty, size + frame.payload.count + 1 > limits.maxBytes { break }
+                        result.append((frame.seq, frame.payload))
+                        size += frame.payload.count + 1
+                    } else {
+                        cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: offset + frame.length, seq: frame.seq + 1)
+                    }
+                    offset += frame.length
+                }
+                if result.count >= limits.maxRecords || (result.last.map { $0.seq >= upTo } ?? false) { break }
+                if !result.isEmpty, size >= limits.maxBytes { break }
+            }
+            self.cursor = cursor
+            return result
+        }
+    }
+
+    /// Everything with seq <= `seq` was acknowledged by the broker: it may leave the buffer.
+    /// Persisted with the next group commit (a power cut before it means a resend, not a loss).
+    public func acknowledge(through seq: UInt64) {
+        lock.withLock {
+            guard seq > ackedSeq else { return }
+            ackedSeq = min(seq, nextSeq - 1)
+        }
+    }
+
+    /// Blocks until a durable record with seq > `seq` exists or `deadline` passes; true if one does.
+    public func waitForRecords(after seq: UInt64, until deadline: MonotonicInstant) -> Bool {
+        lock.withLock {
+            while !closed, max(seq, ackedSeq) >= (readOnly ? nextSeq - 1 : durableSeq) {
+                if !lock.wait(until: deadline), MonotonicInstant.now() >= deadline { break }
+            }
+            return max(seq, ackedSeq) < durableSeq
+        }
+    }
+
+    public func stats() -> BufferStats {
+        lock.withLock {
+            let bytes = segments.reduce(0) { $0 + $1.size }
+            let pending = segments.reduce(0) { $0 + $1.count(after: ackedSeq) }
+            let first = segments.lazy.compactMap { $0.firstSeq(after: self.ackedSeq) }.first ?? nextSeq
+            return BufferStats(
+                records: pending, bytes: bytes, firstSeq: first, nextSeq: nextSeq, ackedSeq: ackedSeq,
+                durableSeq: readOnly ? nextSeq - 1 : durableSeq, droppedNormal: droppedNormal, droppedAlarm: droppedAlarm,
+                corruptBytesSkipped: corruptBytes, maxBytes: settings.maxBytes, diskError: diskError)
+        }
+    }
+
+    // MARK: Segments
+
+    private func rotate() throws(BufferError) {
+        if fdatasync(activeFD) == 0, durableSeq < nextSeq - 1 {
+            durableSeq = nextSeq - 1
+            lock.broadcast()
+        }
+        Glibc.close(activeFD)
+        activeFD = -1
+        try openSegment(firstSeq: nextSeq)
+        removeAcknowledgedSegments()
+    }
+
+    private func openSegment(firstSeq: UInt64) throws(BufferError) {
+        let path = directory + "/" + Segment.fileName(firstSeq: firstSeq)
+        activeFD = try Self.check(open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644), "create", path)
+        segments.append(Segment(firstSeq: firstSeq, path: path))
+        // The new file's name must survive a power cut too: it carries the seq floor.
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            Glibc.close(dirFD)
+        }
+    }
+
+    /// Evicts the oldest segments until `incoming` more bytes fit in `max_bytes`, counting the
+    /// unacknowledged records they held as dropped.
+    private func makeRoom(for incoming: Int) throws(BufferError) {
+        var total = segments.reduce(0) { $0 + $1.size }
+        while total + incoming > settings.maxBytes {
+            if segments.count == 1 {
+                guard segments[0].count > 0 else { return }
+                try rotate()
+                continue
+            }
+            let victim = segments.removeFirst()
+            let lost = victim.unacknowledged(after: ackedSeq)
+            droppedNormal += UInt64(lost.normal)
+            droppedAlarm += UInt64(lost.alarm)
+            unlink(victim.path)
+            total -= victim.size
+            if cursor?.segmentFirstSeq == victim.firstSeq { cursor = nil }
+        }
+    }
+
+    private func removeAcknowledgedSegments() {
+        while segments.count > 1, segments[0].lastSeq <= persistedAck {
+            let done = segments.removeFirst()
+            unlink(done.path)
+            if cursor?.segmentFirstSeq == done.firstSeq { cursor = nil }
+        }
+    }
+
+    private func segmentDescriptor(_ index: Int) -> Int32? {
+        if index == segments.count - 1, !readOnly, activeFD >= 0 {
+            // The active segment is open for appending only; read it through a second descriptor.
+            let fd = open(segments[index].path, O_RDONLY | O_CLOEXEC)
+            return fd >= 0 ? fd : nil
+        }
+        let fd = open(segments[index].path, O_RDONLY | O_CLOEXEC)
+        return fd >= 0 ? fd : nil
+    }
+
+    // MARK: Recovery
+
+    private func recover() throws(BufferError) {
+        ackedSeq = readAck()
+        persistedAck = ackedSeq
+        guard let directoryStream = opendir(directory) else {
+            if readOnly { throw BufferError(operation: "open", path: directory, code: errno) }
+            throw BufferError(operation: "open", path: directory, code: errno)
+        }
+        var names: [String] = []
+        while let entry = readdir(directoryStream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if Segment.firstSeq(fromFileName: name) != nil { names.append(name) }
+        }
+        closedir(directoryStream)
+        names.sort()
+        var floor = ackedSeq + 1
+        for (position, name) in names.enumerated() {
+            let isLast = position == names.count - 1
+            let firstSeq = Segment.firstSeq(fromFileName: name)!
+            var segment = Segment(firstSeq: firstSeq, path: directory + "/" + name)
+            floor = max(floor, firstSeq)
+            let fd = open(segment.path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            var status = stat()
+            fstat(fd, &status)
+            let fileSize = Int(status.st_size)
+            var offset = 0
+            var lastGood = 0
+            var previousSeq = (segments.last?.lastSeq ?? 0)
+            while offset < fileSize {
+                if let frame = Frame.read(fd: fd, at: offset, limit: fileSize), frame.seq > previousSeq {
+                    segment.append(seq: frame.seq, bytes: frame.length, alarm: frame.priority == .alarm)
+                    previousSeq = frame.seq
+                    offset += frame.length
+                    lastGood = offset
+                    continue
+                }
+                // Corrupt or torn: look for the next valid frame; none before the end means a torn tail.
+                guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: fileSize, after: previousSeq) else {
+                    break
+                }
+                corruptBytes += next - offset
+                offset = next
+            }
+            Glibc.close(fd)
+            if lastGood < fileSize {
+                if isLast, !readOnly {
+                    // A torn tail (power cut mid-write): cut it so appends continue on a clean frame boundary.
+                    truncate(segment.path, off_t(lastGood))
+                    if lastGood < fileSize, offset < fileSize { corruptBytes += fileSize - offset }
+                } else {
+                    corruptBytes += fileSize - max(lastGood, offset)
+                }
+            }
+            segment.size = isLast && !readOnly ? lastGood : fileSize
+            if segment.count == 0, !isLast {
+                if !readOnly { unlink(segment.path) }
+                continue
+            }
+            segments.append(segment)
+        }
+        nextSeq = max(floor, (segments.last?.lastSeq ?? 0) + 1)
+        durableSeq = nextSeq - 1
+        if !readOnly {
+            if let last = segments.last {
+                let path = last.path
+                activeFD = try Self.check(open(path, O_WRONLY | O_APPEND | O_CLOEXEC), "open", path)
+            } else {
+                try openSegment(firstSeq: nextSeq)
+            }
+            removeAcknowledgedSegments()
+        } else if segments.isEmpty {
+            segments.append(Segment(firstSeq: nextSeq, path: directory + "/" + Segment.fileName(firstSeq: nextSeq)))
+        }
+    }
+
+    // MARK: The acknowledged position
+
+    private static let ackMagic: UInt32 = 0x4B43_4152  // "RACK"
+
+    private func readAck() -> UInt64 {
+        let fd = open(directory + "/acked", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        defer { Glibc.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard bytes.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 16, 0) }) == 16 else { return 0 }
+        let seq = bytes.loadLittleEndian(UInt64.self, at: 0)
+        guard bytes.loadLittleEndian(UInt32.self, at: 12) == Self.ackMagic,
+            bytes.loadLittleEndian(UInt32.self, at: 8) == CRC32.checksum(Array(bytes[0..<8]))
+        else {
+            // A damaged ack position only means resending: start from everything still buffered.
+            return 0
+        }
+        return seq
+    }
+
+    private func writeAck(_ seq: UInt64) throws(BufferError) {
+        let path = directory + "/acked"
+        if ackFD < 0 { ackFD = try Self.check(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644), "open", path) }
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndian(seq)
+        bytes.appendLittleEndian(CRC32.checksum(bytes))
+        bytes.appendLittleEndian(Self.ackMagic)
+        // 16 bytes at offset 0 sit in one sector: the write is atomic on flash and disks alike.
+        let written = bytes.withUnsafeBytes { pwrite(ackFD, $0.baseAddress, 16, 0) }
+        guard written == 16, fdatasync(ackFD) == 0 else {
+            let error = BufferError(operation: "write", path: path, code: errno)
+            diskError = error.description
+            throw error
+        }
+    }
+
+    // MARK: Sync thread
+
+    private func startSyncThread() {
+        guard settings.syncIntervalMs > 0 else { return }
+        let unmanaged = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { argument in
+            let buffer = Unmanaged<DiskBuffer>.fromOpaque(argument!).takeRetainedValue()
+            buffer.syncLoop()
+            return nil
+        }, unmanaged.toOpaque())
+        if result == 0 { syncThread = thread } else { unmanaged.release() }
+    }
+
+    private func syncLoop() {
+        lock.withLock {
+            while !closed {
+                lock.wait(until: MonotonicInstant.now().adding(milliseconds: settings.syncIntervalMs))
+                if closed { break }
+                try? syncLocked()
+            }
+        }
+    }
+
+    // MARK: File helpers
+
+    static func makeDirectory(_ path: String) throws(BufferError) {
+        if mkdir(path, 0o750) != 0, errno != EEXIST { throw BufferError(operation: "create directory", path: path, code: errno) }
+    }
+
+    static func check(_ fd: Int32, _ operation: String, _ path: String) throws(BufferError) -> Int32 {
+        guard fd >= 0 else { throw BufferError(operation: operation, path: path, code: errno) }
+        return fd
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(BufferError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else { throw BufferError(operation: "write", path: path, code: errno) }
+            offset += written
+        }
+    }
+}
+
+/// Where a sequential reader left off, so each batch does not rescan its segment.
+private struct ReadCursor {
+    var segmentFirstSeq: UInt64
+    var offset: Int
+    /// The seq expected at `offset`.
+    var seq: UInt64
+}

@@ -1,0 +1,153 @@
+import Glibc
+import RailgateCore
+
+/// One segment file: an append-only run of frames whose seqs increase. Its name carries the
+/// seq of its first record, which is also the floor for the next seq when it is empty.
+struct Segment {
+    let firstSeq: UInt64
+    let path: String
+    var size = 0
+    var count = 0
+    var firstRecordSeq: UInt64 = 0
+    var lastSeq: UInt64 = 0
+    /// Seqs of alarm records, kept so eviction can count what it drops by priority (alarms are rare).
+    var alarmSeqs: [UInt64] = []
+
+    init(firstSeq: UInt64, path: String) {
+        self.firstSeq = firstSeq
+        self.path = path
+    }
+
+    static func fileName(firstSeq: UInt64) -> String {
+        let digits = String(firstSeq)
+        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".rgb"
+    }
+
+    static func firstSeq(fromFileName name: String) -> UInt64? {
+        guard name.hasPrefix("segment-"), name.hasSuffix(".rgb"), name.count == 32 else { return nil }
+        return UInt64(name.dropFirst(8).dropLast(4))
+    }
+
+    mutating func append(seq: UInt64, bytes: Int, alarm: Bool) {
+        if count == 0 { firstRecordSeq = seq }
+        count += 1
+        size += bytes
+        lastSeq = seq
+        if alarm { alarmSeqs.append(seq) }
+    }
+
+    /// Records with seq > `acked` (seqs within a segment are contiguous but for skipped corruption).
+    func count(after acked: UInt64) -> Int {
+        guard count > 0, lastSeq > acked else { return 0 }
+        return acked < firstRecordSeq ? count : min(count, Int(lastSeq - acked))
+    }
+
+    func firstSeq(after acked: UInt64) -> UInt64? {
+        guard count > 0, lastSeq > acked else { return nil }
+        return max(firstRecordSeq, acked + 1)
+    }
+
+    func unacknowledged(after acked: UInt64) -> (normal: Int, alarm: Int) {
+        let alarms = alarmSeqs.reduce(0) { $0 + ($1 > acked ? 1 : 0) }
+        return (count(after: acked) - alarms, alarms)
+    }
+}
+
+/// The on-disk frame of one record (little-endian):
+///
+///     u32 payload length | u32 CRC-32 of bytes 8..<end | u64 seq | u8 flags | u8 0 | u16 magic "RG" | payload
+///
+/// flags: bit 0 alarm priority, bit 1 sample. The CRC covers seq, flags, magic and payload,
+/// so a torn or flipped frame is detected and never returned as data.
+struct Frame {
+    static let headerSize = 20
+    static let magic: UInt16 = 0x4752
+    static let maxPayload = 1 << 24
+
+    var seq: UInt64
+    var priority: Priority
+    var isSample: Bool
+    var payload: [UInt8]
+
+    var length: Int { Frame.headerSize + payload.count }
+
+    static func encode(seq: UInt64, priority: Priority, isSample: Bool, payload: [UInt8]) -> [UInt8] {
+        var frame: [UInt8] = []
+        frame.reserveCapacity(headerSize + payload.count)
+        frame.appendLittleEndian(UInt32(payload.count))
+        frame.appendLittleEndian(UInt32(0))
+        frame.appendLittleEndian(seq)
+        frame.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0))
+        frame.append(0)
+        frame.appendLittleEndian(magic)
+        frame += payload
+        let crc = frame.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }
+        frame.storeLittleEndian(crc, at: 4)
+        return frame
+    }
+
+    /// The valid frame at `offset` of `fd`, or nil if it is torn, corrupt or runs past `limit`.
+    static func read(fd: Int32, at offset: Int, limit: Int) -> Frame? {
+        guard offset + headerSize <= limit else { return nil }
+        var header = [UInt8](repeating: 0, count: headerSize)
+        guard header.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, headerSize, off_t(offset)) }) == headerSize,
+            header.loadLittleEndian(UInt16.self, at: 18) == magic
+        else { return nil }
+        let length = Int(header.loadLittleEndian(UInt32.self, at: 0))
+        guard length <= maxPayload, offset + headerSize + length <= limit, header[17] == 0 else { return nil }
+        var payload = [UInt8](repeating: 0, count: length)
+        if length > 0 {
+            guard payload.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, length, off_t(offset + headerSize)) }) == length
+            else { return nil }
+        }
+        var crc = header.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }
+        crc = payload.withUnsafeBytes { CRC32.update(crc, $0) }
+        guard crc == header.loadLittleEndian(UInt32.self, at: 4) else { return nil }
+        return Frame(
+            seq: header.loadLittleEndian(UInt64.self, at: 8), priority: header[16] & 1 != 0 ? .alarm : .normal,
+            isSample: header[16] & 2 != 0, payload: payload)
+    }
+
+    /// The offset of the next valid frame at or after `start` whose seq is above `after`, if any.
+    static func resynchronise(fd: Int32, from start: Int, limit: Int, after: UInt64) -> Int? {
+        var offset = start
+        var window = [UInt8](repeating: 0, count: 65536)
+        while offset + headerSize <= limit {
+            let count = window.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            guard count > 0 else { return nil }
+            // Candidate frames start 18 bytes before a magic "RG".
+            var index = 0
+            while index + 1 < count {
+                if window[index] == 0x52, window[index + 1] == 0x47 {
+                    let candidate = offset + index - 18
+                    if candidate >= start, let frame = read(fd: fd, at: candidate, limit: limit), frame.seq > after {
+                        return candidate
+                    }
+                }
+                index += 1
+            }
+            offset += max(1, count - 1)
+        }
+        return nil
+    }
+}
+
+extension Array where Element == UInt8 {
+    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
+    }
+
+    mutating func storeLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { bytes in
+            for (index, byte) in bytes.enumerated() { self[offset + index] = byte }
+        }
+    }
+
+    func loadLittleEndian<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
+        var value = T.zero
+        Swift.withUnsafeMutableBytes(of: &value) { target in
+            for index in 0..<MemoryLayout<T>.size { target[index] = self[offset + index] }
+        }
+        return T(littleEndian: value)
+    }
+}

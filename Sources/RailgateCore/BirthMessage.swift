@@ -1,0 +1,45 @@
+/// The version railgate reports in its birth message and `--version`.
+public enum RailgateVersion {
+    public static let current = "0.1.0"
+}
+
+/// The retained `status` messages: the birth message describing the sources, and the will.
+public enum StatusMessage {
+    /// `{"state":"online",...,"sources":{...}}`, published retained on every connect.
+    public static func birth(config: GatewayConfig, started: Timestamp) -> JSON {
+        var sources: [(String, JSON)] = []
+        for device in config.devices {
+            let points: [(String, JSON)] = device.profile.points.map { point in
+                var fields: [(String, JSON)] = []
+                if let unit = point.unit { fields.append(("unit", .string(unit))) }
+                fields.append(("type", .string(point.table.holdsBits ? "bool" : point.type.description)))
+                return (point.name, .object(fields))
+            }
+            sources.append((device.name, .object([
+                ("kind", .string("modbus")), ("model", .string(device.profile.model)), ("points", .object(points)),
+            ])))
+        }
+        for gate in config.gates {
+            sources.append((gate.name, .object([("kind", .string("gate"))])))
+        }
+        return .object([
+            ("state", .string("online")), ("gateway", .string(config.gateway.id)),
+            ("version", .string(RailgateVersion.current)), ("started", .string(started.secondsDescription)),
+            ("sources", .object(sources)),
+        ])
+    }
+
+    /// The will the broker publishes when the gateway vanishes.
+    public static let offline = JSON.object([("state", .string("offline"))])
+}
+
+/// The upstream topic names for one gateway.
+public struct Topics: Sendable, Equatable {
+    public var telemetry: String
+    public var status: String
+
+    public init(prefix: String, gatewayID: String) {
+        telemetry = "\(prefix)/\(gatewayID)/telemetry"
+        status = "\(prefix)/\(gatewayID)/status"
+    }
+}

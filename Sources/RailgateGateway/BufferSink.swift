@@ -1,0 +1,49 @@
+import Logging
+import RailgateBuffer
+import RailgateCore
+
+/// Puts records into the durable buffer. When the disk refuses (ENOSPC, EIO, read-only), records
+/// wait in memory, up to `memoryLimit`, and are written in order once the disk takes them again;
+/// past that limit the oldest normal records go first. The failure is logged once, and its end.
+final class BufferSink: RecordSink, @unchecked Sendable {
+    private let buffer: DiskBuffer
+    private let logger: Logger
+    private let lock = ConditionLock()
+    private var waiting: [Record] = []
+    private var failing = false
+    private(set) var lostInMemory = 0
+    static let memoryLimit = 20_000
+
+    init(buffer: DiskBuffer, logger: Logger) {
+        self.buffer = buffer
+        self.logger = logger
+    }
+
+    func accept(_ record: Record) {
+        lock.withLock {
+            waiting.append(record)
+            while let next = waiting.first {
+                do {
+                    try buffer.append(next)
+                    waiting.removeFirst()
+                } catch {
+                    if !failing { logger.error("buffer write failed: \(error); holding records in memory until the disk recovers") }
+                    failing = true
+                    if waiting.count > Self.memoryLimit {
+                        let victim = waiting.firstIndex { $0.priority == .normal } ?? 0
+                        waiting.remove(at: victim)
+                        lostInMemory += 1
+                    }
+                    return
+                }
+            }
+            if failing {
+                logger.notice("buffer writes succeed again; records held in memory are on disk")
+                failing = false
+            }
+        }
+    }
+
+    /// Records waiting in memory for the disk.
+    var waitingInMemory: Int { lock.withLock { waiting.count } }
+}

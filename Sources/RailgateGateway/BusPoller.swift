@@ -1,0 +1,118 @@
+import Glibc
+import Logging
+import RailgateCore
+import RailgateModbus
+
+/// Where records go once made: the buffer in the daemon, standard output for `run --once`.
+public protocol RecordSink: AnyObject, Sendable {
+    func accept(_ record: Record)
+}
+
+/// A snapshot of one bus and its devices for `railgate status`.
+public struct BusStatus: Sendable {
+    public var name: String
+    public var endpoint: String
+    /// Share of recent wall time the line spent in requests (0...1), an exponential moving average.
+    public var utilisation: Double
+    public var devices: [(name: String, stats: DeviceStats)]
+}
+
+/// Polls every device of one bus from one dedicated thread, so requests on a shared line are
+/// serialised, never interleaved, with `inter_request_delay_ms` between them. Devices start
+/// staggered across their interval rather than all due at once.
+final class BusPoller: @unchecked Sendable {
+    let bus: BusConfig
+    private let sink: any RecordSink
+    private let logger: Logger
+    private let lock = ConditionLock()
+    private var pollers: [DevicePoller]
+    private var stopping = false
+    private var thread: DaemonThread?
+    private var utilisation = 0.0
+    private var snapshot: [(name: String, stats: DeviceStats)]
+    /// The longest a dead device waits between attempts.
+    static let maxBackoffMs = 30_000
+
+    init(bus: BusConfig, devices: [DeviceConfig], sink: any RecordSink, logger: Logger) {
+        self.bus = bus
+        self.sink = sink
+        self.logger = logger
+        let now = MonotonicInstant.now()
+        pollers = devices.enumerated().map { index, device in
+            let stagger = device.pollIntervalMs * index / max(1, devices.count)
+            return DevicePoller(device: device, maxGap: bus.maxGap, firstDue: now.adding(milliseconds: stagger))
+        }
+        snapshot = pollers.map { ($0.device.name, $0.stats) }
+    }
+
+    func start() {
+        thread = DaemonThread { [self] in run() }
+    }
+
+    /// Stops after the request in progress (at most one timeout) and waits for the thread.
+    func stop() {
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+        thread?.join()
+    }
+
+    func status() -> BusStatus {
+        lock.withLock {
+            BusStatus(name: bus.name, endpoint: ModbusEndpoint(bus.transport).description, utilisation: utilisation, devices: snapshot)
+        }
+    }
+
+    private func run() {
+        let connection: ModbusConnection
+        do {
+            connection = try ModbusConnection(endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+        } catch {
+            logger.error("bus \(bus.name): \(error); its devices will not be polled")
+            return
+        }
+        var windowStart = MonotonicInstant.now()
+        var busyNanoseconds: Int64 = 0
+        var wasDown = false
+        while true {
+            guard let poller = pollers.min(by: { $0.nextDue < $1.nextDue }) else { return }
+            let due = poller.nextDue
+            let proceed: Bool = lock.withLock {
+                while !stopping, MonotonicInstant.now() < due { lock.wait(until: due) }
+                return !stopping
+            }
+            guard proceed else { break }
+            let started = MonotonicInstant.now()
+            let record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now()) {
+                if bus.interRequestDelayMs > 0 { usleep(UInt32(bus.interRequestDelayMs) * 1000) }
+            }
+            let finished = MonotonicInstant.now()
+            busyNanoseconds += finished.nanoseconds - started.nanoseconds
+            sink.accept(record)
+            let down = poller.stats.consecutiveFailures > 0
+            if down != wasDown || (down && poller.stats.consecutiveFailures == 1) {
+                if down {
+                    logger.warning("device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")")
+                } else if wasDown {
+                    logger.notice("device \(poller.device.name) answers again")
+                }
+            }
+            wasDown = pollers.contains { $0.stats.consecutiveFailures > 0 }
+            poller.scheduleNext(after: due, now: finished, maxBackoffMs: Self.maxBackoffMs)
+            let windowMs = finished.milliseconds(since: windowStart)
+            lock.withLock {
+                if windowMs >= 1000 {
+                    let share = min(1, Double(busyNanoseconds) / Double(windowMs * 1_000_000))
+                    utilisation = utilisation == 0 ? share : utilisation * 0.8 + share * 0.2
+                }
+                snapshot = pollers.map { ($0.device.name, $0.stats) }
+            }
+            if windowMs >= 1000 {
+                windowStart = finished
+                busyNanoseconds = 0
+            }
+        }
+        connection.disconnect()
+    }
+}

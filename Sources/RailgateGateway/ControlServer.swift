@@ -1,0 +1,111 @@
+import Glibc
+import Logging
+import RailgateCore
+
+/// The daemon's control socket: a Unix stream socket where a client writes one command line
+/// (`status`) and reads one JSON document back. Anything else gets `{"error":...}`; a client
+/// that sends nothing is dropped after a second. Runs on its own thread.
+final class ControlServer: @unchecked Sendable {
+    let path: String
+    private let logger: Logger
+    private let respond: @Sendable (String) -> JSON
+    private var listener: Int32 = -1
+    private var thread: DaemonThread?
+    private let lock = ConditionLock()
+    private var stopping = false
+
+    init(path: String, logger: Logger, respond: @escaping @Sendable (String) -> JSON) {
+        self.path = path
+        self.logger = logger
+        self.respond = respond
+    }
+
+    /// Binds the socket (replacing a stale one left by a crash) and starts serving.
+    func start() throws(ControlSocketError) {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ControlSocketError(operation: "socket", path: path, code: errno) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            Glibc.close(fd)
+            throw ControlSocketError(operation: "bind (path too long)", path: path, code: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { target in
+            for (index, byte) in bytes.enumerated() { target[index] = byte }
+        }
+        unlink(path)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, listen(fd, 8) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw ControlSocketError(operation: "bind", path: path, code: code)
+        }
+        chmod(path, 0o660)
+        listener = fd
+        thread = DaemonThread { [self] in serve() }
+    }
+
+    func stop() {
+        lock.withLock { stopping = true }
+        thread?.join()
+        if listener >= 0 {
+            Glibc.close(listener)
+            unlink(path)
+            listener = -1
+        }
+    }
+
+    private func serve() {
+        while !lock.withLock({ stopping }) {
+            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+            guard poll(&fds, 1, 200) > 0 else { continue }
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { continue }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let reply = readCommand(client).map(respond) ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
+            StandardStreams.write(fd: client, reply.serialized + "\n")
+            Glibc.close(client)
+        }
+    }
+
+    /// The first line the client sends (at most 1 KiB), or nil on silence or garbage.
+    private func readCommand(_ fd: Int32) -> String? {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 256)
+        while bytes.count < 1024 {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+            if bytes.contains(10) { break }
+        }
+        guard let line = bytes.split(separator: 10, omittingEmptySubsequences: false).first, !line.isEmpty,
+            line.allSatisfy({ $0 >= 0x20 && $0 < 0x7F || $0 == 0x0D })
+        else { return nil }
+        return String(decoding: line, as: UTF8.self).trimmingSpaces
+    }
+}
+
+/// The control socket could not be set up.
+struct ControlSocketError: Error, CustomStringConvertible {
+    var operation: String
+    var path: String
+    var code: Int32
+
+    var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var text = Substring(self)
+        while let first = text.first, first == " " || first == "\r" || first == "\t" { text = text.dropFirst() }
+        while let last = text.last, last == " " || last == "\r" || last == "\t" { text = text.dropLast() }
+        return String(text)
+    }
+}

@@ -1,0 +1,217 @@
+import Glibc
+import Logging
+import RailgateBuffer
+import RailgateCore
+import RailgateModbus
+
+/// The daemon: loads the configuration, opens the buffer, and runs one poller per bus, the
+/// uplink and the control socket until SIGTERM or SIGINT; SIGHUP reloads the configuration
+/// (an invalid one is refused and the running one kept). This is the one place where the
+/// services are wired together.
+public final class Gateway: @unchecked Sendable {
+    private var config: GatewayConfig
+    private let buffer: DiskBuffer
+    private let sink: BufferSink
+    private let logger: Logger
+    private let started = WallClock.now()
+    private let startedMonotonic = MonotonicInstant.now()
+    private let lock = ConditionLock()
+    private var pollers: [BusPoller] = []
+    private var uplink: Uplink?
+    private var control: ControlServer?
+
+    /// Opens the buffer for `config`; throws if the state directory cannot be used.
+    public init(config: GatewayConfig, logger: Logger) throws(BufferError) {
+        self.config = config
+        self.logger = logger
+        buffer = try DiskBuffer(stateDirectory: config.gateway.stateDir, settings: config.buffer)
+        sink = BufferSink(buffer: buffer, logger: logger)
+    }
+
+    /// Runs until SIGTERM/SIGINT, then stops polling, flushes what the broker will take,
+    /// persists the buffer and returns 0. Call from the main thread.
+    public func run() -> Int32 {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, signal) }
+        // Blocked before any thread starts, so every thread inherits the mask and only sigwait sees them.
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        Glibc.signal(SIGPIPE, SIG_IGN)
+
+        let stats = buffer.stats()
+        logger.info("railgate \(RailgateVersion.current) gateway \(config.gateway.id): buffer holds \(stats.records) records, next seq \(stats.nextSeq)")
+        if stats.corruptBytesSkipped > 0 {
+            logger.warning("buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
+        }
+        startServices(config)
+        SystemdNotifier.notify("READY=1\nSTATUS=polling \(config.devices.count) devices")
+        while true {
+            var received: Int32 = 0
+            guard sigwait(&signals, &received) == 0 else { continue }
+            if received == SIGHUP {
+                reload()
+                continue
+            }
+            logger.notice("signal \(received): stopping")
+            SystemdNotifier.notify("STOPPING=1")
+            stopServices()
+            buffer.close()
+            return 0
+        }
+    }
+
+    private func reload() {
+        SystemdNotifier.notify("RELOADING=1")
+        defer { SystemdNotifier.notify("READY=1") }
+        let fresh: GatewayConfig
+        do {
+            fresh = try ConfigLoader(files: LocalFiles()).load(config.file)
+        } catch {
+            for problem in error.problems { logger.error("reload refused: \(problem)") }
+            logger.error("reload refused: keeping the running configuration")
+            return
+        }
+        if fresh.gateway.stateDir != config.gateway.stateDir || fresh.buffer != config.buffer {
+            logger.warning("reload: state_dir and [buffer] changes take effect at the next restart")
+        }
+        logger.notice("reloading the configuration from \(fresh.file)")
+        stopServices()
+        lock.withLock { config = fresh }
+        startServices(fresh)
+    }
+
+    private func startServices(_ config: GatewayConfig) {
+        let pollers = config.buses.compactMap { bus -> BusPoller? in
+            let devices = config.devices(on: bus.name)
+            guard !devices.isEmpty else { return nil }
+            return BusPoller(bus: bus, devices: devices, sink: sink, logger: logger)
+        }
+        pollers.forEach { $0.start() }
+        var uplink: Uplink?
+        if case .mqtt = config.upstream.endpoint {
+            let candidate = Uplink(config: config, buffer: buffer, started: started, logger: logger)
+            do {
+                try candidate.start()
+                uplink = candidate
+            } catch {
+                logger.error("uplink cannot start: \(error); records stay buffered")
+            }
+        } else {
+            logger.notice("upstream url is \"none\": buffering only")
+        }
+        let control = ControlServer(path: config.gateway.controlSocket, logger: logger) { [weak self] command in
+            self?.answer(command) ?? .object([("error", .string("shutting down"))])
+        }
+        do {
+            try control.start()
+        } catch {
+            logger.error("control socket unavailable (railgate status will not reach this daemon): \(error)")
+        }
+        lock.withLock {
+            self.pollers = pollers
+            self.uplink = uplink
+            self.control = control
+        }
+    }
+
+    private func stopServices() {
+        let (pollers, uplink, control) = lock.withLock { (self.pollers, self.uplink, self.control) }
+        pollers.forEach { $0.stop() }
+        // Make the last polls durable so the uplink can still send them.
+        try? buffer.sync()
+        uplink?.stop()
+        control?.stop()
+        lock.withLock {
+            self.pollers = []
+            self.uplink = nil
+            self.control = nil
+        }
+    }
+
+    // MARK: Control socket
+
+    private func answer(_ command: String) -> JSON {
+        switch command {
+        case "status": return status()
+        case "ping": return .object([("ok", .bool(true))])
+        default: return .object([("error", .string("unknown command '\(command.prefix(64))'; try \"status\""))])
+        }
+    }
+
+    /// The daemon's state, as `railgate status --json` prints it.
+    func status() -> JSON {
+        let (config, pollers, uplink) = lock.withLock { (self.config, self.pollers, self.uplink) }
+        let buffer = self.buffer.stats()
+        let busStatuses = pollers.map { $0.status() }
+        let upstream: JSON
+        if let uplink {
+            let state = uplink.status()
+            upstream = .object([
+                ("state", .string(state.state)), ("acked_seq", .unsigned(state.ackedSeq)), ("batches", .integer(Int64(state.batches))),
+                ("in_flight", .integer(Int64(state.inFlight))), ("url", .string(state.url)),
+                ("last_error", state.lastError.map(JSON.string) ?? .null),
+            ])
+        } else {
+            upstream = .object([("state", .string("disabled")), ("acked_seq", .unsigned(buffer.ackedSeq)), ("batches", .integer(0))])
+        }
+        var devices: [JSON] = []
+        for bus in busStatuses {
+            for (name, stats) in bus.devices {
+                devices.append(.object([
+                    ("name", .string(name)), ("bus", .string(bus.name)), ("polls", .integer(Int64(stats.polls))),
+                    ("errors", .integer(Int64(stats.errors))), ("last_error", stats.lastError.map(JSON.string) ?? .null),
+                    ("answering", .bool(stats.consecutiveFailures == 0)), ("requests", .integer(Int64(stats.requests))),
+                ]))
+            }
+        }
+        let uptime = Double(MonotonicInstant.now().milliseconds(since: startedMonotonic)) / 1000
+        return .object([
+            ("gateway", .string(config.gateway.id)), ("version", .string(RailgateVersion.current)),
+            ("uptime_s", .number(uptime)),
+            ("buffer", .object([
+                ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
+                ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
+                ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
+                ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
+                ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
+                ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
+            ])),
+            ("upstream", upstream),
+            ("buses", .array(busStatuses.map { bus in
+                .object([("name", .string(bus.name)), ("endpoint", .string(bus.endpoint)), ("utilisation", .number((bus.utilisation * 1000).rounded() / 1000))])
+            })),
+            ("devices", .array(devices)),
+            ("gates", .array([])),
+        ])
+    }
+}
+
+/// `railgate run --once`: polls every device once, without buffer or uplink.
+public enum SinglePoll {
+    /// The records of one poll of every device, and whether every device answered.
+    public static func pollAll(_ config: GatewayConfig) -> (records: [Record], allAnswered: Bool) {
+        var records: [Record] = []
+        var allAnswered = true
+        for bus in config.buses {
+            let devices = config.devices(on: bus.name)
+            guard !devices.isEmpty else { continue }
+            let connection = try? ModbusConnection(endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+            for device in devices {
+                let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
+                let record: Record
+                if let connection {
+                    record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now()) {
+                        if bus.interRequestDelayMs > 0 { usleep(UInt32(bus.interRequestDelayMs) * 1000) }
+                    }
+                } else {
+                    let errors = device.profile.points.map { ($0.name, ReadFailure.io) }
+                    record = Record(timestamp: WallClock.now(), source: device.name, body: .sample(values: [], errors: errors))
+                }
+                if case .sample(let values, _) = record.body, values.isEmpty { allAnswered = false }
+                records.append(record)
+            }
+            connection?.disconnect()
+        }
+        return (records, allAnswered)
+    }
+}

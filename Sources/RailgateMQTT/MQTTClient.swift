@@ -1,0 +1,177 @@
+import CMosquitto
+import Glibc
+
+/// A failed libmosquitto call, with its `MOSQ_ERR_*` code (and errno for `MOSQ_ERR_ERRNO`).
+public struct MQTTError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var operation: String
+    public var code: Int32
+    public var errnoCode: Int32
+
+    public var description: String {
+        if code == Int32(MOSQ_ERR_ERRNO.rawValue) {
+            return "\(operation): \(String(cString: strerror(errnoCode))) (errno \(errnoCode))"
+        }
+        return "\(operation): \(String(cString: mosquitto_strerror(code))) (MOSQ_ERR \(code))"
+    }
+
+    static func check(_ rc: Int32, _ operation: String) throws(MQTTError) {
+        guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
+            throw MQTTError(operation: operation, code: rc, errnoCode: errno)
+        }
+    }
+}
+
+/// What the client reports from libmosquitto's network thread.
+public enum MQTTEvent: Sendable {
+    /// CONNACK received; `code` 0 is accepted, anything else is the broker's refusal.
+    case connected(code: Int32, reason: String)
+    /// The connection was lost (`code` != 0) or closed on request (0).
+    case disconnected(code: Int32, reason: String)
+    /// A publish completed: PUBACK for QoS 1, sent for QoS 0.
+    case published(messageID: Int32)
+    /// A message arrived on a subscription.
+    case message(topic: String, payload: [UInt8], retained: Bool)
+}
+
+/// TLS material for `mqtts://` (`mosquitto_tls_set`).
+public struct MQTTTLS: Sendable {
+    public var caFile: String?
+    public var certFile: String?
+    public var keyFile: String?
+
+    public init(caFile: String?, certFile: String?, keyFile: String?) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
+}
+
+/// One MQTT 3.1.1 client session over libmosquitto (`struct mosquitto`).
+///
+/// libmosquitto runs its network loop on its own thread (`mosquitto_loop_start`) and calls back
+/// there, reconnecting by itself with exponential backoff: `onEvent` runs on that thread and
+/// must be `@Sendable` and quick. Publishing is safe from any thread.
+public final class MQTTClient: @unchecked Sendable {
+    private var handle: OpaquePointer?
+    private let onEvent: @Sendable (MQTTEvent) -> Void
+    private var loopRunning = false
+
+    /// Creates the session (`mosquitto_new`); nothing is connected yet.
+    public init(clientID: String, cleanSession: Bool = true, onEvent: @escaping @Sendable (MQTTEvent) -> Void) throws(MQTTError) {
+        MQTTLibrary.initialise()
+        self.onEvent = onEvent
+        guard let handle = mosquitto_new(clientID, cleanSession, nil) else {
+            throw MQTTError(operation: "mosquitto_new", code: Int32(MOSQ_ERR_ERRNO.rawValue), errnoCode: errno)
+        }
+        self.handle = handle
+        mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
+        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        mosquitto_connect_callback_set(handle) { _, context, code in
+            MQTTClient.from(context).onEvent(.connected(code: code, reason: String(cString: mosquitto_connack_string(code))))
+        }
+        mosquitto_disconnect_callback_set(handle) { _, context, code in
+            MQTTClient.from(context).onEvent(.disconnected(code: code, reason: String(cString: mosquitto_strerror(code))))
+        }
+        mosquitto_publish_callback_set(handle) { _, context, messageID in
+            MQTTClient.from(context).onEvent(.published(messageID: messageID))
+        }
+        mosquitto_message_callback_set(handle) { _, context, message in
+            guard let message = message?.pointee else { return }
+            let payload = message.payloadlen > 0
+                ? Array(UnsafeRawBufferPointer(start: message.payload, count: Int(message.payloadlen)))
+                : []
+            MQTTClient.from(context).onEvent(
+                .message(topic: String(cString: message.topic), payload: payload, retained: message.retain))
+        }
+    }
+
+    private static func from(_ context: UnsafeMutableRawPointer?) -> MQTTClient {
+        Unmanaged<MQTTClient>.fromOpaque(context!).takeUnretainedValue()
+    }
+
+    deinit {
+        if let handle {
+            if loopRunning {
+                mosquitto_disconnect(handle)
+                mosquitto_loop_stop(handle, false)
+            }
+            mosquitto_destroy(handle)
+        }
+    }
+
+    private var live: OpaquePointer {
+        guard let handle else { preconditionFailure("MQTT client used after close") }
+        return handle
+    }
+
+    /// The message the broker publishes if this client vanishes (`mosquitto_will_set`).
+    public func setWill(topic: String, payload: [UInt8], qos: Int, retain: Bool) throws(MQTTError) {
+        let rc = payload.withUnsafeBytes { mosquitto_will_set(live, topic, Int32($0.count), $0.baseAddress, Int32(qos), retain) }
+        try MQTTError.check(rc, "set the will on \(topic)")
+    }
+
+    public func setCredentials(username: String, password: String?) throws(MQTTError) {
+        try MQTTError.check(mosquitto_username_pw_set(live, username, password), "set username and password")
+    }
+
+    /// Enables TLS; without a CA file the system's certificate directory is trusted.
+    public func setTLS(_ tls: MQTTTLS) throws(MQTTError) {
+        let rc = mosquitto_tls_set(live, tls.caFile, tls.caFile == nil ? "/etc/ssl/certs" : nil, tls.certFile, tls.keyFile, nil)
+        try MQTTError.check(rc, "set up TLS")
+    }
+
+    /// Starts the network thread and connects in the background; libmosquitto keeps
+    /// reconnecting (1 s doubling to `maxReconnectDelay`) until `disconnect()`.
+    public func start(host: String, port: Int, keepaliveSeconds: Int, maxReconnectDelay: Int = 30) throws(MQTTError) {
+        mosquitto_reconnect_delay_set(live, 1, UInt32(maxReconnectDelay), true)
+        let rc = mosquitto_connect_async(live, host, Int32(port), Int32(keepaliveSeconds))
+        // A refused or unreachable broker is not fatal: the loop thread retries. Bad arguments are.
+        if rc == Int32(MOSQ_ERR_INVAL.rawValue) || rc == Int32(MOSQ_ERR_EAI.rawValue) {
+            try MQTTError.check(rc, "connect to \(host):\(port)")
+        }
+        try MQTTError.check(mosquitto_loop_start(live), "start the MQTT network thread")
+        loopRunning = true
+    }
+
+    /// Queues a publish; returns its message id (matched by `.published`).
+    @discardableResult
+    public func publish(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) throws(MQTTError) -> Int32 {
+        var messageID: Int32 = 0
+        let rc = payload.withUnsafeBytes {
+            mosquitto_publish(live, &messageID, topic, Int32($0.count), $0.baseAddress, Int32(qos), retain)
+        }
+        try MQTTError.check(rc, "publish \(payload.count) bytes to \(topic)")
+        return messageID
+    }
+
+    public func subscribe(_ pattern: String, qos: Int) throws(MQTTError) {
+        try MQTTError.check(mosquitto_subscribe(live, nil, pattern, Int32(qos)), "subscribe to \(pattern)")
+    }
+
+    /// Sends DISCONNECT (the broker then does not publish the will) and stops the network thread.
+    public func disconnect() {
+        guard let handle, loopRunning else { return }
+        mosquitto_disconnect(handle)
+        mosquitto_loop_stop(handle, false)
+        loopRunning = false
+    }
+
+    /// The libmosquitto version, "2.0.11".
+    public static var libraryVersion: String {
+        var major: Int32 = 0
+        var minor: Int32 = 0
+        var revision: Int32 = 0
+        mosquitto_lib_version(&major, &minor, &revision)
+        return "\(major).\(minor).\(revision)"
+    }
+}
+
+/// `mosquitto_lib_init` once per process (it is not thread-safe to call twice concurrently).
+enum MQTTLibrary {
+    private static let initialised: Bool = {
+        mosquitto_lib_init()
+        return true
+    }()
+
+    static func initialise() { _ = initialised }
+}

@@ -1,0 +1,34 @@
+import ArgumentParser
+import RailgateCore
+
+/// `railgate`: the gateway daemon (`run`) and the technician's tools.
+@main
+struct Railgate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "railgate",
+        abstract: "Telemetry gateway for wagons and border gates: Modbus and GPIO in, MQTT out.",
+        version: RailgateVersion.current,
+        subcommands: [
+            RunCommand.self, CheckCommand.self, StatusCommand.self, ModbusCommand.self, BufferCommand.self,
+        ])
+}
+
+/// The sysexits codes the contract promises.
+enum Exit {
+    static let usage = ExitCode(64)
+    static let badData = ExitCode(65)
+    static let unavailable = ExitCode(69)
+    static let ioError = ExitCode(74)
+    static let config = ExitCode(78)
+}
+
+/// Loads a configuration for a command, printing every problem as `FILE:LINE: message` and
+/// exiting 78 if there is any.
+func loadConfig(_ path: String) throws -> GatewayConfig {
+    do {
+        return try ConfigLoader(files: LocalFiles()).load(path)
+    } catch {
+        for problem in error.problems { StandardStreams.error(problem.description) }
+        throw Exit.config
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Logging
+import RailgateCore
+import RailgateGateway
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the gateway in the foreground (what systemd starts).",
+        discussion: """
+            SIGTERM or SIGINT: stop polling, flush what the broker takes, persist, exit 0. \
+            SIGHUP: reload the configuration; an invalid one is refused and the running one kept.
+            """)
+
+    @Option(help: "The gateway configuration (TOML).")
+    var config: String
+
+    @Flag(help: "Poll every device once, print the records as JSON lines, send nothing, exit (69 if a device did not answer).")
+    var once = false
+
+    func run() throws {
+        let loaded = try loadConfig(config)
+        if once {
+            let (records, allAnswered) = SinglePoll.pollAll(loaded)
+            for record in records { StandardStreams.out(record.json(seq: nil).serialized) }
+            if !allAnswered { throw Exit.unavailable }
+            return
+        }
+        let level = Logger.Level(rawValue: loaded.gateway.logLevel.rawValue) ?? .info
+        LoggingSystem.bootstrap { label in RailgateLogHandler(label: label, level: level) }
+        var logger = Logger(label: "railgate")
+        logger.logLevel = level
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(config: loaded, logger: logger)
+        } catch {
+            logger.critical("cannot open the buffer: \(error)")
+            throw Exit.ioError
+        }
+        let code = gateway.run()
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Validate a configuration and every profile it names (exit 78 with FILE:LINE: message per problem).")
+
+    @Option(help: "The gateway configuration (TOML).")
+    var config: String
+
+    @Flag(help: "Print a JSON summary instead of text.")
+    var json = false
+
+    func run() throws {
+        let loaded = try loadConfig(config)
+        if json {
+            StandardStreams.out(JSON.object([
+                ("ok", .bool(true)), ("gateway", .string(loaded.gateway.id)), ("buses", .integer(Int64(loaded.buses.count))),
+                ("devices", .integer(Int64(loaded.devices.count))), ("gates", .integer(Int64(loaded.gates.count))),
+                ("points", .integer(Int64(loaded.devices.reduce(0) { $0 + $1.profile.points.count }))),
+            ]).serialized)
+        } else {
+            let points = loaded.devices.reduce(0) { $0 + $1.profile.points.count }
+            StandardStreams.out("\(config): ok: gateway \(loaded.gateway.id), \(loaded.buses.count) buses, \(loaded.devices.count) devices (\(points) points), \(loaded.gates.count) gates")
+        }
+    }
+}

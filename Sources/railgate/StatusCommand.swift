@@ -1,0 +1,69 @@
+import ArgumentParser
+import Glibc
+import RailgateCore
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Ask the running daemon for its state (through its control socket).")
+
+    @Option(help: "The daemon's control socket.")
+    var socket: String = "/run/railgate/control.sock"
+
+    @Flag(help: "Print the daemon's JSON document.")
+    var json = false
+
+    func run() throws {
+        let reply: String
+        do {
+            reply = try ControlClient.request("status", socket: socket)
+        } catch {
+            StandardStreams.error("railgate status: cannot reach the daemon at \(socket): \(error). Is railgate running (systemctl status railgate)?")
+            throw Exit.unavailable
+        }
+        if json {
+            StandardStreams.out(reply)
+            return
+        }
+        StandardStreams.out(StatusText.render(reply))
+    }
+}
+
+/// A client for the daemon's control socket: one command line out, one JSON document back.
+enum ControlClient {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func request(_ command: String, socket path: String, timeoutSeconds: Int = 5) throws -> String {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw Failure(description: "socket path too long") }
+        withUnsafeMutableBytes(of: &address.sun_path) { target in
+            for (index, byte) in bytes.enumerated() { target[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        StandardStreams.write(fd: fd, command + "\n")
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else {
+                if count < 0 { throw Failure(description: "no answer: \(String(cString: strerror(errno)))") }
+                break
+            }
+            reply += chunk[0..<count]
+        }
+        while reply.last == 10 { reply.removeLast() }
+        return String(decoding: reply, as: UTF8.self)
+    }
+}
