@@ -55,7 +55,11 @@ struct TableReader {
 
     func line(of key: String) -> Int? { table[key]?.line ?? (table.line > 0 ? table.line : nil) }
 
-    mutating func has(_ key: String) -> Bool { table[key] != nil }
+    /// Whether `key` is present; it counts as consumed (the caller reports it if misplaced).
+    mutating func has(_ key: String) -> Bool {
+        consumed.insert(key)
+        return table[key] != nil
+    }
 
     mutating func string(_ key: String, required: Bool = false) -> String? {
         guard let value = take(key, required: required) else { return nil }

@@ -123,6 +123,8 @@ public struct BusConfig: Sendable, Equatable {
     public var retries: Int
     public var maxGap: Int
     public var interRequestDelayMs: Int
+    /// The longest a device that answers nothing waits between attempts (the back-off's cap).
+    public var maxBackoffMs: Int
 }
 
 /// `[[device]]`: a slave on a bus, read per its profile.
@@ -214,6 +216,12 @@ public struct ConfigLoader {
                 names[name] = (kind, line)
             }
         }
+        // Names of every declared bus, valid or not, so that a device on a bus with a mistake
+        // of its own is not also reported as naming an undefined bus.
+        let declaredBuses = Set(busTables.compactMap { table -> String? in
+            if case .string(let name) = table["name"]?.kind { return name }
+            return nil
+        })
         var buses: [BusConfig] = []
         for table in busTables {
             guard let bus = parseBus(table, log: log) else { continue }
@@ -237,7 +245,7 @@ public struct ConfigLoader {
                 }
             }
             let bus = busName.flatMap { busName in buses.first { $0.name == busName } }
-            if let busName, bus == nil {
+            if let busName, bus == nil, !declaredBuses.contains(busName) {
                 let known = buses.map(\.name).joined(separator: ", ")
                 log.report(reader.line(of: "bus"), "device '\(name ?? "?")' names bus '\(busName)', which is not defined (buses: \(known.isEmpty ? "none" : known))")
             }
@@ -297,7 +305,7 @@ public struct ConfigLoader {
         if devices.isEmpty, gates.isEmpty, deviceTables.isEmpty, gateTables.isEmpty {
             log.report(nil, "no [[device]] and no [[gate]]: the gateway would have nothing to read")
         }
-        let problems = log.problems + profileProblems
+        let problems = log.problems.sorted { ($0.line ?? 0) < ($1.line ?? 0) } + profileProblems
         if !problems.isEmpty { throw ConfigErrors(problems) }
         return GatewayConfig(
             file: file, gateway: gateway, buffer: buffer, upstream: upstream, buses: buses, devices: devices,
@@ -406,12 +414,13 @@ public struct ConfigLoader {
         let retries = reader.integer("retries", in: 0...10, as: Int.self) ?? 2
         let maxGap = reader.integer("max_gap", in: 0...124, as: Int.self) ?? 8
         let delay = reader.integer("inter_request_delay_ms", in: 0...10_000, as: Int.self) ?? 0
+        let maxBackoff = reader.integer("max_backoff_ms", in: 100...3_600_000, as: Int.self) ?? 30_000
         reader.finish()
         if let name, !Names.isValid(name) {
             log.report(reader.line(of: "name"), "bus name '\(name)' must match [A-Za-z0-9._-]{1,64}")
         }
         guard log.problems.count == before, let name, let transport else { return nil }
-        return BusConfig(name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap, interRequestDelayMs: delay)
+        return BusConfig(name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap, interRequestDelayMs: delay, maxBackoffMs: maxBackoff)
     }
 
     private func parseGate(_ table: TOMLTable, log: ProblemLog) -> GateConfig? {

@@ -30,8 +30,6 @@ final class BusPoller: @unchecked Sendable {
     private var thread: DaemonThread?
     private var utilisation = 0.0
     private var snapshot: [(name: String, stats: DeviceStats)]
-    /// The longest a dead device waits between attempts.
-    static let maxBackoffMs = 30_000
 
     init(bus: BusConfig, devices: [DeviceConfig], sink: any RecordSink, logger: Logger) {
         self.bus = bus
@@ -99,7 +97,7 @@ final class BusPoller: @unchecked Sendable {
                 }
             }
             wasDown = pollers.contains { $0.stats.consecutiveFailures > 0 }
-            poller.scheduleNext(after: due, now: finished, maxBackoffMs: Self.maxBackoffMs)
+            poller.scheduleNext(after: due, now: finished, maxBackoffMs: bus.maxBackoffMs)
             let windowMs = finished.milliseconds(since: windowStart)
             lock.withLock {
                 if windowMs >= 1000 {
