@@ -178,6 +178,7 @@ public final class DiskBuffer: @unchecked Sendable {
     // MARK: Reading and acknowledging
 
     /// Up to `limits` durable records with seq > `seq`, oldest first, as stored (encoded JSON).
+    /// `limits.maxBytes` bounds the records joined by commas (the first record always comes).
     public func records(after seq: UInt64, limits: BatchLimits) -> [(seq: UInt64, bytes: [UInt8])] {
         lock.withLock {
             var result: [(seq: UInt64, bytes: [UInt8])] = []
@@ -193,13 +194,23 @@ public final class DiskBuffer: @unchecked Sendable {
                 guard let fd = segmentDescriptor(index) else { continue }
                 defer { if fd != activeFD { Glibc.close(fd) } }
                 var offset = cursor!.offset
+                var previousSeq = cursor!.seq > 0 ? cursor!.seq - 1 : 0
                 while offset < segment.size, result.count < limits.maxRecords {
-                    guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size) else { break }
+                    guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size) else {
+                        // Damaged bytes (counted when the buffer was opened): skip to the next intact frame.
+                        guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: segment.size, after: previousSeq)
+                        else { break }
+                        offset = next
+                        continue
+                    }
+                    previousSeq = frame.seq
                     if frame.seq > upTo { break }
                     if frame.seq > after {
-                        if !result.isEmpty, size + frame.payload.count + 1 > limits.maxBytes { break }
+                        // The size of the records joined by commas, as a batch carries them.
+                        let added = frame.payload.count + (result.isEmpty ? 0 : 1)
+                        if !result.isEmpty, size + added > limits.maxBytes { break }
                         result.append((frame.seq, frame.payload))
-                        size += frame.payload.count + 1
+                        size += added
                     } else {
                         cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: offset + frame.length, seq: frame.seq + 1)
                     }

@@ -1,5 +1,4 @@
-/// Assembles the telemetry payload `{"gateway":ID,"records":[...]}` from already-encoded
-/// records, within the batch limits. Pure: the uplink decides when to call it.
+/// How much one batch may carry (`batch_max_records`, `batch_max_bytes`).
 public struct BatchLimits: Sendable, Equatable {
     public var maxRecords: Int
     public var maxBytes: Int
@@ -14,12 +13,10 @@ public struct BatchLimits: Sendable, Equatable {
 public struct Batch: Sendable, Equatable {
     public var payload: [UInt8]
     public var seqs: [UInt64]
-
-    public var firstSeq: UInt64? { seqs.first }
-    public var lastSeq: UInt64? { seqs.last }
 }
 
-/// Builds batches for one gateway.
+/// Assembles the telemetry payload `{"gateway":ID,"records":[...]}` from already-encoded
+/// records. Pure: the uplink decides what goes in and when.
 public struct BatchBuilder: Sendable {
     private let prefix: [UInt8]
     private static let suffix = Array("]}".utf8)
@@ -34,21 +31,6 @@ public struct BatchBuilder: Sendable {
 
     /// Bytes of an empty batch's envelope.
     public var overhead: Int { prefix.count + BatchBuilder.suffix.count }
-
-    /// How many of `records` (in order) fit in one batch: at most `maxRecords`, and within
-    /// `maxBytes` unless the first record alone is larger (it then travels alone rather than never).
-    public func count(fitting records: some Sequence<[UInt8]>, limits: BatchLimits) -> Int {
-        var size = overhead
-        var count = 0
-        for record in records {
-            guard count < limits.maxRecords else { break }
-            let added = record.count + (count > 0 ? 1 : 0)
-            if count > 0, size + added > limits.maxBytes { break }
-            size += added
-            count += 1
-        }
-        return count
-    }
 
     /// The batch carrying `records` (each an encoded record with its seq).
     public func batch(of records: [(seq: UInt64, bytes: [UInt8])]) -> Batch {

@@ -103,7 +103,6 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var certFile: String?
     public var keyFile: String?
 
-    public var limits: BatchLimits { BatchLimits(maxRecords: batchMaxRecords, maxBytes: batchMaxBytes) }
 }
 
 /// How a bus reaches its slaves.

@@ -30,6 +30,8 @@ final class Uplink: @unchecked Sendable {
     private let topics: Topics
     private let birth: [UInt8]
     private let builder: BatchBuilder
+    /// The batch limits for the records alone (the envelope's bytes taken off).
+    private let limits: BatchLimits
     private let buffer: DiskBuffer
     private let logger: Logger
     private let lock = ConditionLock()
@@ -66,6 +68,8 @@ final class Uplink: @unchecked Sendable {
         self.buffer = buffer
         self.logger = logger
         cursor = buffer.stats().ackedSeq
+        limits = BatchLimits(
+            maxRecords: config.upstream.batchMaxRecords, maxBytes: max(1, config.upstream.batchMaxBytes - builder.overhead))
     }
 
     /// Sets up the session and starts connecting and publishing in the background.
@@ -207,7 +211,7 @@ final class Uplink: @unchecked Sendable {
             }
             let from = lock.withLock { cursor }
             guard buffer.waitForRecords(after: from, until: MonotonicInstant.now().adding(milliseconds: 500)) else { continue }
-            var records = buffer.records(after: from, limits: settings.limits)
+            var records = buffer.records(after: from, limits: limits)
             let now = MonotonicInstant.now()
             // Small batches wait out the interval; full ones go at once. A rate cap spaces batches.
             let intervalEnd = lastSend.adding(milliseconds: settings.batchIntervalMs)
@@ -216,7 +220,7 @@ final class Uplink: @unchecked Sendable {
                 lock.withLock {
                     while !stopping, MonotonicInstant.now() < holdUntil { lock.wait(until: holdUntil) }
                 }
-                records = buffer.records(after: from, limits: settings.limits)
+                records = buffer.records(after: from, limits: limits)
             }
             guard let sent = publish(records) else { continue }
             lastSend = MonotonicInstant.now()
@@ -229,7 +233,7 @@ final class Uplink: @unchecked Sendable {
     /// On the way out: sends everything durable that is not in flight yet, while connected.
     private func drain() {
         while lock.withLock({ state == "connected" }) {
-            let records = buffer.records(after: lock.withLock { cursor }, limits: settings.limits)
+            let records = buffer.records(after: lock.withLock { cursor }, limits: limits)
             guard !records.isEmpty, publish(records) != nil else { return }
         }
     }
