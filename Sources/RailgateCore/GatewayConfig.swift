@@ -33,12 +33,12 @@ public enum UpstreamEndpoint: Sendable, Equatable {
         } else {
             return nil
         }
-        guard let (host, port) = HostPort.split(String(rest), defaultPort: tls ? 8883 : 1883) else { return nil }
+        guard let (host, port) = HostPort.split(String(rest), defaultPort: tls ? 8883 : 1883), port > 0 else { return nil }
         self = .mqtt(host: host, port: port, tls: tls)
     }
 }
 
-/// Splits `HOST[:PORT]` (and `[v6]:PORT`).
+/// Splits `HOST[:PORT]` (and `[v6]:PORT`); port 0 is allowed (a listener's "any port").
 public enum HostPort {
     public static func split(_ text: String, defaultPort: Int) -> (String, Int)? {
         var host = Substring(text)
@@ -58,7 +58,7 @@ public enum HostPort {
             port = p
             host = host[..<colon]
         }
-        guard !host.isEmpty, !host.contains("/"), (1...65535).contains(port) else { return nil }
+        guard !host.isEmpty, !host.contains("/"), (0...65535).contains(port) else { return nil }
         return (String(host), port)
     }
 }

@@ -1,0 +1,142 @@
+import Foundation
+import RailgateCore
+import Testing
+
+@Suite("Commands", .serialized)
+struct CommandTests {
+    static let brokenConfig = """
+        [gateway]
+        id = "KZ WAG"
+        log_level = "loud"
+
+        [buffer]
+        max_bytes = -1
+
+        [upstream]
+        url = "amqp://broker"
+        batch_max_recrods = 10
+
+        [[bus]]
+        name = "line"
+        transport = "tcp"
+        host = "127.0.0.1"
+        baud = 9600
+
+        [[device]]
+        name = "axlebox-1"
+        bus = "line2"
+        unit = 7
+        profile = "no-such-profile"
+        """
+
+    @Test("check and run report every problem with file and line, exit 78")
+    func brokenConfig() throws {
+        let scratch = Scratch()
+        let file = scratch.write("broken.toml", Self.brokenConfig)
+        let expected = [2, 3, 6, 9, 10, 16, 20, 22].map { "\(file):\($0): " }
+        for arguments in [["check", "--config", file], ["run", "--config", file]] {
+            let result = try TestProcess.run(Binaries.railgate, arguments, scratch: scratch)
+            #expect(result.status == 78, "\(arguments[0])")
+            let lines = result.error.split(separator: "\n").map(String.init)
+            for prefix in expected {
+                #expect(lines.contains { $0.hasPrefix(prefix) }, "\(arguments[0]) misses \(prefix): \(result.error)")
+            }
+            #expect(lines.count == expected.count, "one line per problem: \(result.error)")
+        }
+    }
+
+    @Test("check accepts the shipped example configurations")
+    func examplesAreValid() throws {
+        let scratch = Scratch()
+        for example in ["Firmware-config/examples/demo.toml", "Firmware-config/examples/wagon.toml"] {
+            let result = try TestProcess.run(Binaries.railgate, ["check", "--config", example], scratch: scratch)
+            #expect(result.status == 0, "\(example): \(result.error)")
+        }
+    }
+
+    @Test("run --once prints one record per device, and exits 69 when a device is silent")
+    func once() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(profile: "brake-load-sensor", units: "3", scratch: scratch, extra: ["--set", "load=61.25"])
+        let good = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("brake-load", simulator.port, 3, "brake-load-sensor")])
+        var result = try TestProcess.run(Binaries.railgate, ["run", "--config", good, "--once"], scratch: scratch)
+        #expect(result.status == 0, "\(result.error)")
+        let record = try JSONReader.parse(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(record["source"] == .string("brake-load"))
+        #expect(record["values"]?["load"] == .number(61.25))
+        #expect(record["seq"] == nil)
+
+        let silent = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("brake-load", simulator.port, 9, "brake-load-sensor")])
+        result = try TestProcess.run(Binaries.railgate, ["run", "--config", silent, "--once"], scratch: scratch)
+        #expect(result.status == 69)
+        #expect(try JSONReader.parse(result.output.trimmingCharacters(in: .whitespacesAndNewlines))["errors"] != nil)
+    }
+
+    @Test("status answers over the control socket; garbage is refused and the daemon keeps running")
+    func statusAndGarbage() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")])
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let socket = scratch.path + "/control.sock"
+        var status: JSON = .null
+        let deadline = Date().addingTimeInterval(60)
+        repeat {
+            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket, "--json"], scratch: scratch)
+            if result.status == 0 { status = (try? JSONReader.parse(result.output)) ?? .null }
+            if (status["devices"]?.arrayValue?.first?["polls"]?.int ?? 0) >= 2 { break }
+            usleep(100_000)
+        } while Date() < deadline
+        #expect(status["gateway"] == .string("KZ-WAG-TEST"))
+        #expect(status["upstream"]?["state"] == .string("disabled"))
+        #expect((status["buffer"]?["records"]?.int ?? 0) >= 2, "url = none keeps everything buffered")
+        #expect(status["devices"]?.arrayValue?.first?["name"] == .string("axlebox-1"))
+        #expect(status["devices"]?.arrayValue?.first?["errors"] == .integer(0))
+        #expect(status["buffer"]?["next_seq"] != nil && status["uptime_s"] != nil && status["gates"] != nil)
+
+        // Garbage: binary junk, an unknown command, and a client that says nothing.
+        for junk in ["\u{01}\u{02}\u{FF}\n", "reboot now\n", ""] {
+            let reply = try rawControlRequest(socket: socket, junk)
+            #expect(reply.contains("\"error\""), "reply to \(junk.debugDescription): \(reply)")
+        }
+        let human = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket], scratch: scratch)
+        #expect(human.status == 0)
+        #expect(human.output.contains("axlebox-1"))
+        #expect(gateway.process.isRunning)
+
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        let down = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket], scratch: scratch)
+        #expect(down.status == 69)
+
+        let stats = try TestProcess.run(Binaries.railgate, ["buffer", "stats", "--state-dir", scratch.path + "/state", "--json"], scratch: scratch)
+        #expect(stats.status == 0, "\(stats.error)")
+        let buffered = try JSONReader.parse(stats.output)
+        #expect((buffered["records"]?.int ?? 0) >= 2)
+        let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state", "--limit", "2"], scratch: scratch)
+        #expect(dump.output.split(separator: "\n").count == 2)
+        #expect(try JSONReader.parse(String(dump.output.split(separator: "\n")[0]))["seq"] == .integer(1))
+        _ = simulator
+    }
+
+    /// Sends `text` on the control socket and returns the reply.
+    func rawControlRequest(socket path: String, _ text: String) throws -> String {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { target in
+            for (index, byte) in path.utf8.enumerated() { target[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw TimedOut(description: "cannot connect to \(path)") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if !text.isEmpty { _ = text.withCString { send(fd, $0, strlen($0), 0) } }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+    }
+}

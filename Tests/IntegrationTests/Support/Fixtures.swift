@@ -1,0 +1,133 @@
+import Foundation
+import RailgateCore
+import RailgateMQTT
+
+/// A real Mosquitto broker on a free loopback port, with no queue limit (a slow subscriber
+/// must not lose messages and make the gateway look guilty).
+final class Broker: @unchecked Sendable {
+    let port: Int
+    private let process: TestProcess
+
+    init(scratch: Scratch, port: Int? = nil) throws {
+        let port = port ?? freePort()
+        self.port = port
+        let config = scratch.write("mosquitto-\(port).conf", """
+            listener \(port) 127.0.0.1
+            allow_anonymous true
+            max_queued_messages 0
+            persistence false
+            """)
+        process = try TestProcess("/usr/sbin/mosquitto", ["-c", config], scratch: scratch, name: "mosquitto")
+        let deadline = Date().addingTimeInterval(20)
+        while !isListening(port) {
+            guard process.process.isRunning, Date() < deadline else {
+                throw TimedOut(description: "mosquitto did not listen on \(port): \(process.errorOutput)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    func kill() throws {
+        process.signal(SIGKILL)
+        try process.waitForExit()
+    }
+}
+
+/// A subscriber on the broker that keeps every message, and lets a test wait for a condition
+/// on them (woken by each arriving message, bounded by a deadline).
+final class Subscriber: @unchecked Sendable {
+    struct Message {
+        var topic: String
+        var payload: [UInt8]
+        var retained: Bool
+        var text: String { String(decoding: payload, as: UTF8.self) }
+        var json: JSON? { try? JSONReader.parse(text) }
+    }
+
+    private let lock = ConditionLock()
+    private var received: [Message] = []
+    private var client: MQTTClient?
+
+    init(port: Int, topic: String = "#") throws {
+        let client = try MQTTClient(clientID: "it-\(UUID().uuidString.prefix(8))") { [weak self] event in
+            guard let self else { return }
+            switch event {
+            case .message(let topic, let payload, let retained):
+                lock.withLock {
+                    received.append(Message(topic: topic, payload: payload, retained: retained))
+                    lock.broadcast()
+                }
+            case .connected(0, _):
+                lock.withLock {
+                    subscribed = true
+                    lock.broadcast()
+                }
+            default: break
+            }
+        }
+        self.client = client
+        try client.start(host: "127.0.0.1", port: port, keepaliveSeconds: 30)
+        try waitUntil(seconds: 20) { _ in self.subscribed }
+        try client.subscribe(topic, qos: 1)
+    }
+
+    private var subscribed = false
+
+    deinit { client?.disconnect() }
+
+    var messages: [Message] { lock.withLock { received } }
+
+    /// Waits until `condition` holds for the messages so far, re-checking as each message
+    /// arrives; throws after `seconds`. The condition runs outside the lock (it may read `records`).
+    func waitUntil(seconds: Double, _ condition: ([Message]) -> Bool) throws {
+        let deadline = MonotonicInstant.now().adding(milliseconds: Int(seconds * 1000))
+        while true {
+            let snapshot = messages
+            if condition(snapshot) { return }
+            if MonotonicInstant.now() >= deadline {
+                throw TimedOut(description: "condition not met within \(seconds) s; \(snapshot.count) messages")
+            }
+            lock.withLock {
+                if received.count == snapshot.count { lock.wait(until: min(deadline, MonotonicInstant.now().adding(milliseconds: 1000))) }
+            }
+        }
+    }
+
+    /// Every record in the telemetry batches received so far, in arrival order.
+    var records: [JSON] {
+        messages.filter { $0.topic.hasSuffix("/telemetry") }.flatMap { $0.json?["records"]?.arrayValue ?? [] }
+    }
+}
+
+/// A running `railgate-sim wagon`.
+final class WagonSimulator: @unchecked Sendable {
+    let port: Int
+    let process: TestProcess
+
+    init(profile: String, units: String, scratch: Scratch, port: Int = 0, extra: [String] = []) throws {
+        let unitArguments = units.contains("-") ? ["--units", units] : ["--unit", units]
+        process = try TestProcess(
+            Binaries.simulator, ["wagon", "--profile", profile, "--tcp", "127.0.0.1:\(port)"] + unitArguments + extra,
+            scratch: scratch, name: "sim")
+        let line = try process.waitForOutputLine(containing: "serving")
+        self.port = Int(line.split(separator: ":").last!)!
+    }
+
+    func kill() throws {
+        process.signal(SIGKILL)
+        try process.waitForExit()
+    }
+}
+
+extension JSON {
+    var int: Int? { doubleValue.map { Int($0) } }
+}
+
+/// Seqs of `records`, in order.
+func seqs(_ records: [JSON]) -> [Int] { records.compactMap { $0["seq"]?.int } }
+
+/// Whether every seq from the first to the last is present (duplicates allowed: at-least-once).
+func contiguous(_ values: [Int]) -> Bool {
+    guard let low = values.min(), let high = values.max() else { return false }
+    return Set(values) == Set(low...high)
+}

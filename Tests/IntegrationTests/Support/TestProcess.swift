@@ -1,0 +1,145 @@
+import Foundation
+import RailgateCore
+
+/// Where the built `railgate` and `railgate-sim` are: next to the test runner, or `$RAILGATE_BIN_DIR`.
+enum Binaries {
+    static let directory: String = {
+        if let override = ProcessInfo.processInfo.environment["RAILGATE_BIN_DIR"] { return override }
+        let runner = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        var candidate = URL(fileURLWithPath: runner).deletingLastPathComponent()
+        // The runner may sit inside an .xctest bundle directory.
+        while !FileManager.default.fileExists(atPath: candidate.appendingPathComponent("railgate").path), candidate.path != "/" {
+            candidate.deleteLastPathComponent()
+        }
+        return candidate.path
+    }()
+
+    static var railgate: String { directory + "/railgate" }
+    static var simulator: String { directory + "/railgate-sim" }
+}
+
+/// The project's root, for fixtures and shipped profiles.
+let projectRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().path
+
+/// A scratch directory removed when the test ends.
+final class Scratch: @unchecked Sendable {
+    let path: String
+
+    init() {
+        path = NSTemporaryDirectory() + "railgate-it-" + UUID().uuidString.prefix(8)
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    @discardableResult
+    func write(_ name: String, _ text: String) -> String {
+        let file = path + "/" + name
+        FileManager.default.createFile(atPath: file, contents: Data(text.utf8))
+        return file
+    }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// A child process with its output captured to files, so a test can wait for a line and read
+/// everything afterwards. Killed with SIGKILL when dropped if still running.
+final class TestProcess: @unchecked Sendable {
+    let process = Process()
+    let name: String
+    private let outputPath: String
+    private let errorPath: String
+
+    init(_ executable: String, _ arguments: [String], scratch: Scratch, name: String) throws {
+        self.name = name
+        outputPath = scratch.path + "/\(name).\(UUID().uuidString.prefix(4)).out"
+        errorPath = outputPath.replacingOccurrences(of: ".out", with: ".err")
+        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: projectRoot)
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        process.standardError = FileHandle(forWritingAtPath: errorPath)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+
+    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits for the process to exit and returns its status; throws if it takes longer than `seconds`.
+    @discardableResult
+    func waitForExit(seconds: Double = 30) throws -> Int32 {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            guard Date() < deadline else { throw TimedOut(description: "\(name) did not exit within \(seconds) s") }
+            usleep(20_000)
+        }
+        return process.terminationStatus
+    }
+
+    /// The first line of standard output containing `text`, waiting at most `seconds`.
+    func waitForOutputLine(containing text: String, seconds: Double = 30) throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+            guard process.isRunning, Date() < deadline else {
+                throw TimedOut(description: "\(name) printed no line with '\(text)' (stderr: \(errorOutput.suffix(500)))")
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// Runs a command to completion and returns its exit status and output.
+    static func run(_ executable: String, _ arguments: [String], scratch: Scratch, seconds: Double = 60) throws
+        -> (status: Int32, output: String, error: String)
+    {
+        let child = try TestProcess(executable, arguments, scratch: scratch, name: URL(fileURLWithPath: executable).lastPathComponent)
+        let status = try child.waitForExit(seconds: seconds)
+        return (status, child.output, child.errorOutput)
+    }
+}
+
+/// A TCP port nobody listens on right now (bound to 0 and released).
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+            bind(fd, pointer, length)
+            return getsockname(fd, pointer, &length)
+        }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+func isListening(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}
