@@ -1,0 +1,52 @@
+# railgate: `make demo` and `make test` set up everything on a fresh Debian 12 machine.
+
+SWIFT       ?= swift
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll sqlite3
+BIN         := .build/debug
+
+.PHONY: all deps build test demo install clean
+
+all: build
+
+## Installs the Debian packages that are missing (apt-get as root, else through sudo).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "Swift 6 is needed (swift.org toolchain on PATH)"; exit 1; }
+
+build: deps
+	$(SWIFT) build
+
+## Builds everything and runs every test: unit tests, then integration tests with a real
+## Mosquitto, the simulators and the daemon as processes.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+## The gateway on simulated wagons against a local broker; telemetry scrolls until Ctrl-C.
+demo: build
+	Simulators/demo.sh $(BIN)
+
+## Installs a release build, the systemd unit, sysusers and tmpfiles entries, and the profiles.
+## The C libraries stay shared: the box needs libmodbus5, libmosquitto1 and zlib1g.
+PREFIX  ?= /usr
+DESTDIR ?=
+install: deps
+	$(SWIFT) build -c release --static-swift-stdlib
+	install -D -m 0755 .build/release/railgate $(DESTDIR)$(PREFIX)/bin/railgate
+	install -D -m 0755 .build/release/railgate-sim $(DESTDIR)$(PREFIX)/bin/railgate-sim
+	install -D -m 0644 Systemd/railgate.service $(DESTDIR)/usr/lib/systemd/system/railgate.service
+	install -D -m 0644 Systemd/railgate.sysusers $(DESTDIR)/usr/lib/sysusers.d/railgate.conf
+	install -D -m 0644 Systemd/railgate.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/railgate.conf
+	install -d $(DESTDIR)/usr/share/railgate/profiles
+	install -m 0644 Firmware-config/profiles/*.toml $(DESTDIR)/usr/share/railgate/profiles/
+	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/railgate/README.md
+	[ -e $(DESTDIR)/etc/railgate/railgate.toml ] || \
+	  install -D -m 0640 Firmware-config/examples/wagon.toml $(DESTDIR)/etc/railgate/railgate.toml
+
+clean:
+	rm -rf .build /tmp/railgate-demo
