@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore"], swiftSettings: strictness),
         .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
         // The durable record buffer under state_dir.
-        .target(name: "RailgateBuffer", dependencies: ["RailgateCore"], swiftSettings: strictness),
+        .target(name: "RailgateBuffer", dependencies: ["RailgateCore"], exclude: ["DESIGN.md"], swiftSettings: strictness),
         // The daemon's services and their wiring.
         .target(
             name: "RailgateGateway",
@@ -61,6 +61,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["RailgateCore", "RailgateMQTT", "RailgateModbus"],
+            exclude: ["Fixtures"],
             swiftSettings: strictness),
     ]
 )
