@@ -15,11 +15,13 @@ public struct PointDefinition: Sendable, Equatable {
     public var maxSilenceMs: Int?
     public var alarmAbove: Double?
     public var alarmBelow: Double?
+    /// How far back over the threshold clears an alarm (see `hysteresis` for the default).
+    public var alarmHysteresis: Double?
 
     public init(
         name: String, table: RegisterTable, address: Int, type: ValueType, order: WordOrder = .abcd,
         scale: Double = 1, offset: Double = 0, unit: String? = nil, deadband: Double? = nil,
-        maxSilenceMs: Int? = nil, alarmAbove: Double? = nil, alarmBelow: Double? = nil
+        maxSilenceMs: Int? = nil, alarmAbove: Double? = nil, alarmBelow: Double? = nil, alarmHysteresis: Double? = nil
     ) {
         self.name = name
         self.table = table
@@ -33,6 +35,7 @@ public struct PointDefinition: Sendable, Equatable {
         self.maxSilenceMs = maxSilenceMs
         self.alarmAbove = alarmAbove
         self.alarmBelow = alarmBelow
+        self.alarmHysteresis = alarmHysteresis
     }
 
     /// Registers (or bits) the point occupies: `address ..< address + count`.
@@ -118,7 +121,12 @@ public struct DeviceProfile: Sendable, Equatable {
         let maxSilence = reader.integer("max_silence_ms", in: 1...86_400_000, as: Int.self)
         let alarmAbove = reader.double("alarm_above")
         let alarmBelow = reader.double("alarm_below")
+        let hysteresis = reader.double("alarm_hysteresis")
         reader.finish()
+        if let hysteresis, hysteresis < 0 { log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis must not be negative") }
+        if hysteresis != nil, alarmAbove == nil, alarmBelow == nil {
+            log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis needs alarm_above or alarm_below")
+        }
 
         if scale == 0 { log.report(reader.line(of: "scale"), "scale must not be 0") }
         if let deadband, deadband < 0 { log.report(reader.line(of: "deadband"), "deadband must not be negative") }
@@ -142,7 +150,8 @@ public struct DeviceProfile: Sendable, Equatable {
         return PointDefinition(
             name: name, table: table, address: address, type: type,
             order: orderText.flatMap(WordOrder.init(rawValue:)) ?? .abcd, scale: scale, offset: offset, unit: unit,
-            deadband: deadband, maxSilenceMs: maxSilence, alarmAbove: alarmAbove, alarmBelow: alarmBelow)
+            deadband: deadband, maxSilenceMs: maxSilence, alarmAbove: alarmAbove, alarmBelow: alarmBelow,
+            alarmHysteresis: hysteresis)
     }
 }
 

@@ -87,7 +87,12 @@ final class BusPoller: @unchecked Sendable {
             }
             let finished = MonotonicInstant.now()
             busyNanoseconds += finished.nanoseconds - started.nanoseconds
-            sink.accept(record)
+            let (sample, alarms) = poller.edge.process(record, nowMs: finished.nanoseconds / 1_000_000)
+            for alarm in alarms {
+                logger.warning("\(poller.device.name): \(alarm.json(seq: nil).serialized)")
+                sink.accept(alarm)
+            }
+            if let sample { sink.accept(sample) }
             let down = poller.stats.consecutiveFailures > 0
             if down != wasDown || (down && poller.stats.consecutiveFailures == 1) {
                 if down {

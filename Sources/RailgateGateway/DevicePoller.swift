@@ -27,11 +27,14 @@ final class DevicePoller {
     let requests: [ReadRequest]
     private(set) var stats = DeviceStats()
     var nextDue: MonotonicInstant
+    /// Deadbands and alarms: what of each poll goes upstream.
+    var edge: EdgeFilter
 
     init(device: DeviceConfig, maxGap: Int, firstDue: MonotonicInstant) {
         self.device = device
         requests = ReadPlanner.plan(device.profile.points, maxGap: maxGap)
         nextDue = firstDue
+        edge = EdgeFilter(profile: device.profile)
     }
 
     /// One poll: every request with up to `retries` retries on timeouts and garbled replies;

@@ -36,7 +36,7 @@ final class Scratch: @unchecked Sendable {
     @discardableResult
     func write(_ name: String, _ text: String) -> String {
         let file = path + "/" + name
-        FileManager.default.createFile(atPath: file, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(text.utf8))
         return file
     }
 }
@@ -57,8 +57,8 @@ final class TestProcess: @unchecked Sendable {
         self.name = name
         outputPath = scratch.path + "/\(name).\(UUID().uuidString.prefix(4)).out"
         errorPath = outputPath.replacingOccurrences(of: ".out", with: ".err")
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: projectRoot)

@@ -1,0 +1,108 @@
+/// Decides, per poll of one device, which values go upstream and which alarms to raise or clear.
+///
+/// - Deadband: a point with `deadband` is sent when it moved more than the deadband since it was
+///   last sent, or when `max_silence_ms` passed (60 s if the profile gives none). Points without
+///   a deadband are sent every poll.
+/// - Alarms: `alarm_above` is raised when the value goes above the threshold and cleared only when
+///   it falls below `threshold - hysteresis`; `alarm_below` likewise upwards. A value hovering at
+///   the threshold raises one alarm, not a flood. A point's value is always sent with an alarm
+///   event, whatever its deadband. Failed reads change no alarm state.
+///
+/// Pure: time comes in as arguments. One filter per device, owned by its bus poller.
+public struct EdgeFilter: Sendable {
+    /// Which side of its threshold a point is alarming on.
+    public enum AlarmSide: String, Sendable, Equatable {
+        case above = "alarm_above"
+        case below = "alarm_below"
+    }
+
+    private let points: [String: PointDefinition]
+    private var lastSent: [String: (value: PointValue, atMs: Int64)] = [:]
+    private var activeAlarms: [String: AlarmSide] = [:]
+
+    /// `max_silence_ms` for points with a deadband and no `max_silence_ms` of their own.
+    public static let defaultMaxSilenceMs = 60_000
+
+    public init(profile: DeviceProfile) {
+        points = Dictionary(profile.points.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The alarms active now, by point.
+    public var alarms: [String: AlarmSide] { activeAlarms }
+
+    /// Filters one poll's sample and returns the sample to send (nil if nothing in it is worth
+    /// sending) and the alarm events it caused, in point order.
+    /// - Parameters:
+    ///   - nowMs: a monotonic clock reading in milliseconds, for deadband silence.
+    public mutating func process(_ sample: Record, nowMs: Int64) -> (sample: Record?, events: [Record]) {
+        guard case .sample(let values, let errors) = sample.body else { return (sample, []) }
+        var kept: [(String, PointValue)] = []
+        var events: [Record] = []
+        for (name, value) in values {
+            guard let point = points[name] else {
+                kept.append((name, value))
+                continue
+            }
+            let transition = alarmTransition(point, value)
+            if let (eventName, fields) = transition {
+                events.append(Record(
+                    timestamp: sample.timestamp, source: sample.source,
+                    body: .event(name: eventName, fields: [("point", .string(name)), ("value", value.jsonValue)] + fields),
+                    priority: .alarm))
+            }
+            if transition != nil || isDue(point, value, nowMs: nowMs) {
+                kept.append((name, value))
+                lastSent[name] = (value, nowMs)
+            }
+        }
+        guard !kept.isEmpty || !errors.isEmpty else { return (nil, events) }
+        var filtered = sample
+        filtered.body = .sample(values: kept, errors: errors)
+        return (filtered, events)
+    }
+
+    private func isDue(_ point: PointDefinition, _ value: PointValue, nowMs: Int64) -> Bool {
+        guard let deadband = point.deadband else { return true }
+        guard let previous = lastSent[point.name] else { return true }
+        if nowMs - previous.atMs >= Int64(point.maxSilenceMs ?? Self.defaultMaxSilenceMs) { return true }
+        guard let current = value.numeric, let before = previous.value.numeric else { return value != previous.value }
+        return abs(current - before) > deadband
+    }
+
+    /// The event to emit for `value`, if it raises or clears an alarm, updating the state.
+    private mutating func alarmTransition(_ point: PointDefinition, _ value: PointValue) -> (String, [(String, JSON)])? {
+        guard let number = value.numeric, point.alarmAbove != nil || point.alarmBelow != nil else { return nil }
+        let hysteresis = point.hysteresis
+        switch activeAlarms[point.name] {
+        case .above?:
+            guard let threshold = point.alarmAbove, number < threshold - hysteresis else { return nil }
+            activeAlarms[point.name] = nil
+            return ("alarm_clear", [("alarm", .string(AlarmSide.above.rawValue)), ("threshold", .number(threshold))])
+        case .below?:
+            guard let threshold = point.alarmBelow, number > threshold + hysteresis else { return nil }
+            activeAlarms[point.name] = nil
+            return ("alarm_clear", [("alarm", .string(AlarmSide.below.rawValue)), ("threshold", .number(threshold))])
+        case nil:
+            if let threshold = point.alarmAbove, number > threshold {
+                activeAlarms[point.name] = .above
+                return (AlarmSide.above.rawValue, [("threshold", .number(threshold))])
+            }
+            if let threshold = point.alarmBelow, number < threshold {
+                activeAlarms[point.name] = .below
+                return (AlarmSide.below.rawValue, [("threshold", .number(threshold))])
+            }
+            return nil
+        }
+    }
+}
+
+extension PointDefinition {
+    /// How far back over its threshold a value must go to clear an alarm: `alarm_hysteresis`, or
+    /// the deadband, or 2% of the threshold's magnitude (at least one step of `scale`).
+    public var hysteresis: Double {
+        if let alarmHysteresis { return alarmHysteresis }
+        if let deadband, deadband > 0 { return deadband }
+        let threshold = abs(alarmAbove ?? alarmBelow ?? 0)
+        return max(threshold * 0.02, abs(scale))
+    }
+}
