@@ -57,6 +57,9 @@ let package = Package(
 
         .testTarget(name: "RailgateCoreTests", dependencies: ["RailgateCore"], swiftSettings: strictness),
         .testTarget(
+            name: "RailgateGatewayTests", dependencies: ["RailgateGateway", "RailgateCore", "RailgateModbus"],
+            swiftSettings: strictness),
+        .testTarget(
             name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore"], swiftSettings: strictness),
         .testTarget(
             name: "IntegrationTests",

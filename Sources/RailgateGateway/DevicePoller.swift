@@ -39,7 +39,8 @@ final class DevicePoller {
 
     /// One poll: every request with up to `retries` retries on timeouts and garbled replies;
     /// a request refused with "illegal data address" is split into single points so that one
-    /// bad address does not blind its neighbours. `pause` runs between requests.
+    /// bad address does not blind its neighbours. A device silent on its first request is not
+    /// asked the rest (each would cost the line a timeout). `pause` runs between requests.
     func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp, pause: () -> Void) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
@@ -80,8 +81,10 @@ final class DevicePoller {
             case .failure(let error):
                 failure = error
                 for index in request.pointIndices { results[index] = .failure(error.readFailure) }
-                if error.kind == .connection || error.kind == .setup {
-                    // The link itself is down: the remaining requests would fail the same way.
+                let nothingRead = !results.contains { if case .success? = $0 { true } else { false } }
+                if error.kind == .connection || error.kind == .setup || (error.kind == .timeout && nothingRead) {
+                    // The link is down, or the device is silent from its first request: the remaining
+                    // requests would fail the same way, each costing a timeout of the shared line.
                     for other in requests where results[other.pointIndices[0]] == nil {
                         for index in other.pointIndices { results[index] = .failure(error.readFailure) }
                     }

@@ -69,6 +69,16 @@ public enum ModbusResponse {
     case exception(UInt8)
     /// Say nothing: the master times out.
     case silence
+    /// Answer from the bank, damaged on the wire (RTU only; a TCP slave stays silent instead).
+    case damaged(ModbusDataBank, ReplyDamage)
+}
+
+/// How a simulated reply is damaged on the wire.
+public enum ReplyDamage: String, Sendable {
+    /// The CRC does not match (line noise).
+    case badCRC = "crc"
+    /// The reply stops halfway.
+    case truncated = "short"
 }
 
 /// A Modbus TCP slave serving many unit ids and many clients on one thread, through libmodbus
@@ -147,7 +157,7 @@ public final class ModbusTCPSlave {
                     _ = query.withUnsafeBufferPointer {
                         modbus_reply_exception(context.handle, $0.baseAddress, UInt32(code))
                     }
-                case .silence:
+                case .silence, .damaged:
                     break
                 }
             }

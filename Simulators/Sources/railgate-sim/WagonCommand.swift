@@ -3,6 +3,8 @@ import Glibc
 import RailgateCore
 import RailgateModbus
 
+extension BusTransport.Parity: ExpressibleByArgument {}
+
 /// `railgate-sim wagon`: serves a device profile as one or more Modbus slaves with realistic,
 /// changing values.
 struct WagonCommand: ParsableCommand {
@@ -30,7 +32,7 @@ struct WagonCommand: ParsableCommand {
     var baud: Int = 19200
 
     @Option(help: "RTU parity: none, even or odd.")
-    var parity: String = "even"
+    var parity: BusTransport.Parity = .even
 
     @Option(help: "Unit id to serve.")
     var unit: Int?
@@ -43,6 +45,12 @@ struct WagonCommand: ParsableCommand {
 
     @Option(name: .customLong("set"), help: "Pin a point to a value: NAME=VALUE (repeatable).")
     var pins: [String] = []
+
+    @Option(help: "Fault scenario file (see Simulators/scenarios).")
+    var scenario: String?
+
+    @Flag(help: "Print every request received, one line each (\"request unit=1 fc=3 address=0 count=10\").")
+    var trace = false
 
     func validate() throws {
         guard (tcp == nil) != (rtu == nil) else { throw ValidationError("give exactly one of --tcp HOST:PORT or --rtu DEVICE") }
@@ -80,34 +88,68 @@ struct WagonCommand: ParsableCommand {
             }
             pinned[point.name] = Self.parsePinned(parts[1], for: point)
         }
-        guard let tcp else {
-            printError("--rtu: serving Modbus RTU is not available in this build; use --tcp")
-            throw ExitCode(69)
+        var faults = FaultScenario()
+        if let scenario {
+            guard let text = LocalFiles().read(scenario) else {
+                printError("cannot read the scenario \(scenario)")
+                throw ExitCode(66)
+            }
+            do {
+                faults = try FaultScenario.parse(text, file: scenario)
+            } catch {
+                printError(error.description)
+                throw ExitCode(78)
+            }
         }
-        let (host, port) = HostPort.split(tcp, defaultPort: 502)!
+        var wagon = try SimulatedWagon(profile: definition, units: try unitIDs(), seed: seed, pinned: pinned)
+        let start = MonotonicClock.seconds()
+        var last = start
+        let tick = {
+            let now = MonotonicClock.seconds()
+            wagon.advance(t: now - start, dt: now - last)
+            last = now
+        }
+        let trace = self.trace
+        let respond = { (request: ModbusIndication) -> ModbusResponse in
+            if trace {
+                StandardStreams.out("request unit=\(request.unit) fc=\(request.functionCode) address=\(request.address) count=\(request.count)")
+            }
+            guard let bank = wagon.banks[request.unit] else { return .silence }
+            switch faults.fault(for: request, at: MonotonicClock.seconds() - start) {
+            case nil: return .reply(bank)
+            case .dead?: return .silence
+            case .exception(let code)?: return .exception(code)
+            case .damaged(let damage)?: return .damaged(bank, damage)
+            case .slow(let milliseconds)?:
+                usleep(UInt32(milliseconds) * 1000)
+                return .reply(bank)
+            }
+        }
+        if let rtu {
+            let slave: ModbusRTUSlave
+            do {
+                slave = try ModbusRTUSlave(device: rtu, baud: baud, parity: parity)
+            } catch {
+                printError("cannot serve on \(rtu): \(error)")
+                throw ExitCode(69)
+            }
+            StandardStreams.out("railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(rtu) \(baud) baud")
+            slave.serve(tickMs: 100, tick: tick, shouldStop: { false }, respond: respond)
+            return
+        }
+        let (host, port) = HostPort.split(tcp!, defaultPort: 502)!
         let slave: ModbusTCPSlave
         do {
             slave = try ModbusTCPSlave(host: host, port: port)
         } catch {
-            printError("cannot serve on \(tcp): \(error)")
+            printError("cannot serve on \(tcp!): \(error)")
             throw ExitCode(69)
         }
-        var wagon = try SimulatedWagon(profile: definition, units: try unitIDs(), seed: seed, pinned: pinned)
         StandardStreams.out("railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port)")
-        var last = MonotonicClock.seconds()
-        let start = last
-        slave.serve(
-            tickMs: 100,
-            tick: {
-                let now = MonotonicClock.seconds()
-                wagon.advance(t: now - start, dt: now - last)
-                last = now
-            },
-            shouldStop: { false },
-            respond: { indication in
-                guard let bank = wagon.banks[indication.unit] else { return .exception(0x0B) }
-                return .reply(bank)
-            })
+        slave.serve(tickMs: 100, tick: tick, shouldStop: { false }) { request in
+            // A TCP gateway answers for units it does not know with exception 11 (target failed to respond).
+            wagon.banks[request.unit] == nil ? .exception(0x0B) : respond(request)
+        }
     }
 
     static func parsePinned(_ text: String, for point: PointDefinition) -> PointValue {

@@ -104,14 +104,19 @@ final class WagonSimulator: @unchecked Sendable {
     let port: Int
     let process: TestProcess
 
-    init(profile: String, units: String, scratch: Scratch, port: Int = 0, extra: [String] = []) throws {
-        let unitArguments = units.contains("-") ? ["--units", units] : ["--unit", units]
-        process = try TestProcess(
-            Binaries.simulator, ["wagon", "--profile", profile, "--tcp", "127.0.0.1:\(port)"] + unitArguments + extra,
-            scratch: scratch, name: "sim")
-        let line = try process.waitForOutputLine(containing: "serving")
-        self.port = Int(line.split(separator: ":").last!)!
+    convenience init(profile: String, units: String, scratch: Scratch, port: Int = 0, extra: [String] = []) throws {
+        try self.init(arguments: ["wagon", "--profile", profile, "--tcp", "127.0.0.1:\(port)"], units: units, scratch: scratch, extra: extra)
     }
+
+    init(arguments: [String], units: String, scratch: Scratch, extra: [String]) throws {
+        let unitArguments = units.contains("-") ? ["--units", units] : ["--unit", units]
+        process = try TestProcess(Binaries.simulator, arguments + unitArguments + extra, scratch: scratch, name: "sim")
+        let line = try process.waitForOutputLine(containing: "serving")
+        port = Int(line.split(separator: ":").last!.prefix { $0.isNumber }) ?? 0
+    }
+
+    /// The requests the simulator traced (`--trace`) so far.
+    var tracedRequests: [String] { process.output.split(separator: "\n").filter { $0.hasPrefix("request ") }.map(String.init) }
 
     func kill() throws {
         process.signal(SIGKILL)
@@ -130,4 +135,30 @@ func seqs(_ records: [JSON]) -> [Int] { records.compactMap { $0["seq"]?.int } }
 func contiguous(_ values: [Int]) -> Bool {
     guard let low = values.min(), let high = values.max() else { return false }
     return Set(values) == Set(low...high)
+}
+
+/// A linked pair of pseudo-terminals made by socat: an RS-485 line in a test.
+final class PtyPair: @unchecked Sendable {
+    let slaveSide: String
+    let masterSide: String
+    private let process: TestProcess
+
+    init(scratch: Scratch) throws {
+        slaveSide = scratch.path + "/ttySIM"
+        masterSide = scratch.path + "/ttyGW"
+        process = try TestProcess(
+            "/usr/bin/socat", ["pty,raw,echo=0,link=\(slaveSide)", "pty,raw,echo=0,link=\(masterSide)"], scratch: scratch, name: "socat")
+        let deadline = Date().addingTimeInterval(20)
+        while !(FileManager.default.fileExists(atPath: slaveSide) && FileManager.default.fileExists(atPath: masterSide)) {
+            guard process.process.isRunning, Date() < deadline else { throw TimedOut(description: "socat made no ptys: \(process.errorOutput)") }
+            usleep(20_000)
+        }
+    }
+}
+
+extension WagonSimulator {
+    /// A simulator on an RTU line (`--rtu DEVICE`).
+    convenience init(profile: String, units: String, rtu device: String, scratch: Scratch, extra: [String] = []) throws {
+        try self.init(arguments: ["wagon", "--profile", profile, "--rtu", device, "--baud", "19200", "--parity", "even"], units: units, scratch: scratch, extra: extra)
+    }
 }

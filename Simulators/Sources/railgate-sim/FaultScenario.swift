@@ -1,0 +1,108 @@
+import RailgateCore
+import RailgateModbus
+
+/// Faults a simulated slave injects, read from a scenario file (`Simulators/scenarios/*.toml`):
+///
+///     [[fault]]
+///     units = [2]        # which unit ids (all if absent)
+///     kind = "dead"      # dead | exception | slow | crc | short
+///     after_s = 3.0      # starts this long after the simulator started (0 if absent)
+///     for_s = 4.0        # lasts this long (for ever if absent)
+///     code = 2           # exception: the exception code
+///     delay_ms = 300     # slow: how late the reply comes
+///     table = "holding"  # optional: only requests of this table...
+///     address = 42       # ...that cover this address
+struct FaultScenario {
+    enum Kind: Equatable {
+        case dead
+        case exception(UInt8)
+        case slow(milliseconds: Int)
+        case damaged(ReplyDamage)
+    }
+
+    struct Fault {
+        var units: Set<Int>?
+        var kind: Kind
+        var afterSeconds: Double
+        var forSeconds: Double?
+        var table: RegisterTable?
+        var address: Int?
+
+        func applies(to request: ModbusIndication, at elapsed: Double) -> Bool {
+            guard elapsed >= afterSeconds, forSeconds.map({ elapsed < afterSeconds + $0 }) ?? true else { return false }
+            if let units, !units.contains(request.unit) { return false }
+            if let table, request.readTable != table { return false }
+            if let address, !(request.address..<(request.address + max(1, request.count))).contains(address) { return false }
+            return true
+        }
+    }
+
+    var faults: [Fault] = []
+
+    /// The first fault that applies to `request` now, if any.
+    func fault(for request: ModbusIndication, at elapsed: Double) -> Kind? {
+        faults.first { $0.applies(to: request, at: elapsed) }?.kind
+    }
+
+    /// Reads a scenario file; problems come back as `ConfigErrors` with lines.
+    static func parse(_ text: String, file: String) throws(ConfigErrors) -> FaultScenario {
+        let root: TOMLTable
+        do {
+            root = try TOMLParser.parse(text)
+        } catch {
+            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
+        }
+        var problems: [ConfigProblem] = []
+        var scenario = FaultScenario()
+        for key in root.keys where key != "fault" {
+            problems.append(ConfigProblem(file: file, line: root[key]?.line, message: "unknown key '\(key)'"))
+        }
+        guard case .array(let entries)? = root["fault"]?.kind else { return scenario }
+        for entry in entries {
+            guard case .table(let table) = entry.kind else { continue }
+            func number(_ key: String) -> Double? {
+                switch table[key]?.kind {
+                case .integer(let value)?: Double(value)
+                case .float(let value)?: value
+                default: nil
+                }
+            }
+            func text(_ key: String) -> String? {
+                if case .string(let value)? = table[key]?.kind { return value }
+                return nil
+            }
+            let known: Set = ["units", "kind", "after_s", "for_s", "code", "delay_ms", "table", "address"]
+            for key in table.keys where !known.contains(key) {
+                problems.append(ConfigProblem(file: file, line: table[key]?.line, message: "unknown key '\(key)' in [[fault]]"))
+            }
+            var units: Set<Int>?
+            if case .array(let list)? = table["units"]?.kind {
+                units = Set(list.compactMap { if case .integer(let unit) = $0.kind { return Int(unit) } else { return nil } })
+            }
+            let kind: Kind
+            switch text("kind") {
+            case "dead": kind = .dead
+            case "exception": kind = .exception(UInt8(clamping: Int(number("code") ?? 4)))
+            case "slow": kind = .slow(milliseconds: Int(number("delay_ms") ?? 1000))
+            case "crc": kind = .damaged(.badCRC)
+            case "short": kind = .damaged(.truncated)
+            default:
+                problems.append(ConfigProblem(file: file, line: table["kind"]?.line ?? table.line,
+                                              message: "kind must be dead, exception, slow, crc or short"))
+                continue
+            }
+            var tableFilter: RegisterTable?
+            if let name = text("table") {
+                tableFilter = RegisterTable(rawValue: name)
+                if tableFilter == nil {
+                    problems.append(ConfigProblem(file: file, line: table["table"]?.line, message: "table must be coil, discrete, input or holding"))
+                }
+            }
+            scenario.faults.append(Fault(
+                units: units, kind: kind, afterSeconds: number("after_s") ?? 0, forSeconds: number("for_s"),
+                table: tableFilter, address: number("address").map { Int($0) }))
+        }
+        if !problems.isEmpty { throw ConfigErrors(problems) }
+        return scenario
+    }
+}
