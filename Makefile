@@ -2,10 +2,10 @@
 
 SWIFT       ?= swift
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll sqlite3
+DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev
 BIN         := .build/debug
 
-.PHONY: all deps build test demo install clean
+.PHONY: all deps build test demo bench install clean
 
 all: build
 
@@ -30,6 +30,11 @@ test: deps
 ## The gateway on simulated wagons against a local broker; telemetry scrolls until Ctrl-C.
 demo: build
 	Simulators/demo.sh $(BIN)
+
+## Throughput and footprint, each as a ratio against a baseline run in the same invocation.
+bench: deps
+	$(SWIFT) build -c release --product railgate-bench
+	.build/release/railgate-bench
 
 ## Installs a release build, the systemd unit, sysusers and tmpfiles entries, and the profiles.
 ## The C libraries stay shared: the box needs libmodbus5, libmosquitto1 and zlib1g.

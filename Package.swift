@@ -23,6 +23,9 @@ let package = Package(
         .systemLibrary(
             name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Benchmark baselines only: SQLite for the buffer, a plain C libmodbus loop for the poller.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "CBenchBaseline", dependencies: ["CModbus"]),
 
         // Pure logic: configuration, decoding, records, batching. No I/O.
         .target(name: "RailgateCore", swiftSettings: strictness),
@@ -30,7 +33,7 @@ let package = Package(
         .target(name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore"], swiftSettings: strictness),
         .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
         // The durable record buffer under state_dir.
-        .target(name: "RailgateBuffer", dependencies: ["RailgateCore"], exclude: ["DESIGN.md"], swiftSettings: strictness),
+        .target(name: "RailgateBuffer", dependencies: ["RailgateCore", "CZlib"], exclude: ["DESIGN.md"], swiftSettings: strictness),
         // The daemon's services and their wiring.
         .target(
             name: "RailgateGateway",
@@ -53,6 +56,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Simulators/Sources/railgate-sim",
+            swiftSettings: strictness),
+
+        .executableTarget(
+            name: "railgate-bench",
+            dependencies: ["RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "CBenchBaseline", "CSQLite"],
             swiftSettings: strictness),
 
         .testTarget(name: "RailgateCoreTests", dependencies: ["RailgateCore"], swiftSettings: strictness),

@@ -51,6 +51,11 @@ public final class DiskBuffer: @unchecked Sendable {
 
     private var segments: [Segment] = []
     private var activeFD: Int32 = -1
+    /// Frames appended but not yet written to the active segment: written in one call when it
+    /// reaches `writeChunk`, at each group commit, at rotation and at close. Nothing is read
+    /// from here: readers get durable records only, and those are always written.
+    private var pending: [UInt8] = []
+    private static let writeChunk = 64 << 10
     private var lockFD: Int32 = -1
     private var ackFD: Int32 = -1
     private var nextSeq: UInt64 = 1
@@ -62,6 +67,8 @@ public final class DiskBuffer: @unchecked Sendable {
     private var corruptBytes = 0
     private var diskError: String?
     private var cursor: ReadCursor?
+    /// Bytes of every segment but the active one (kept so that appends need not sum them).
+    private var closedSegmentBytes = 0
     private var closed = false
     private var syncThread: pthread_t?
 
@@ -116,19 +123,15 @@ public final class DiskBuffer: @unchecked Sendable {
         try lock.withLock { () throws(BufferError) -> UInt64 in
             precondition(!readOnly && !closed, "append on a closed or read-only buffer")
             let seq = nextSeq
-            let frame = Frame.encode(seq: seq, priority: record.priority, isSample: record.isSample, payload: record.encoded(seq: seq))
-            try makeRoom(for: frame.count)
-            if segments[segments.count - 1].size + frame.count > segmentLimit, segments[segments.count - 1].count > 0 {
+            // Room for the frame, made before it is encoded in place from an upper bound of its size.
+            let estimate = Frame.headerSize + record.sizeEstimate
+            try makeRoom(for: estimate)
+            if segments[segments.count - 1].size + estimate > segmentLimit, segments[segments.count - 1].count > 0 {
                 try rotate()
             }
-            do throws(BufferError) {
-                try Self.writeAll(activeFD, frame, path: segments[segments.count - 1].path)
-                diskError = nil
-            } catch {
-                diskError = error.description
-                throw error
-            }
-            segments[segments.count - 1].append(seq: seq, bytes: frame.count, alarm: record.priority == .alarm)
+            let length = Frame.append(record, seq: seq, to: &pending)
+            segments[segments.count - 1].append(seq: seq, bytes: length, alarm: record.priority == .alarm)
+            if pending.count >= Self.writeChunk { try writePending() }
             nextSeq = seq + 1
             if settings.syncIntervalMs == 0 { try syncLocked() }
             return seq
@@ -140,10 +143,25 @@ public final class DiskBuffer: @unchecked Sendable {
         try lock.withLock { () throws(BufferError) in try syncLocked() }
     }
 
+    /// Writes the pending frames to the active segment. On failure they stay pending (and the
+    /// error is kept for `stats()`), to be written when the disk takes them again.
+    private func writePending() throws(BufferError) {
+        guard !pending.isEmpty else { return }
+        do throws(BufferError) {
+            try Self.writeAll(activeFD, pending, path: segments[segments.count - 1].path)
+            pending.removeAll(keepingCapacity: true)
+            diskError = nil
+        } catch {
+            diskError = error.description
+            throw error
+        }
+    }
+
     private func syncLocked() throws(BufferError) {
         guard !readOnly, !segments.isEmpty else { return }
         let last = nextSeq - 1
         if durableSeq < last {
+            try writePending()
             if fdatasync(activeFD) != 0 {
                 let error = BufferError(operation: "fdatasync", path: segments[segments.count - 1].path, code: errno)
                 diskError = error.description
@@ -245,7 +263,7 @@ public final class DiskBuffer: @unchecked Sendable {
 
     public func stats() -> BufferStats {
         lock.withLock {
-            let bytes = segments.reduce(0) { $0 + $1.size }
+            let bytes = totalBytes
             let pending = segments.reduce(0) { $0 + $1.count(after: ackedSeq) }
             let first = segments.lazy.compactMap { $0.firstSeq(after: self.ackedSeq) }.first ?? nextSeq
             return BufferStats(
@@ -258,6 +276,7 @@ public final class DiskBuffer: @unchecked Sendable {
     // MARK: Segments
 
     private func rotate() throws(BufferError) {
+        try writePending()
         if fdatasync(activeFD) == 0, durableSeq < nextSeq - 1 {
             durableSeq = nextSeq - 1
             lock.broadcast()
@@ -272,6 +291,7 @@ public final class DiskBuffer: @unchecked Sendable {
         let path = directory + "/" + Segment.fileName(firstSeq: firstSeq)
         activeFD = try Self.check(open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644), "create", path)
         segments.append(Segment(firstSeq: firstSeq, path: path))
+        segmentsChanged()
         // The new file's name must survive a power cut too: it carries the seq floor.
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 {
@@ -283,8 +303,8 @@ public final class DiskBuffer: @unchecked Sendable {
     /// Evicts the oldest segments until `incoming` more bytes fit in `max_bytes`, counting the
     /// unacknowledged records they held as dropped.
     private func makeRoom(for incoming: Int) throws(BufferError) {
-        var total = segments.reduce(0) { $0 + $1.size }
-        while total + incoming > settings.maxBytes {
+        guard totalBytes + incoming > settings.maxBytes else { return }
+        while totalBytes + incoming > settings.maxBytes {
             if segments.count == 1 {
                 guard segments[0].count > 0 else { return }
                 try rotate()
@@ -295,9 +315,17 @@ public final class DiskBuffer: @unchecked Sendable {
             droppedNormal += UInt64(lost.normal)
             droppedAlarm += UInt64(lost.alarm)
             unlink(victim.path)
-            total -= victim.size
             if cursor?.segmentFirstSeq == victim.firstSeq { cursor = nil }
+            segmentsChanged()
         }
+    }
+
+    /// Bytes of all segments, the pending frames included.
+    private var totalBytes: Int { closedSegmentBytes + (segments.last?.size ?? 0) }
+
+    /// Recomputes `closedSegmentBytes` after the list of segments changed (rare: rotation, removal).
+    private func segmentsChanged() {
+        closedSegmentBytes = segments.dropLast().reduce(0) { $0 + $1.size }
     }
 
     private func removeAcknowledgedSegments() {
@@ -305,6 +333,7 @@ public final class DiskBuffer: @unchecked Sendable {
             let done = segments.removeFirst()
             unlink(done.path)
             if cursor?.segmentFirstSeq == done.firstSeq { cursor = nil }
+            segmentsChanged()
         }
     }
 
@@ -382,6 +411,7 @@ public final class DiskBuffer: @unchecked Sendable {
         }
         nextSeq = max(floor, (segments.last?.lastSeq ?? 0) + 1)
         durableSeq = nextSeq - 1
+        segmentsChanged()
         if !readOnly {
             if let last = segments.last {
                 let path = last.path

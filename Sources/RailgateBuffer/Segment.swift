@@ -71,19 +71,21 @@ struct Frame {
 
     var length: Int { Frame.headerSize + payload.count }
 
-    static func encode(seq: UInt64, priority: Priority, isSample: Bool, payload: [UInt8]) -> [UInt8] {
-        var frame: [UInt8] = []
-        frame.reserveCapacity(headerSize + payload.count)
-        frame.appendLittleEndian(UInt32(payload.count))
-        frame.appendLittleEndian(UInt32(0))
-        frame.appendLittleEndian(seq)
-        frame.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0))
-        frame.append(0)
-        frame.appendLittleEndian(magic)
-        frame += payload
-        let crc = frame.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }
-        frame.storeLittleEndian(crc, at: 4)
-        return frame
+    /// Appends the frame of `record` with `seq` to `output` (the record is encoded in place).
+    /// Returns the frame's length.
+    static func append(_ record: Record, seq: UInt64, to output: inout [UInt8]) -> Int {
+        let start = output.count
+        output.appendLittleEndian(UInt32(0))  // length, filled in below
+        output.appendLittleEndian(UInt32(0))  // CRC, filled in below
+        output.appendLittleEndian(seq)
+        output.append((record.priority == .alarm ? 1 : 0) | (record.isSample ? 2 : 0))
+        output.append(0)
+        output.appendLittleEndian(magic)
+        record.write(seq: seq, to: &output)
+        output.storeLittleEndian(UInt32(output.count - start - headerSize), at: start)
+        let crc = output.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[(start + 8)...])) }
+        output.storeLittleEndian(crc, at: start + 4)
+        return output.count - start
     }
 
     /// The valid frame at `offset` of `fd`, or nil if it is torn, corrupt or runs past `limit`.

@@ -22,11 +22,10 @@ public struct BatchBuilder: Sendable {
     private static let suffix = Array("]}".utf8)
 
     public init(gatewayID: String) {
-        var head = ""
-        head += "{\"gateway\":"
+        var head = Array("{\"gateway\":".utf8)
         JSON.writeString(gatewayID, to: &head)
-        head += ",\"records\":["
-        prefix = Array(head.utf8)
+        head += ",\"records\":[".utf8
+        prefix = head
     }
 
     /// Bytes of an empty batch's envelope.

@@ -134,6 +134,15 @@ public struct DeviceConfig: Sendable, Equatable {
     public var profileName: String
     public var profile: DeviceProfile
     public var pollIntervalMs: Int
+
+    public init(name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int) {
+        self.name = name
+        self.bus = bus
+        self.unit = unit
+        self.profileName = profileName
+        self.profile = profile
+        self.pollIntervalMs = pollIntervalMs
+    }
 }
 
 /// `[[gate]]`: a barrier's two limit switches on GPIO lines.

@@ -13,56 +13,82 @@ public indirect enum JSON: Sendable, Equatable {
 
     public static func == (lhs: JSON, rhs: JSON) -> Bool { lhs.serialized == rhs.serialized }
 
+    /// The compact serialisation, as text.
+    public var serialized: String { String(decoding: bytes, as: UTF8.self) }
+
     /// The compact UTF-8 serialisation.
-    public var serialized: String {
-        var output = ""
+    public var bytes: [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(128)
         write(to: &output)
         return output
     }
 
-    /// Appends the compact serialisation to `output`.
-    public func write(to output: inout String) {
+    /// Appends the compact UTF-8 serialisation to `output`.
+    public func write(to output: inout [UInt8]) {
         switch self {
-        case .null: output += "null"
-        case .bool(let b): output += b ? "true" : "false"
-        case .integer(let i): output += String(i)
-        case .unsigned(let u): output += String(u)
-        case .number(let d): output += d.isFinite ? d.description : "null"
+        case .null: output += "null".utf8
+        case .bool(let b): output += (b ? "true" : "false").utf8
+        case .integer(let i):
+            if i < 0 { output.append(UInt8(ascii: "-")) }
+            JSON.writeDigits(i.magnitude, to: &output)
+        case .unsigned(let u): JSON.writeDigits(u, to: &output)
+        case .number(let d):
+            if d.isFinite { output += d.description.utf8 } else { output += "null".utf8 }
         case .string(let s): JSON.writeString(s, to: &output)
         case .array(let elements):
-            output += "["
+            output.append(UInt8(ascii: "["))
             for (index, element) in elements.enumerated() {
-                if index > 0 { output += "," }
+                if index > 0 { output.append(UInt8(ascii: ",")) }
                 element.write(to: &output)
             }
-            output += "]"
+            output.append(UInt8(ascii: "]"))
         case .object(let members):
-            output += "{"
+            output.append(UInt8(ascii: "{"))
             for (index, (key, value)) in members.enumerated() {
-                if index > 0 { output += "," }
+                if index > 0 { output.append(UInt8(ascii: ",")) }
                 JSON.writeString(key, to: &output)
-                output += ":"
+                output.append(UInt8(ascii: ":"))
                 value.write(to: &output)
             }
-            output += "}"
+            output.append(UInt8(ascii: "}"))
         }
     }
 
-    static func writeString(_ text: String, to output: inout String) {
-        output += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                output += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: output.unicodeScalars.append(scalar)
+    static func writeDigits(_ value: UInt64, to output: inout [UInt8]) {
+        var remaining = value
+        let start = output.count
+        repeat {
+            output.append(UInt8(ascii: "0") + UInt8(remaining % 10))
+            remaining /= 10
+        } while remaining > 0
+        output[start...].reverse()
+    }
+
+    static func writeString(_ text: String, to output: inout [UInt8]) {
+        output.append(UInt8(ascii: "\""))
+        var text = text
+        text.withUTF8 { bytes in
+            // Fast path: most keys and values need no escaping at all.
+            guard bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+                output.append(contentsOf: bytes)
+                return
+            }
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "\""): output += #"\""#.utf8
+                case UInt8(ascii: "\\"): output += #"\\"#.utf8
+                case UInt8(ascii: "\n"): output += #"\n"#.utf8
+                case UInt8(ascii: "\r"): output += #"\r"#.utf8
+                case UInt8(ascii: "\t"): output += #"\t"#.utf8
+                case 0..<0x20:
+                    let hex = Array("0123456789abcdef".utf8)
+                    output += #"\u00"#.utf8
+                    output += [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+                default: output.append(byte)
+                }
             }
         }
-        output += "\""
+        output.append(UInt8(ascii: "\""))
     }
 }

@@ -68,27 +68,83 @@ public struct Record: Sendable, Equatable {
         return false
     }
 
-    /// The record as the contract's JSON object; `seq` is omitted when nil (`run --once`).
-    public func json(seq: UInt64?) -> JSON {
-        var members: [(String, JSON)] = []
-        if let seq { members.append(("seq", .unsigned(seq))) }
-        members.append(("ts", .string(timestamp.description)))
+    /// Appends the record as the contract's JSON object to `output`, without building a JSON tree
+    /// (this runs for every record entering the buffer). `seq` is omitted when nil (`run --once`).
+    public func write(seq: UInt64?, to output: inout [UInt8]) {
+        output.append(UInt8(ascii: "{"))
+        if let seq {
+            output += #""seq":"#.utf8
+            JSON.writeDigits(seq, to: &output)
+            output.append(UInt8(ascii: ","))
+        }
+        output += #""ts":""#.utf8
+        timestamp.write(to: &output, withMilliseconds: true)
         switch body {
         case .sample(let values, let errors):
-            members.append(("kind", .string("sample")))
-            members.append(("source", .string(source)))
-            if !values.isEmpty { members.append(("values", .object(values.map { ($0.0, $0.1.jsonValue) }))) }
-            if !errors.isEmpty { members.append(("errors", .object(errors.map { ($0.0, .string($0.1.description)) }))) }
+            output += #"","kind":"sample","source":"#.utf8
+            JSON.writeString(source, to: &output)
+            if !values.isEmpty {
+                output += #","values":{"#.utf8
+                for (index, (name, value)) in values.enumerated() {
+                    if index > 0 { output.append(UInt8(ascii: ",")) }
+                    JSON.writeString(name, to: &output)
+                    output.append(UInt8(ascii: ":"))
+                    value.jsonValue.write(to: &output)
+                }
+                output.append(UInt8(ascii: "}"))
+            }
+            if !errors.isEmpty {
+                output += #","errors":{"#.utf8
+                for (index, (name, reason)) in errors.enumerated() {
+                    if index > 0 { output.append(UInt8(ascii: ",")) }
+                    JSON.writeString(name, to: &output)
+                    output.append(UInt8(ascii: ":"))
+                    JSON.writeString(reason.description, to: &output)
+                }
+                output.append(UInt8(ascii: "}"))
+            }
         case .event(let name, let fields):
-            members.append(("kind", .string("event")))
-            members.append(("source", .string(source)))
-            members.append(("event", .string(name)))
-            members.append(contentsOf: fields)
-            members.append(("priority", .string(priority.description)))
+            output += #"","kind":"event","source":"#.utf8
+            JSON.writeString(source, to: &output)
+            output += #","event":"#.utf8
+            JSON.writeString(name, to: &output)
+            for (key, value) in fields {
+                output.append(UInt8(ascii: ","))
+                JSON.writeString(key, to: &output)
+                output.append(UInt8(ascii: ":"))
+                value.write(to: &output)
+            }
+            output += #","priority":"#.utf8
+            JSON.writeString(priority.description, to: &output)
         }
-        return .object(members)
+        output.append(UInt8(ascii: "}"))
     }
 
-    /// The record's UTF-8 JSON with its sequence number, as stored in the buffer and sent upstream.
-    public func encoded(seq: UInt64) -> [UInt8] { Array(json(seq: seq).serialized.utf8) }
+    /// An upper bound of the encoded size in practice (numbers at most 24 characters, names and
+    /// text without escapes), for the buffer to make room before encoding in place.
+    public var sizeEstimate: Int {
+        var size = 160 + source.utf8.count
+        switch body {
+        case .sample(let values, let errors):
+            for (name, value) in values {
+                size += name.utf8.count + 28
+                if case .text(let text) = value { size += text.utf8.count * 6 }
+            }
+            for (name, _) in errors { size += name.utf8.count + 20 }
+        case .event(let name, let fields):
+            size += name.utf8.count + fields.reduce(0) { $0 + $1.0.utf8.count + 4 + $1.1.bytes.count }
+        }
+        return size
+    }
+
+    /// The record's UTF-8 JSON (with its sequence number when given), as stored and sent upstream.
+    public func encoded(seq: UInt64?) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(160)
+        write(seq: seq, to: &output)
+        return output
+    }
+
+    /// The record's JSON as text, for printing and logs.
+    public func text(seq: UInt64?) -> String { String(decoding: encoded(seq: seq), as: UTF8.self) }
 }

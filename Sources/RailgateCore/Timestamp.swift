@@ -15,20 +15,44 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
     public var secondsDescription: String { format(withMilliseconds: false) }
 
     private func format(withMilliseconds: Bool) -> String {
+        var text = [UInt8]()
+        text.reserveCapacity(24)
+        write(to: &text, withMilliseconds: withMilliseconds)
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// Appends the RFC 3339 form to `text`.
+    public func write(to text: inout [UInt8], withMilliseconds: Bool) {
         let millis = millisecondsSinceEpoch
         let seconds = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
         let milliseconds = Int(millis - seconds * 1000)
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         let secondOfDay = Int(seconds - days * 86_400)
         let (year, month, day) = Timestamp.civil(fromDays: days)
-        func pad(_ value: Int, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        func digits(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                text.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                divisor /= 10
+            }
         }
-        var text = "\(pad(Int(year), 4))-\(pad(month, 2))-\(pad(day, 2))T"
-        text += "\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2))"
-        if withMilliseconds { text += "." + pad(milliseconds, 3) }
-        return text + "Z"
+        digits(Int(year), 4)
+        text.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        text.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        text.append(UInt8(ascii: "T"))
+        digits(secondOfDay / 3600, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(secondOfDay / 60 % 60, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(secondOfDay % 60, 2)
+        if withMilliseconds {
+            text.append(UInt8(ascii: "."))
+            digits(milliseconds, 3)
+        }
+        text.append(UInt8(ascii: "Z"))
     }
 
     /// Year, month, day of a day count since 1970-01-01 (H. Hinnant's civil_from_days).

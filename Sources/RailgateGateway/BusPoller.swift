@@ -89,7 +89,7 @@ final class BusPoller: @unchecked Sendable {
             busyNanoseconds += finished.nanoseconds - started.nanoseconds
             let (sample, alarms) = poller.edge.process(record, nowMs: finished.nanoseconds / 1_000_000)
             for alarm in alarms {
-                logger.warning("\(poller.device.name): \(alarm.json(seq: nil).serialized)")
+                logger.warning("\(poller.device.name): \(alarm.text(seq: nil))")
                 sink.accept(alarm)
             }
             if let sample { sink.accept(sample) }

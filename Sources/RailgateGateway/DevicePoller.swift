@@ -22,15 +22,15 @@ public struct DeviceStats: Sendable, Equatable {
 
 /// Polls one device: reads its planned requests, decodes its points, and turns the poll into a
 /// `sample` record. Owned by its bus's thread.
-final class DevicePoller {
-    let device: DeviceConfig
-    let requests: [ReadRequest]
-    private(set) var stats = DeviceStats()
+public final class DevicePoller {
+    public let device: DeviceConfig
+    public let requests: [ReadRequest]
+    public private(set) var stats = DeviceStats()
     var nextDue: MonotonicInstant
     /// Deadbands and alarms: what of each poll goes upstream.
     var edge: EdgeFilter
 
-    init(device: DeviceConfig, maxGap: Int, firstDue: MonotonicInstant) {
+    public init(device: DeviceConfig, maxGap: Int, firstDue: MonotonicInstant) {
         self.device = device
         requests = ReadPlanner.plan(device.profile.points, maxGap: maxGap)
         nextDue = firstDue
@@ -41,7 +41,7 @@ final class DevicePoller {
     /// a request refused with "illegal data address" is split into single points so that one
     /// bad address does not blind its neighbours. A device silent on its first request is not
     /// asked the rest (each would cost the line a timeout). `pause` runs between requests.
-    func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp, pause: () -> Void) -> Record {
+    public func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp, pause: () -> Void) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
         var failure: ModbusError?

@@ -22,7 +22,7 @@ struct RunCommand: ParsableCommand {
         let loaded = try loadConfig(config)
         if once {
             let (records, allAnswered) = SinglePoll.pollAll(loaded)
-            for record in records { StandardStreams.out(record.json(seq: nil).serialized) }
+            for record in records { StandardStreams.out(record.text(seq: nil)) }
             if !allAnswered { throw Exit.unavailable }
             return
         }

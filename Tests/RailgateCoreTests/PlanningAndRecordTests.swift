@@ -50,10 +50,10 @@ struct RecordTests {
             body: .sample(values: [("bearing_temp_1", .number(41.5)), ("door_open", .bool(false)), ("sn", .text("A\"B"))],
                           errors: [("bearing_temp_3", .timeout), ("x", .exception(2))]))
         #expect(
-            record.json(seq: 1042).serialized
+            record.text(seq: 1042)
                 == #"{"seq":1042,"ts":"2026-11-29T00:00:00.123Z","kind":"sample","source":"axlebox-1","values":{"bearing_temp_1":41.5,"door_open":false,"sn":"A\"B"},"errors":{"bearing_temp_3":"timeout","x":"exception:2"}}"#)
         let allFailed = Record(timestamp: time, source: "d", body: .sample(values: [], errors: [("p", .io)]))
-        #expect(!allFailed.json(seq: nil).serialized.contains("values"))
+        #expect(!allFailed.text(seq: nil).contains("values"))
     }
 
     @Test("an event record carries its fields and priority")
@@ -63,7 +63,7 @@ struct RecordTests {
             body: .event(name: "alarm_above", fields: [("point", .string("bearing_temp_3")), ("value", .number(93.1))]),
             priority: .alarm)
         #expect(
-            record.json(seq: 7).serialized
+            record.text(seq: 7)
                 == #"{"seq":7,"ts":"2026-11-29T00:00:00.123Z","kind":"event","source":"axlebox-1","event":"alarm_above","point":"bearing_temp_3","value":93.1,"priority":"alarm"}"#)
     }
 

@@ -1,0 +1,218 @@
+import CBenchBaseline
+import CSQLite
+import Glibc
+import RailgateBuffer
+import RailgateCore
+import RailgateGateway
+import RailgateModbus
+
+/// `make bench`: every figure is a ratio against a baseline run in the same invocation (these
+/// machines are noisy), or an absolute figure where the issue sets an absolute target.
+@main
+struct Bench {
+    static func main() throws {
+        StandardStreams.out("railgate bench \(RailgateVersion.current), \(Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch))")
+        try ModbusBench.run()
+        try BufferBench.run()
+    }
+}
+
+/// Seconds on the monotonic clock.
+func seconds() -> Double { Double(MonotonicInstant.now().nanoseconds) / 1e9 }
+
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+func format(_ value: Double, _ decimals: Int = 2) -> String {
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let rounded = (value * scale).rounded() / scale
+    return "\(rounded)"
+}
+
+/// Starts `body` on a detached pthread (the benchmark's in-process servers).
+func detach(_ body: @escaping @Sendable () -> Void) {
+    final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    var thread = pthread_t()
+    pthread_create(&thread, nil, { argument in
+        Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
+        return nil
+    }, Unmanaged.passRetained(Box(body)).toOpaque())
+    pthread_detach(thread)
+}
+
+/// Modbus TCP poll throughput: railgate's poller (plan, reads, decoding, record) against a
+/// plain C libmodbus loop reading the same registers from the same server.
+enum ModbusBench {
+    static func run() throws {
+        let profiles = ["axle-bearing-sensor", "brake-load-sensor"]
+        let locator = ProfileLocator(files: LocalFiles(), searchPath: ["Firmware-config/profiles"], besideFile: nil)
+        StandardStreams.out("\n== Modbus: requests per poll cycle (max_gap 8) against the fewest possible")
+        for name in profiles {
+            let profile = try locator.load(name)
+            let planned = ReadPlanner.plan(profile.points, maxGap: 8).count
+            let fewest = ReadPlanner.plan(profile.points, maxGap: 65535).count
+            let naive = profile.points.count
+            StandardStreams.out("\(name): \(planned) requests per cycle; fewest possible \(fewest); one per point would be \(naive)")
+        }
+
+        let profile = try locator.load("axle-bearing-sensor")
+        let slave = try ModbusTCPSlave(host: "127.0.0.1", port: 0)
+        let bank = try ModbusDataBank()
+        for point in profile.points { bank.set(point.table, address: point.address, point.encode(.number(42))) }
+        let port = slave.port
+        nonisolated(unsafe) let server = (slave, bank)
+        detach { server.0.serve(tickMs: 1000, tick: {}, shouldStop: { false }) { _ in .reply(server.1) } }
+
+        let device = DeviceConfig(name: "axlebox-1", bus: "b", unit: 1, profileName: "axle-bearing-sensor", profile: profile, pollIntervalMs: 1000)
+        let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())
+        let requests = poller.requests.map { request in
+            baseline_request(table: Int32(["coil": 0, "discrete": 1, "input": 2, "holding": 3][request.table.rawValue]!), address: Int32(request.address), count: Int32(request.count))
+        }
+        let connection = try ModbusConnection(endpoint: .tcp(host: "127.0.0.1", port: port), responseTimeoutMs: 1000)
+        let cycles = 4000
+        var baseline: [Double] = []
+        var railgate: [Double] = []
+        for _ in 0..<5 {
+            let c = requests.withUnsafeBufferPointer { baseline_poll_loop("127.0.0.1", Int32(port), 1, $0.baseAddress, Int32($0.count), Int32(cycles)) }
+            guard c > 0 else { throw BenchError(description: "the C baseline loop failed") }
+            baseline.append(Double(cycles) / c)
+            let start = seconds()
+            for _ in 0..<cycles {
+                let record = poller.poll(over: connection, retries: 0, at: WallClock.now()) {}
+                if case .sample(_, let errors) = record.body, !errors.isEmpty { throw BenchError(description: "poll failed: \(errors)") }
+            }
+            railgate.append(Double(cycles) / (seconds() - start))
+        }
+        connection.disconnect()
+        let ratio = median(railgate) / median(baseline)
+        StandardStreams.out("\n== Modbus TCP poll throughput, axle-bearing-sensor (\(requests.count) requests a cycle), median of 5 x \(cycles) cycles")
+        StandardStreams.out("plain C libmodbus loop: \(Int(median(baseline))) cycles/s (\(Int(median(baseline) * Double(requests.count))) requests/s)")
+        StandardStreams.out("railgate poller:        \(Int(median(railgate))) cycles/s (\(Int(median(railgate) * Double(requests.count))) requests/s)")
+        StandardStreams.out("ratio railgate / C: \(format(ratio)) (target >= 0.9)")
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// The durable buffer against SQLite in WAL mode with the same batching and sync (a commit,
+/// with fsync, every second), appending ~100-byte records.
+enum BufferBench {
+    static let runSeconds = 5.0
+
+    static func record(_ index: Int) -> Record {
+        Record(
+            timestamp: Timestamp(millisecondsSinceEpoch: 1_795_910_400_000 + Int64(index)), source: "axlebox-1",
+            body: .sample(values: [("bearing_temp_1", .number(41.5 + Double(index % 10))), ("door", .bool(false))], errors: []))
+    }
+
+    static func run() throws {
+        let directory = "/tmp/railgate-bench-\(getpid())"
+        _ = system("rm -rf \(directory) && mkdir -p \(directory)")
+        defer { _ = system("rm -rf \(directory)") }
+        let payloadSize = record(1).encoded(seq: 1_000_000).count
+
+        // railgate: append as fast as possible, group commit every second.
+        let written0 = ProcessIO.read()
+        let buffer = try DiskBuffer(stateDirectory: directory + "/rg", settings: BufferSettings(maxBytes: 1 << 30, syncIntervalMs: 1000))
+        var appended = 0
+        var start = seconds()
+        while seconds() - start < runSeconds {
+            for _ in 0..<1000 { try buffer.append(record(appended)); appended += 1 }
+        }
+        try buffer.sync()
+        let railgateRate = Double(appended) / (seconds() - start)
+        buffer.close()
+        let written1 = ProcessIO.read()
+        let payloadBytes = Double(appended * payloadSize)
+
+        // SQLite, WAL, synchronous=FULL, one transaction a second.
+        var database: OpaquePointer?
+        sqlite3_open(directory + "/bench.sqlite", &database)
+        sqlite3_exec(database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE records(seq INTEGER PRIMARY KEY, priority INTEGER, payload BLOB);", nil, nil, nil)
+        var statement: OpaquePointer?
+        sqlite3_prepare_v2(database, "INSERT INTO records(seq, priority, payload) VALUES (?, 0, ?)", -1, &statement, nil)
+        var inserted = 0
+        start = seconds()
+        var lastCommit = start
+        sqlite3_exec(database, "BEGIN", nil, nil, nil)
+        while seconds() - start < runSeconds {
+            for _ in 0..<1000 {
+                let payload = record(inserted).encoded(seq: UInt64(inserted + 1))
+                sqlite3_bind_int64(statement, 1, Int64(inserted + 1))
+                _ = payload.withUnsafeBytes { railgate_sqlite_bind_blob_copy(statement, 2, $0.baseAddress, Int32($0.count)) }
+                sqlite3_step(statement)
+                sqlite3_reset(statement)
+                inserted += 1
+            }
+            if seconds() - lastCommit >= 1 {
+                sqlite3_exec(database, "COMMIT; BEGIN", nil, nil, nil)
+                lastCommit = seconds()
+            }
+        }
+        sqlite3_exec(database, "COMMIT", nil, nil, nil)
+        let sqliteRate = Double(inserted) / (seconds() - start)
+        sqlite3_finalize(statement)
+        sqlite3_close(database)
+
+        StandardStreams.out("\n== Buffer append, \(payloadSize)-byte records, sync every second, \(Int(runSeconds)) s each")
+        StandardStreams.out("SQLite WAL (synchronous=FULL, commit each second): \(Int(sqliteRate)) records/s")
+        StandardStreams.out("railgate DiskBuffer:                               \(Int(railgateRate)) records/s")
+        StandardStreams.out("ratio railgate / SQLite: \(format(railgateRate / sqliteRate)) (target >= 2)")
+        let syscallBytes = Double(written1.written - written0.written)
+        StandardStreams.out("bytes written per byte of record: \(format(syscallBytes / payloadBytes, 3)) (write(2) bytes, target <= 1.3)")
+        if written1.storage > written0.storage {
+            StandardStreams.out("  as the block layer counted them: \(format(Double(written1.storage - written0.storage) / payloadBytes, 3))")
+        }
+
+        // Opening a full 64 MiB buffer (the recovery scan), page cache warm and, where allowed, cold.
+        let full = directory + "/full"
+        let settings = BufferSettings(maxBytes: 64 << 20, syncIntervalMs: 60_000)
+        var filling = try DiskBuffer(stateDirectory: full, settings: settings)
+        var index = 0
+        while filling.stats().dropped == 0 { for _ in 0..<1000 { try filling.append(record(index)); index += 1 } }
+        let records = filling.stats().records
+        filling.close()
+        var opens: [Double] = []
+        for attempt in 0..<3 {
+            let cold = attempt == 0 && dropCaches()
+            start = seconds()
+            filling = try DiskBuffer(stateDirectory: full, settings: settings)
+            let elapsed = seconds() - start
+            filling.close()
+            opens.append(elapsed)
+            if cold { StandardStreams.out("\n== Opening a full 64 MiB buffer (\(records) records)\ncold page cache: \(format(elapsed, 3)) s") }
+        }
+        if opens.count == 3 && !(opens.isEmpty) {
+            StandardStreams.out("warm page cache, median of 3: \(format(median(Array(opens.dropFirst())), 3)) s (target < 1 s)")
+        }
+    }
+
+    /// Drops the page cache (root only); false where not allowed.
+    static func dropCaches() -> Bool {
+        sync()
+        let fd = open("/proc/sys/vm/drop_caches", O_WRONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return write(fd, "3\n", 2) == 2
+    }
+}
+
+/// This process's I/O counters from /proc/self/io.
+struct ProcessIO {
+    var written: Int
+    var storage: Int
+
+    static func read() -> ProcessIO {
+        let text = LocalFiles().read("/proc/self/io") ?? ""
+        func field(_ name: String) -> Int {
+            text.split(separator: "\n").first { $0.hasPrefix(name + ":") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        return ProcessIO(written: field("wchar"), storage: field("write_bytes"))
+    }
+}
+
