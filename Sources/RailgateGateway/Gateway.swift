@@ -19,6 +19,7 @@ public final class Gateway: @unchecked Sendable {
     private var pollers: [BusPoller] = []
     private var uplink: Uplink?
     private var control: ControlServer?
+    private var metrics: MetricsServer?
 
     /// Opens the buffer for `config`; throws if the state directory cannot be used.
     public init(config: GatewayConfig, logger: Logger) throws(BufferError) {
@@ -107,24 +108,38 @@ public final class Gateway: @unchecked Sendable {
         } catch {
             logger.error("control socket unavailable (railgate status will not reach this daemon): \(error)")
         }
+        var metrics: MetricsServer?
+        if let listen = config.metricsListen {
+            let server = MetricsServer(listen: listen) { [weak self] in self?.metricsText() ?? "" }
+            do {
+                try server.start()
+                metrics = server
+                logger.info("Prometheus metrics at http://\(listen)/metrics")
+            } catch {
+                logger.error("metrics endpoint unavailable: \(error)")
+            }
+        }
         lock.withLock {
             self.pollers = pollers
             self.uplink = uplink
             self.control = control
+            self.metrics = metrics
         }
     }
 
     private func stopServices() {
-        let (pollers, uplink, control) = lock.withLock { (self.pollers, self.uplink, self.control) }
+        let (pollers, uplink, control, metrics) = lock.withLock { (self.pollers, self.uplink, self.control, self.metrics) }
         pollers.forEach { $0.stop() }
         // Make the last polls durable so the uplink can still send them.
         try? buffer.sync()
         uplink?.stop()
         control?.stop()
+        metrics?.stop()
         lock.withLock {
             self.pollers = []
             self.uplink = nil
             self.control = nil
+            self.metrics = nil
         }
     }
 
@@ -136,6 +151,12 @@ public final class Gateway: @unchecked Sendable {
         case "ping": return .object([("ok", .bool(true))])
         default: return .object([("error", .string("unknown command '\(command.prefix(64))'; try \"status\""))])
         }
+    }
+
+    /// The Prometheus text served at /metrics.
+    func metricsText() -> String {
+        let (pollers, uplink) = lock.withLock { (self.pollers, self.uplink) }
+        return MetricsText.render(buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status())
     }
 
     /// The daemon's state, as `railgate status --json` prints it.

@@ -76,7 +76,9 @@ struct CommandTests {
     func statusAndGarbage() throws {
         let scratch = Scratch()
         let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
-        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")])
+        let metricsPort = freePort()
+        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")],
+                                   metricsPort: metricsPort)
         let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let socket = scratch.path + "/control.sock"
         var status: JSON = .null
@@ -104,6 +106,13 @@ struct CommandTests {
         #expect(human.output.contains("axlebox-1"))
         #expect(gateway.process.isRunning)
 
+        let metrics = try httpGet(port: metricsPort, path: "/metrics")
+        #expect(metrics.hasPrefix("HTTP/1.0 200 OK"))
+        #expect(metrics.contains("railgate_device_polls_total{device=\"axlebox-1\",bus=\"bus-\(simulator.port)\"}"))
+        #expect(metrics.contains("railgate_bus_utilisation_ratio{bus=\"bus-\(simulator.port)\"}"))
+        #expect(metrics.contains("railgate_buffer_records "))
+        #expect(try httpGet(port: metricsPort, path: "/other").hasPrefix("HTTP/1.0 404"))
+
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
         let down = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket], scratch: scratch)
@@ -117,6 +126,31 @@ struct CommandTests {
         #expect(dump.output.split(separator: "\n").count == 2)
         #expect(try JSONReader.parse(String(dump.output.split(separator: "\n")[0]))["seq"] == .integer(1))
         _ = simulator
+    }
+
+    /// A plain HTTP GET on loopback, returning the whole response.
+    func httpGet(port: Int, path: String) throws -> String {
+        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TimedOut(description: "cannot connect to the metrics port") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = "GET \(path) HTTP/1.0\r\n\r\n".withCString { send(fd, $0, strlen($0), 0) }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count > 0 else { break }
+            response += buffer[0..<count]
+        }
+        return String(decoding: response, as: UTF8.self)
     }
 
     /// Sends `text` on the control socket and returns the reply.

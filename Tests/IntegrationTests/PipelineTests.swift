@@ -23,7 +23,7 @@ let pinnedValues: [(String, String, JSON)] = [
 /// A gateway configuration for tests: one TCP bus per simulator port, fast polls.
 func gatewayConfig(
     scratch: Scratch, brokerPort: Int?, devices: [(name: String, port: Int, unit: Int, profile: String)],
-    pollMs: Int = 200, extraUpstream: String = "", extraBus: String = ""
+    pollMs: Int = 200, extraUpstream: String = "", extraBus: String = "", metricsPort: Int? = nil
 ) -> String {
     var text = """
         [gateway]
@@ -67,6 +67,7 @@ func gatewayConfig(
 
             """
     }
+    if let metricsPort { text += "[metrics]\nlisten = \"127.0.0.1:\(metricsPort)\"\n" }
     return scratch.write("gateway.toml", text)
 }
 
