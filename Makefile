@@ -2,7 +2,7 @@
 
 SWIFT       ?= swift
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev
+DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev
 BIN         := .build/debug
 
 .PHONY: all deps build test demo bench install clean

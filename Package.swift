@@ -22,6 +22,7 @@ let package = Package(
             name: "CModbus", pkgConfig: "libmodbus", providers: [.apt(["libmodbus-dev"])]),
         .systemLibrary(
             name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "CGPIOD", pkgConfig: "libgpiod", providers: [.apt(["libgpiod-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Benchmark baselines only: SQLite for the buffer, a plain C libmodbus loop for the poller.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -31,6 +32,7 @@ let package = Package(
         .target(name: "RailgateCore", swiftSettings: strictness),
         // Safe Swift layers over the C libraries.
         .target(name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore"], swiftSettings: strictness),
+        .target(name: "RailgateGPIO", dependencies: ["CGPIOD", "RailgateCore"], swiftSettings: strictness),
         .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
         // The durable record buffer under state_dir.
         .target(name: "RailgateBuffer", dependencies: ["RailgateCore", "CZlib"], exclude: ["DESIGN.md"], swiftSettings: strictness),
@@ -38,21 +40,21 @@ let package = Package(
         .target(
             name: "RailgateGateway",
             dependencies: [
-                "RailgateCore", "RailgateModbus", "RailgateMQTT", "RailgateBuffer",
+                "RailgateCore", "RailgateModbus", "RailgateMQTT", "RailgateBuffer", "RailgateGPIO",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictness),
         .executableTarget(
             name: "railgate",
             dependencies: [
-                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateBuffer",
+                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGPIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness),
         .executableTarget(
             name: "railgate-sim",
             dependencies: [
-                "RailgateCore", "RailgateModbus",
+                "RailgateCore", "RailgateModbus", "RailgateGPIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Simulators/Sources/railgate-sim",
@@ -71,7 +73,7 @@ let package = Package(
             name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore"], swiftSettings: strictness),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["RailgateCore", "RailgateMQTT", "RailgateModbus"],
+            dependencies: ["RailgateCore", "RailgateMQTT", "RailgateModbus", "RailgateGPIO"],
             exclude: ["Fixtures"],
             swiftSettings: strictness),
     ]

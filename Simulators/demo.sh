@@ -30,12 +30,15 @@ pids+=($!)
 pids+=($!)
 "$bin/railgate-sim" wagon --profile brake-load-sensor --tcp 127.0.0.1:15021 --unit 3 > "$work/sim-brake.log" 2>&1 &
 pids+=($!)
+"$bin/railgate-sim" gate --socket "$work/gate.sock" --scenario Simulators/scenarios/gate-demo.toml > "$work/sim-gate.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 50); do
-    if grep -q serving "$work/sim-axle.log" && grep -q serving "$work/sim-brake.log"; then break; fi
+    if grep -q serving "$work/sim-axle.log" && grep -q serving "$work/sim-brake.log" && grep -q serving "$work/sim-gate.log"; then break; fi
     sleep 0.1
 done
 
-echo "demo: broker on 127.0.0.1:$broker_port, wagon sensors on 127.0.0.1:15020 (units 1-2) and :15021 (unit 3)"
+echo "demo: broker on 127.0.0.1:$broker_port, wagon sensors on 127.0.0.1:15020 (units 1-2) and :15021 (unit 3),"
+echo "demo: a border-gate barrier on sim:$work/gate.sock (a truck every 20 s)"
 mosquitto_sub -h 127.0.0.1 -p $broker_port -t 'railgate/#' -v &
 pids+=($!)
 "$bin/railgate" run --config Firmware-config/examples/demo.toml 2> >(sed 's/^/gateway: /' >&2) &

@@ -17,6 +17,7 @@ public final class Gateway: @unchecked Sendable {
     private let startedMonotonic = MonotonicInstant.now()
     private let lock = ConditionLock()
     private var pollers: [BusPoller] = []
+    private var gates: [GateWatcher] = []
     private var uplink: Uplink?
     private var control: ControlServer?
     private var metrics: MetricsServer?
@@ -45,7 +46,7 @@ public final class Gateway: @unchecked Sendable {
             logger.warning("buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
         }
         startServices(config)
-        SystemdNotifier.notify("READY=1\nSTATUS=polling \(config.devices.count) devices")
+        SystemdNotifier.notify("READY=1\nSTATUS=polling \(config.devices.count) devices, watching \(config.gates.count) gates")
         while true {
             var received: Int32 = 0
             guard sigwait(&signals, &received) == 0 else { continue }
@@ -88,6 +89,8 @@ public final class Gateway: @unchecked Sendable {
             return BusPoller(bus: bus, devices: devices, sink: sink, logger: logger)
         }
         pollers.forEach { $0.start() }
+        let gates = config.gates.map { GateWatcher(gate: $0, sink: sink, logger: logger) }
+        gates.forEach { $0.start() }
         var uplink: Uplink?
         if case .mqtt = config.upstream.endpoint {
             let candidate = Uplink(config: config, buffer: buffer, started: started, logger: logger)
@@ -121,6 +124,7 @@ public final class Gateway: @unchecked Sendable {
         }
         lock.withLock {
             self.pollers = pollers
+            self.gates = gates
             self.uplink = uplink
             self.control = control
             self.metrics = metrics
@@ -128,8 +132,11 @@ public final class Gateway: @unchecked Sendable {
     }
 
     private func stopServices() {
-        let (pollers, uplink, control, metrics) = lock.withLock { (self.pollers, self.uplink, self.control, self.metrics) }
+        let (pollers, gates, uplink, control, metrics) = lock.withLock {
+            (self.pollers, self.gates, self.uplink, self.control, self.metrics)
+        }
         pollers.forEach { $0.stop() }
+        gates.forEach { $0.stop() }
         // Make the last polls durable so the uplink can still send them.
         try? buffer.sync()
         uplink?.stop()
@@ -137,6 +144,7 @@ public final class Gateway: @unchecked Sendable {
         metrics?.stop()
         lock.withLock {
             self.pollers = []
+            self.gates = []
             self.uplink = nil
             self.control = nil
             self.metrics = nil
@@ -161,7 +169,7 @@ public final class Gateway: @unchecked Sendable {
 
     /// The daemon's state, as `railgate status --json` prints it.
     func status() -> JSON {
-        let (config, pollers, uplink) = lock.withLock { (self.config, self.pollers, self.uplink) }
+        let (config, pollers, gates, uplink) = lock.withLock { (self.config, self.pollers, self.gates, self.uplink) }
         let buffer = self.buffer.stats()
         let busStatuses = pollers.map { $0.status() }
         let upstream: JSON
@@ -202,14 +210,14 @@ public final class Gateway: @unchecked Sendable {
                 .object([("name", .string(bus.name)), ("endpoint", .string(bus.endpoint)), ("utilisation", .number((bus.utilisation * 1000).rounded() / 1000))])
             })),
             ("devices", .array(devices)),
-            ("gates", .array([])),
+            ("gates", .array(gates.map { $0.status() })),
         ])
     }
 }
 
-/// `railgate run --once`: polls every device once, without buffer or uplink.
+/// `railgate run --once`: polls every device and reads every gate once, without buffer or uplink.
 public enum SinglePoll {
-    /// The records of one poll of every device, and whether every device answered.
+    /// The records of one poll of every device and gate, and whether every one answered.
     public static func pollAll(_ config: GatewayConfig) -> (records: [Record], allAnswered: Bool) {
         var records: [Record] = []
         var allAnswered = true
@@ -232,6 +240,14 @@ public enum SinglePoll {
                 records.append(record)
             }
             connection?.disconnect()
+        }
+        for gate in config.gates {
+            do {
+                records.append(try GateWatcher.readOnce(gate))
+            } catch {
+                StandardStreams.error("gate \(gate.name): \(error)")
+                allAnswered = false
+            }
         }
         return (records, allAnswered)
     }

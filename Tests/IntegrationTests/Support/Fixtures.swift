@@ -162,3 +162,18 @@ extension WagonSimulator {
         try self.init(arguments: ["wagon", "--profile", profile, "--rtu", device, "--baud", "19200", "--parity", "even"], units: units, scratch: scratch, extra: extra)
     }
 }
+
+/// A running `railgate-sim gate` on a socket in the scratch directory.
+final class GateSimulator: @unchecked Sendable {
+    let socket: String
+    let process: TestProcess
+
+    init(scratch: Scratch, scenario: String? = nil) throws {
+        socket = scratch.path + "/gate.sock"
+        process = try TestProcess(
+            Binaries.simulator, ["gate", "--socket", socket] + (scenario.map { ["--scenario", $0] } ?? []), scratch: scratch, name: "gate")
+        _ = try process.waitForOutputLine(containing: "serving")
+    }
+
+    var chip: String { "sim:\(socket)" }
+}

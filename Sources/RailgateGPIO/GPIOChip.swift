@@ -1,0 +1,113 @@
+import Glibc
+import RailgateCore
+
+/// A GPIO problem, naming the chip, the line and what a technician can do about it.
+public struct GPIOError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        case noSuchChip, permissionDenied, lineBusy(consumer: String), noSuchLine(lineCount: Int), io
+    }
+
+    public var kind: Kind
+    public var chip: String
+    public var line: Int?
+    /// The errno read right after the failing call (0 when not from a system call).
+    public var code: Int32
+
+    public var description: String {
+        let lineText = line.map { " line \($0)" } ?? ""
+        switch kind {
+        case .noSuchChip:
+            return "GPIO chip '\(chip)' not found: check the chip name (`railgate gpio info` lists the chips) and that the board's GPIO driver is loaded"
+        case .permissionDenied:
+            return "GPIO chip '\(chip)'\(lineText): permission denied: the railgate user needs access to the chip device (a gpio group or a udev rule)"
+        case .lineBusy(let consumer):
+            return "GPIO chip '\(chip)'\(lineText) is busy, held by '\(consumer.isEmpty ? "unknown" : consumer)': stop the other user (gpiomon? a kernel driver?) or wire the switch to a free line"
+        case .noSuchLine(let count):
+            return "GPIO chip '\(chip)' has \(count) lines; line\(lineText) does not exist: check open_line and closed_line"
+        case .io:
+            return "GPIO chip '\(chip)'\(lineText): \(String(cString: strerror(code))) (errno \(code))"
+        }
+    }
+
+    public init(_ kind: Kind, chip: String, line: Int? = nil, code: Int32 = 0) {
+        self.kind = kind
+        self.chip = chip
+        self.line = line
+        self.code = code
+    }
+
+    /// The error for an errno from opening or requesting.
+    static func from(errno code: Int32, chip: String, line: Int? = nil) -> GPIOError {
+        switch code {
+        case ENOENT, ENODEV, ENOTTY: GPIOError(.noSuchChip, chip: chip, line: line, code: code)
+        case EACCES, EPERM: GPIOError(.permissionDenied, chip: chip, line: line, code: code)
+        case EBUSY: GPIOError(.lineBusy(consumer: ""), chip: chip, line: line, code: code)
+        default: GPIOError(.io, chip: chip, line: line, code: code)
+        }
+    }
+}
+
+/// What a line is and who uses it, as gpioinfo shows it.
+public struct GPIOLineInfo: Sendable, Equatable {
+    public var offset: Int
+    public var name: String
+    public var consumer: String
+    public var isUsed: Bool
+    public var isOutput: Bool
+    public var activeLow: Bool
+    /// The physical level, where the backend can tell without requesting the line (simulator).
+    public var level: Bool?
+}
+
+/// One edge on a watched line.
+public struct GPIOEdge: Sendable, Equatable {
+    public var line: Int
+    /// The line's logical level after the edge (active-low already applied).
+    public var active: Bool
+    /// When the edge happened, on CLOCK_MONOTONIC, in nanoseconds (the kernel's timestamp).
+    public var timestampNs: Int64
+}
+
+/// A GPIO chip: the seam between the gate watcher and the hardware. libgpiod (`gpiochip0`,
+/// `/dev/gpiochip0`, a label or a number) and the simulated chip (`sim:PATH`) implement it, so
+/// the rest of railgate cannot tell them apart.
+public protocol GPIOChip: AnyObject {
+    var name: String { get }
+    var label: String { get }
+    var lineCount: Int { get }
+    func lineInfo(_ offset: Int) throws(GPIOError) -> GPIOLineInfo
+    /// Requests `lines` as inputs with both-edge events, honouring `activeLow`.
+    func watch(lines: [Int], activeLow: Bool, consumer: String) throws(GPIOError) -> any GPIOLineWatch
+}
+
+/// Lines requested for edge events. Blocking calls: use from a dedicated thread.
+public protocol GPIOLineWatch: AnyObject {
+    /// The logical levels of the watched lines now.
+    func levels() throws(GPIOError) -> [Int: Bool]
+    /// The edges that arrive within `timeoutMs` (empty on timeout), oldest first.
+    func waitForEdges(timeoutMs: Int) throws(GPIOError) -> [GPIOEdge]
+    /// Releases the lines.
+    func release()
+}
+
+/// Opens chips by the names a configuration uses.
+public enum GPIOChips {
+    /// `sim:PATH` opens a simulated chip served on a Unix socket; anything else goes to libgpiod
+    /// (`gpiod_chip_open_lookup`: a name, a path, a label or a number).
+    public static func open(_ descriptor: String) throws(GPIOError) -> any GPIOChip {
+        if descriptor.hasPrefix("sim:") { return try SimulatedGPIOChip(socketPath: String(descriptor.dropFirst(4))) }
+        return try LibgpiodChip(descriptor)
+    }
+
+    /// The names of the kernel's GPIO chips (`/dev/gpiochip*`), sorted.
+    public static func kernelChips() -> [String] {
+        guard let directory = opendir("/dev") else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("gpiochip") { names.append(name) }
+        }
+        return names.sorted { $0.count != $1.count ? $0.count < $1.count : $0 < $1 }
+    }
+}
