@@ -8,9 +8,15 @@ import RailgateModbus
 
 /// `make bench`: every figure is a ratio against a baseline run in the same invocation (these
 /// machines are noisy), or an absolute figure where the issue sets an absolute target.
+/// `railgate-bench crash-writer DIR` is the crash test's victim (see `CrashWriter`).
 @main
 struct Bench {
     static func main() throws {
+        let arguments = CommandLine.arguments
+        if arguments.count == 3, arguments[1] == "crash-writer" {
+            try CrashWriter.run(stateDirectory: arguments[2])
+            return
+        }
         StandardStreams.out("railgate bench \(RailgateVersion.current), \(Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch))")
         try ModbusBench.run()
         try BufferBench.run()
@@ -216,3 +222,31 @@ struct ProcessIO {
     }
 }
 
+
+/// The crash test's victim: appends records to the buffer as fast as it can, commits every 64
+/// records and prints "synced SEQ" after each commit (unbuffered, so the line is out before
+/// the next append). It starts with "start SEQ", the first seq it will append. It never stops
+/// by itself: the test SIGKILLs it.
+enum CrashWriter {
+    static func run(stateDirectory: String) throws {
+        let buffer = try DiskBuffer(stateDirectory: stateDirectory, settings: BufferSettings(maxBytes: 1 << 30, syncIntervalMs: 3_600_000))
+        StandardStreams.out("start \(buffer.stats().nextSeq)")
+        var index = 0
+        while true {
+            var last: UInt64 = 0
+            for _ in 0..<64 {
+                index += 1
+                // Varying sizes and priorities, so frames do not line up on any boundary.
+                let record = index % 17 == 0
+                    ? Record(timestamp: WallClock.now(), source: "axlebox-\(index % 3)",
+                             body: .event(name: "alarm_above", fields: [("point", .string("bearing_temp_\(index % 4)")), ("value", .number(90.5))]),
+                             priority: .alarm)
+                    : Record(timestamp: WallClock.now(), source: "axlebox-\(index % 3)",
+                             body: .sample(values: (0..<(1 + index % 5)).map { ("bearing_temp_\($0)", .number(40 + Double(index % 100) / 10)) }, errors: []))
+                last = try buffer.append(record)
+            }
+            try buffer.sync()
+            StandardStreams.out("synced \(last)")
+        }
+    }
+}
