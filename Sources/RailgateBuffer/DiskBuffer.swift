@@ -64,6 +64,12 @@ public final class DiskBuffer: @unchecked Sendable {
     private var persistedAck: UInt64 = 0
     private var droppedNormal: UInt64 = 0
     private var droppedAlarm: UInt64 = 0
+    /// Drops already reported upstream in a `buffer_overflow` event.
+    private var reportedNormal: UInt64 = 0
+    private var reportedAlarm: UInt64 = 0
+    private var dropsDirty = false
+    /// Records acknowledged ahead of the contiguous position (alarms and events sent first).
+    private var ackedAhead: Set<UInt64> = []
     private var corruptBytes = 0
     private var diskError: String?
     private var cursor: ReadCursor?
@@ -129,8 +135,10 @@ public final class DiskBuffer: @unchecked Sendable {
             if segments[segments.count - 1].size + estimate > segmentLimit, segments[segments.count - 1].count > 0 {
                 try rotate()
             }
+            let offset = segments[segments.count - 1].size
             let length = Frame.append(record, seq: seq, to: &pending)
-            segments[segments.count - 1].append(seq: seq, bytes: length, alarm: record.priority == .alarm)
+            segments[segments.count - 1].append(
+                seq: seq, offset: offset, bytes: length, alarm: record.priority == .alarm, sample: record.isSample)
             if pending.count >= Self.writeChunk { try writePending() }
             nextSeq = seq + 1
             if settings.syncIntervalMs == 0 { try syncLocked() }
@@ -175,6 +183,10 @@ public final class DiskBuffer: @unchecked Sendable {
             persistedAck = ackedSeq
             removeAcknowledgedSegments()
         }
+        if dropsDirty {
+            try writeDrops()
+            dropsDirty = false
+        }
     }
 
     /// Syncs and closes the files; the buffer cannot be used afterwards.
@@ -197,7 +209,8 @@ public final class DiskBuffer: @unchecked Sendable {
 
     /// Up to `limits` durable records with seq > `seq`, oldest first, as stored (encoded JSON).
     /// `limits.maxBytes` bounds the records joined by commas (the first record always comes).
-    public func records(after seq: UInt64, limits: BatchLimits) -> [(seq: UInt64, bytes: [UInt8])] {
+    /// Records in `excluding`, and those acknowledged ahead, are skipped.
+    public func records(after seq: UInt64, limits: BatchLimits, excluding: Set<UInt64> = []) -> [(seq: UInt64, bytes: [UInt8])] {
         lock.withLock {
             var result: [(seq: UInt64, bytes: [UInt8])] = []
             var size = 0
@@ -210,7 +223,7 @@ public final class DiskBuffer: @unchecked Sendable {
                     cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: 0, seq: 0)
                 }
                 guard let fd = segmentDescriptor(index) else { continue }
-                defer { if fd != activeFD { Glibc.close(fd) } }
+                defer { Glibc.close(fd) }
                 var offset = cursor!.offset
                 var previousSeq = cursor!.seq > 0 ? cursor!.seq - 1 : 0
                 while offset < segment.size, result.count < limits.maxRecords {
@@ -223,13 +236,13 @@ public final class DiskBuffer: @unchecked Sendable {
                     }
                     previousSeq = frame.seq
                     if frame.seq > upTo { break }
-                    if frame.seq > after {
+                    if frame.seq > after, !excluding.contains(frame.seq), !ackedAhead.contains(frame.seq) {
                         // The size of the records joined by commas, as a batch carries them.
                         let added = frame.payload.count + (result.isEmpty ? 0 : 1)
                         if !result.isEmpty, size + added > limits.maxBytes { break }
                         result.append((frame.seq, frame.payload))
                         size += added
-                    } else {
+                    } else if frame.seq <= after {
                         cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: offset + frame.length, seq: frame.seq + 1)
                     }
                     offset += frame.length
@@ -248,6 +261,37 @@ public final class DiskBuffer: @unchecked Sendable {
         lock.withLock {
             guard seq > ackedSeq else { return }
             ackedSeq = min(seq, nextSeq - 1)
+            ackedAhead = ackedAhead.filter { $0 > ackedSeq }
+        }
+    }
+
+    /// These records, sent ahead of the backlog, were acknowledged; they leave with the
+    /// contiguous position (until then a restart sends them again: at-least-once).
+    public func acknowledge(seqs: [UInt64]) {
+        lock.withLock { ackedAhead.formUnion(seqs.lazy.filter { $0 > self.ackedSeq }) }
+    }
+
+    /// Durable alarms and events with seq > `seq` not yet acknowledged and not in `excluding`,
+    /// oldest first, at most `limit`: what goes upstream before an older backlog of samples.
+    public func urgentRecords(after seq: UInt64, excluding: Set<UInt64>, limit: Int) -> [(seq: UInt64, bytes: [UInt8])] {
+        lock.withLock {
+            let after = max(seq, ackedSeq)
+            let upTo = readOnly ? nextSeq - 1 : durableSeq
+            var result: [(seq: UInt64, bytes: [UInt8])] = []
+            for (index, segment) in segments.enumerated() where segment.lastSeq > after && !segment.precious.isEmpty {
+                let wanted = segment.precious.filter {
+                    $0.seq > after && $0.seq <= upTo && !excluding.contains($0.seq) && !ackedAhead.contains($0.seq)
+                }
+                guard !wanted.isEmpty, let fd = segmentDescriptor(index) else { continue }
+                defer { Glibc.close(fd) }
+                for entry in wanted.prefix(limit - result.count) {
+                    if let frame = Frame.read(fd: fd, at: entry.offset, limit: segment.size), frame.seq == entry.seq {
+                        result.append((frame.seq, frame.payload))
+                    }
+                }
+                if result.count >= limit { break }
+            }
+            return result
         }
     }
 
@@ -264,7 +308,7 @@ public final class DiskBuffer: @unchecked Sendable {
     public func stats() -> BufferStats {
         lock.withLock {
             let bytes = totalBytes
-            let pending = segments.reduce(0) { $0 + $1.count(after: ackedSeq) }
+            let pending = segments.reduce(0) { $0 + $1.count(after: ackedSeq) } - ackedAhead.count
             let first = segments.lazy.compactMap { $0.firstSeq(after: self.ackedSeq) }.first ?? nextSeq
             return BufferStats(
                 records: pending, bytes: bytes, firstSeq: first, nextSeq: nextSeq, ackedSeq: ackedSeq,
@@ -293,30 +337,109 @@ public final class DiskBuffer: @unchecked Sendable {
         segments.append(Segment(firstSeq: firstSeq, path: path))
         segmentsChanged()
         // The new file's name must survive a power cut too: it carries the seq floor.
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirFD >= 0 {
-            fsync(dirFD)
-            Glibc.close(dirFD)
-        }
+        syncDirectory()
     }
 
-    /// Evicts the oldest segments until `incoming` more bytes fit in `max_bytes`, counting the
-    /// unacknowledged records they held as dropped.
+    /// Makes room for `incoming` bytes within `max_bytes`, oldest closed segments first: with
+    /// `when_full = "thin"` each is first thinned once (every other sample of each source
+    /// dropped, so the history keeps its span at half the resolution); then their normal samples
+    /// go; alarms and events go only when nothing else is left. Drops are counted by priority.
     private func makeRoom(for incoming: Int) throws(BufferError) {
-        guard totalBytes + incoming > settings.maxBytes else { return }
         while totalBytes + incoming > settings.maxBytes {
             if segments.count == 1 {
                 guard segments[0].count > 0 else { return }
                 try rotate()
                 continue
             }
-            let victim = segments.removeFirst()
-            let lost = victim.unacknowledged(after: ackedSeq)
-            droppedNormal += UInt64(lost.normal)
-            droppedAlarm += UInt64(lost.alarm)
-            unlink(victim.path)
-            if cursor?.segmentFirstSeq == victim.firstSeq { cursor = nil }
-            segmentsChanged()
+            let closed = segments.indices.dropLast()
+            if settings.whenFull == .thin, let index = closed.first(where: { !segments[$0].thinned && segments[$0].samples(after: ackedSeq) > 1 }) {
+                try compact(index, thinning: true)
+            } else if let index = closed.first(where: { segments[$0].samples(after: ackedSeq) > 0 }) {
+                try compact(index, thinning: false)
+            } else {
+                let victim = segments.removeFirst()
+                let lost = victim.unacknowledged(after: ackedSeq)
+                count(dropped: lost)
+                unlink(victim.path)
+                if cursor?.segmentFirstSeq == victim.firstSeq { cursor = nil }
+                segmentsChanged()
+            }
+        }
+    }
+
+    private func count(dropped: (normal: Int, alarm: Int)) {
+        guard dropped.normal + dropped.alarm > 0 else { return }
+        droppedNormal += UInt64(dropped.normal)
+        droppedAlarm += UInt64(dropped.alarm)
+        dropsDirty = true
+    }
+
+    /// Rewrites closed segment `index` without its acknowledged records and without normal samples
+    /// (all of them, or with `thinning` every other one of each source), through a temporary file
+    /// renamed over it: a power cut leaves either the old or the new segment, never half of one.
+    private func compact(_ index: Int, thinning: Bool) throws(BufferError) {
+        let old = segments[index]
+        let fd = open(old.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BufferError(operation: "open", path: old.path, code: errno) }
+        var kept = Segment(firstSeq: old.firstSeq, path: directory + "/" + Segment.fileName(firstSeq: old.firstSeq, thinned: old.thinned || thinning),
+                           thinned: old.thinned || thinning)
+        var output: [UInt8] = []
+        var parity: [ArraySlice<UInt8>: Bool] = [:]
+        var droppedSamples = 0
+        var offset = 0
+        var previous: UInt64 = 0
+        while offset < old.size {
+            guard let frame = Frame.read(fd: fd, at: offset, limit: old.size) else {
+                guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: old.size, after: previous) else { break }
+                offset = next
+                continue
+            }
+            offset += frame.length
+            previous = frame.seq
+            guard frame.seq > ackedSeq else { continue }
+            if frame.isSample, frame.priority == .normal {
+                let source = frame.source
+                let drop = !thinning || parity[source, default: false]
+                parity[source] = !(parity[source] ?? false)
+                if drop {
+                    droppedSamples += 1
+                    continue
+                }
+            }
+            kept.append(seq: frame.seq, offset: output.count, bytes: frame.length, alarm: frame.priority == .alarm, sample: frame.isSample)
+            output += frame.bytes
+        }
+        Glibc.close(fd)
+        if kept.count == 0 {
+            unlink(old.path)
+            segments.remove(at: index)
+        } else {
+            let temporary = kept.path + ".tmp"
+            let out = try Self.check(open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644), "create", temporary)
+            do throws(BufferError) {
+                try Self.writeAll(out, output, path: temporary)
+            } catch {
+                Glibc.close(out)
+                unlink(temporary)
+                throw error
+            }
+            fdatasync(out)
+            Glibc.close(out)
+            guard rename(temporary, kept.path) == 0 else { throw BufferError(operation: "rename", path: temporary, code: errno) }
+            if kept.path != old.path { unlink(old.path) }
+            syncDirectory()
+            segments[index] = kept
+        }
+        count(dropped: (droppedSamples, 0))
+        if cursor?.segmentFirstSeq == old.firstSeq { cursor = nil }
+        segmentsChanged()
+    }
+
+    private func syncDirectory() {
+        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            fsync(dirFD)
+            Glibc.close(dirFD)
         }
     }
 
@@ -337,12 +460,8 @@ public final class DiskBuffer: @unchecked Sendable {
         }
     }
 
+    /// A read-only descriptor of segment `index` (the active one is open for appending only).
     private func segmentDescriptor(_ index: Int) -> Int32? {
-        if index == segments.count - 1, !readOnly, activeFD >= 0 {
-            // The active segment is open for appending only; read it through a second descriptor.
-            let fd = open(segments[index].path, O_RDONLY | O_CLOEXEC)
-            return fd >= 0 ? fd : nil
-        }
         let fd = open(segments[index].path, O_RDONLY | O_CLOEXEC)
         return fd >= 0 ? fd : nil
     }
@@ -352,6 +471,7 @@ public final class DiskBuffer: @unchecked Sendable {
     private func recover() throws(BufferError) {
         ackedSeq = readAck()
         persistedAck = ackedSeq
+        readDrops()
         guard let directoryStream = opendir(directory) else {
             if readOnly { throw BufferError(operation: "open", path: directory, code: errno) }
             throw BufferError(operation: "open", path: directory, code: errno)
@@ -359,15 +479,15 @@ public final class DiskBuffer: @unchecked Sendable {
         var names: [String] = []
         while let entry = readdir(directoryStream) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if Segment.firstSeq(fromFileName: name) != nil { names.append(name) }
+            if Segment.parse(fileName: name) != nil { names.append(name) }
         }
         closedir(directoryStream)
         names.sort()
         var floor = ackedSeq + 1
         for (position, name) in names.enumerated() {
             let isLast = position == names.count - 1
-            let firstSeq = Segment.firstSeq(fromFileName: name)!
-            var segment = Segment(firstSeq: firstSeq, path: directory + "/" + name)
+            let (firstSeq, thinned) = Segment.parse(fileName: name)!
+            var segment = Segment(firstSeq: firstSeq, path: directory + "/" + name, thinned: thinned)
             floor = max(floor, firstSeq)
             let fd = open(segment.path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
@@ -379,7 +499,7 @@ public final class DiskBuffer: @unchecked Sendable {
             var previousSeq = (segments.last?.lastSeq ?? 0)
             while offset < fileSize {
                 if let frame = Frame.read(fd: fd, at: offset, limit: fileSize), frame.seq > previousSeq {
-                    segment.append(seq: frame.seq, bytes: frame.length, alarm: frame.priority == .alarm)
+                    segment.append(seq: frame.seq, offset: offset, bytes: frame.length, alarm: frame.priority == .alarm, sample: frame.isSample)
                     previousSeq = frame.seq
                     offset += frame.length
                     lastGood = offset
@@ -458,6 +578,53 @@ public final class DiskBuffer: @unchecked Sendable {
             let error = BufferError(operation: "write", path: path, code: errno)
             diskError = error.description
             throw error
+        }
+    }
+
+    // MARK: Drop counters
+
+    private static let dropsMagic: UInt32 = 0x5044_4752  // "RGDP"
+
+    /// Reads the drop counters (dropped and reported, by priority); damaged means zero.
+    private func readDrops() {
+        let fd = open(directory + "/drops", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { Glibc.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 40)
+        guard bytes.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, 40, 0) }) == 40,
+            bytes.loadLittleEndian(UInt32.self, at: 36) == Self.dropsMagic,
+            bytes.loadLittleEndian(UInt32.self, at: 32) == CRC32.checksum(Array(bytes[0..<32]))
+        else { return }
+        droppedNormal = bytes.loadLittleEndian(UInt64.self, at: 0)
+        droppedAlarm = bytes.loadLittleEndian(UInt64.self, at: 8)
+        reportedNormal = bytes.loadLittleEndian(UInt64.self, at: 16)
+        reportedAlarm = bytes.loadLittleEndian(UInt64.self, at: 24)
+    }
+
+    private func writeDrops() throws(BufferError) {
+        let path = directory + "/drops"
+        var bytes: [UInt8] = []
+        for value in [droppedNormal, droppedAlarm, reportedNormal, reportedAlarm] { bytes.appendLittleEndian(value) }
+        bytes.appendLittleEndian(CRC32.checksum(bytes))
+        bytes.appendLittleEndian(Self.dropsMagic)
+        let fd = try Self.check(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644), "open", path)
+        defer { Glibc.close(fd) }
+        guard bytes.withUnsafeBytes({ pwrite(fd, $0.baseAddress, 40, 0) }) == 40, fdatasync(fd) == 0 else {
+            throw BufferError(operation: "write", path: path, code: errno)
+        }
+    }
+
+    /// Drops not yet reported upstream, marked reported (persisted at the next commit): the
+    /// uplink turns them into one `buffer_overflow` event when the link returns.
+    public func takeUnreportedDrops() -> (normal: UInt64, alarm: UInt64)? {
+        lock.withLock {
+            let normal = droppedNormal - reportedNormal
+            let alarm = droppedAlarm - reportedAlarm
+            guard normal + alarm > 0 else { return nil }
+            reportedNormal = droppedNormal
+            reportedAlarm = droppedAlarm
+            dropsDirty = true
+            return (normal, alarm)
         }
     }
 

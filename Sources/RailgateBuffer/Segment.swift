@@ -2,54 +2,96 @@ import Glibc
 import RailgateCore
 
 /// One segment file: an append-only run of frames whose seqs increase. Its name carries the
-/// seq of its first record, which is also the floor for the next seq when it is empty.
+/// seq of its first record, which is also the floor for the next seq when it is empty; a
+/// segment thinned once when the buffer was full ends in `.rgt` instead of `.rgb`.
 struct Segment {
+    /// An alarm or event record: kept longest when full, sent first after an outage.
+    struct Precious {
+        var seq: UInt64
+        var offset: Int
+        var alarm: Bool
+    }
+
     let firstSeq: UInt64
-    let path: String
+    var path: String
     var size = 0
     var count = 0
     var firstRecordSeq: UInt64 = 0
     var lastSeq: UInt64 = 0
-    /// Seqs of alarm records, kept so eviction can count what it drops by priority (alarms are rare).
-    var alarmSeqs: [UInt64] = []
+    /// Every seq, once the segment has holes (compacted, or corruption skipped); nil while the
+    /// seqs run from `firstRecordSeq` to `lastSeq` without a gap.
+    var seqs: [UInt64]?
+    var precious: [Precious] = []
+    var thinned = false
 
-    init(firstSeq: UInt64, path: String) {
+    init(firstSeq: UInt64, path: String, thinned: Bool = false) {
         self.firstSeq = firstSeq
         self.path = path
+        self.thinned = thinned
     }
 
-    static func fileName(firstSeq: UInt64) -> String {
+    static func fileName(firstSeq: UInt64, thinned: Bool = false) -> String {
         let digits = String(firstSeq)
-        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".rgb"
+        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + (thinned ? ".rgt" : ".rgb")
     }
 
-    static func firstSeq(fromFileName name: String) -> UInt64? {
-        guard name.hasPrefix("segment-"), name.hasSuffix(".rgb"), name.count == 32 else { return nil }
-        return UInt64(name.dropFirst(8).dropLast(4))
+    /// The first seq and whether the segment was thinned, from a segment file's name.
+    static func parse(fileName name: String) -> (firstSeq: UInt64, thinned: Bool)? {
+        guard name.hasPrefix("segment-"), name.hasSuffix(".rgb") || name.hasSuffix(".rgt"), name.count == 32,
+            let seq = UInt64(name.dropFirst(8).dropLast(4))
+        else { return nil }
+        return (seq, name.hasSuffix(".rgt"))
     }
 
-    mutating func append(seq: UInt64, bytes: Int, alarm: Bool) {
-        if count == 0 { firstRecordSeq = seq }
+    mutating func append(seq: UInt64, offset: Int, bytes: Int, alarm: Bool, sample: Bool) {
+        if count == 0 {
+            firstRecordSeq = seq
+        } else if seqs == nil, seq != lastSeq + 1 {
+            seqs = Array(firstRecordSeq...lastSeq)
+        }
+        seqs?.append(seq)
         count += 1
         size += bytes
         lastSeq = seq
-        if alarm { alarmSeqs.append(seq) }
+        if alarm || !sample { precious.append(Precious(seq: seq, offset: offset, alarm: alarm)) }
     }
 
-    /// Records with seq > `acked` (seqs within a segment are contiguous but for skipped corruption).
+    /// Records with seq > `acked`.
     func count(after acked: UInt64) -> Int {
         guard count > 0, lastSeq > acked else { return 0 }
-        return acked < firstRecordSeq ? count : min(count, Int(lastSeq - acked))
+        if let seqs { return seqs.count - seqs.partitioningIndex { $0 > acked } }
+        return acked < firstRecordSeq ? count : Int(lastSeq - acked)
     }
 
     func firstSeq(after acked: UInt64) -> UInt64? {
         guard count > 0, lastSeq > acked else { return nil }
+        if let seqs { return seqs[seqs.partitioningIndex { $0 > acked }] }
         return max(firstRecordSeq, acked + 1)
     }
 
+    /// Unacknowledged records by priority (alarm-priority records, and all the others).
     func unacknowledged(after acked: UInt64) -> (normal: Int, alarm: Int) {
-        let alarms = alarmSeqs.reduce(0) { $0 + ($1 > acked ? 1 : 0) }
+        let alarms = precious.reduce(0) { $0 + ($1.alarm && $1.seq > acked ? 1 : 0) }
         return (count(after: acked) - alarms, alarms)
+    }
+
+    /// Unacknowledged normal samples: what the full-buffer policy may drop before anything precious.
+    func samples(after acked: UInt64) -> Int {
+        count(after: acked) - precious.reduce(0) { $0 + ($1.seq > acked ? 1 : 0) }
+    }
+}
+
+extension Array {
+    /// The index of the first element for which `belongs` holds, in an array where it holds for
+    /// a suffix (binary search).
+    func partitioningIndex(where belongs: (Element) -> Bool) -> Int {
+        var low = 0
+        var high = count
+        while low < high {
+            let middle = (low + high) / 2
+            if belongs(self[middle]) { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 }
 
@@ -86,6 +128,34 @@ struct Frame {
         let crc = output.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[(start + 8)...])) }
         output.storeLittleEndian(crc, at: start + 4)
         return output.count - start
+    }
+
+    /// The frame's bytes, as `append` writes them (compaction copies kept frames this way).
+    var bytes: [UInt8] {
+        var frame: [UInt8] = []
+        frame.reserveCapacity(length)
+        frame.appendLittleEndian(UInt32(payload.count))
+        frame.appendLittleEndian(UInt32(0))
+        frame.appendLittleEndian(seq)
+        frame.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0))
+        frame.append(0)
+        frame.appendLittleEndian(Frame.magic)
+        frame += payload
+        let crc = frame.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }
+        frame.storeLittleEndian(crc, at: 4)
+        return frame
+    }
+
+    /// The record's `source`, read from its JSON without parsing all of it (for thinning).
+    var source: ArraySlice<UInt8> {
+        let key = Array(#""source":""#.utf8)
+        guard payload.count > key.count else { return [] }
+        for start in 0...(payload.count - key.count) where payload[start] == key[0] && Array(payload[start..<(start + key.count)]) == key {
+            let valueStart = start + key.count
+            let valueEnd = payload[valueStart...].firstIndex(of: UInt8(ascii: "\"")) ?? payload.count
+            return payload[valueStart..<valueEnd]
+        }
+        return []
     }
 
     /// The valid frame at `offset` of `fd`, or nil if it is torn, corrupt or runs past `limit`.

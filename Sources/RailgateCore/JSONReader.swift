@@ -155,6 +155,16 @@ extension JSON {
         }
     }
 
+    /// The value as an Int, for whole numbers.
+    public var intValue: Int? {
+        switch self {
+        case .integer(let i): Int(exactly: i)
+        case .unsigned(let u): Int(exactly: u)
+        case .number(let d): Int(exactly: d)
+        default: nil
+        }
+    }
+
     public var arrayValue: [JSON]? {
         if case .array(let elements) = self { return elements }
         return nil

@@ -17,8 +17,11 @@ public struct UplinkStatus: Sendable, Equatable {
 
 /// Forwards the buffer upstream over MQTT, at least once: batches of durable records are
 /// published on the telemetry topic, and only the broker's PUBACK (QoS 1) moves the buffer's
-/// acknowledged position, batch by batch in order. The birth message is published retained on
-/// every connect; the will says offline if the gateway vanishes.
+/// acknowledged position, batch by batch in order. Alarms and events go first: after an
+/// outage they are sent ahead of the older backlog of samples, and the acknowledged position
+/// never passes one whose batch is still unacknowledged. The birth message is published
+/// retained on every connect, after one `buffer_overflow` event if the buffer had to drop
+/// records; the will says offline if the gateway vanishes.
 ///
 /// Threads: a publisher thread of its own; libmosquitto's network thread delivers connection
 /// events and acknowledgements into `handle(_:)`.
@@ -28,6 +31,7 @@ final class Uplink: @unchecked Sendable {
     private let port: Int
     private let tls: Bool
     private let topics: Topics
+    private let gatewayID: String
     private let birth: [UInt8]
     private let builder: BatchBuilder
     /// The batch limits for the records alone (the envelope's bytes taken off).
@@ -43,6 +47,12 @@ final class Uplink: @unchecked Sendable {
     private var stopping = false
     /// Batches published and not yet acknowledged, in seq order.
     private var inFlight: [(messageID: Int32, lastSeq: UInt64, sentAt: MonotonicInstant, acknowledged: Bool)] = []
+    /// Batches of alarms and events sent ahead of the backlog, not yet acknowledged.
+    private var aheadInFlight: [Int32: (seqs: [UInt64], sentAt: MonotonicInstant)] = [:]
+    /// Seqs sent ahead and not yet passed by the contiguous position: the backlog skips them.
+    private var sentAhead: Set<UInt64> = []
+    /// The highest seq through which every batch of the backlog was acknowledged.
+    private var backlogAcknowledged: UInt64
     /// Acknowledgements that arrived before `publish` returned their message id.
     private var earlyAcknowledgements: Set<Int32> = []
     private var cursor: UInt64
@@ -63,11 +73,13 @@ final class Uplink: @unchecked Sendable {
         self.port = port
         self.tls = tls
         topics = Topics(prefix: config.upstream.topicPrefix, gatewayID: config.gateway.id)
+        gatewayID = config.gateway.id
         birth = Array(StatusMessage.birth(config: config, started: started).serialized.utf8)
         builder = BatchBuilder(gatewayID: config.gateway.id)
         self.buffer = buffer
         self.logger = logger
         cursor = buffer.stats().ackedSeq
+        backlogAcknowledged = cursor
         limits = BatchLimits(
             maxRecords: config.upstream.batchMaxRecords, maxBytes: max(1, config.upstream.batchMaxBytes - builder.overhead))
     }
@@ -124,7 +136,7 @@ final class Uplink: @unchecked Sendable {
         return lock.withLock {
             UplinkStatus(
                 state: state, ackedSeq: acked, batches: batchesAcknowledged,
-                inFlight: inFlight.count, lastError: lastError, url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)")
+                inFlight: inFlight.count + aheadInFlight.count, lastError: lastError, url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)")
         }
     }
 
@@ -140,6 +152,18 @@ final class Uplink: @unchecked Sendable {
                 }
                 logger.error("broker \(host):\(port) refused the connection: \(reason) (CONNACK \(code))")
                 return
+            }
+            if let drops = buffer.takeUnreportedDrops() {
+                let event = Record(
+                    timestamp: WallClock.now(), source: gatewayID,
+                    body: .event(name: "buffer_overflow", fields: [("dropped_normal", .unsigned(drops.normal)), ("dropped_alarm", .unsigned(drops.alarm))]),
+                    priority: .alarm)
+                do {
+                    try buffer.append(event)
+                    logger.warning("the buffer dropped \(drops.normal) normal and \(drops.alarm) alarm records while full; reporting upstream")
+                } catch {
+                    logger.error("could not record the buffer_overflow event: \(error)")
+                }
             }
             do {
                 try client?.publish(topic: topics.status, payload: birth, qos: 1, retain: true)
@@ -175,20 +199,34 @@ final class Uplink: @unchecked Sendable {
                 lock.broadcast()
                 return
             }
+            if let ahead = aheadInFlight.removeValue(forKey: messageID) {
+                buffer.acknowledge(seqs: ahead.seqs)
+                batchesAcknowledged += 1
+                advanceAcknowledged()
+                return
+            }
             guard let index = inFlight.firstIndex(where: { $0.messageID == messageID }) else {
                 earlyAcknowledgements.insert(messageID)
                 return
             }
             inFlight[index].acknowledged = true
-            var through: UInt64?
             while let first = inFlight.first, first.acknowledged {
-                through = first.lastSeq
+                backlogAcknowledged = first.lastSeq
                 inFlight.removeFirst()
                 batchesAcknowledged += 1
             }
-            if let through { buffer.acknowledge(through: through) }
-            lock.broadcast()
+            advanceAcknowledged()
         }
+    }
+
+    /// With the lock held: moves the buffer's acknowledged position as far as the backlog's
+    /// acknowledgements go, but never past a record sent ahead whose batch is unacknowledged.
+    private func advanceAcknowledged() {
+        let unacknowledgedAhead = aheadInFlight.values.lazy.flatMap(\.seqs).min()
+        let through = unacknowledgedAhead.map { min(backlogAcknowledged, $0 - 1) } ?? backlogAcknowledged
+        buffer.acknowledge(through: through)
+        sentAhead = sentAhead.filter { $0 > through }
+        lock.broadcast()
     }
 
     // MARK: Publisher thread
@@ -209,9 +247,19 @@ final class Uplink: @unchecked Sendable {
                 drain()
                 return
             }
-            let from = lock.withLock { cursor }
+            let (from, skipping) = lock.withLock { (cursor, sentAhead) }
             guard buffer.waitForRecords(after: from, until: MonotonicInstant.now().adding(milliseconds: 500)) else { continue }
-            var records = buffer.records(after: from, limits: limits)
+            let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
+            if !urgent.isEmpty {
+                _ = publish(urgent, ahead: true)
+                continue
+            }
+            var records = buffer.records(after: from, limits: limits, excluding: skipping)
+            if records.isEmpty {
+                // Everything newer is in flight ahead: wait for an acknowledgement.
+                lock.withLock { _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 200)) }
+                continue
+            }
             let now = MonotonicInstant.now()
             // Small batches wait out the interval; full ones go at once. A rate cap spaces batches.
             let intervalEnd = lastSend.adding(milliseconds: settings.batchIntervalMs)
@@ -220,9 +268,9 @@ final class Uplink: @unchecked Sendable {
                 lock.withLock {
                     while !stopping, MonotonicInstant.now() < holdUntil { lock.wait(until: holdUntil) }
                 }
-                records = buffer.records(after: from, limits: limits)
+                records = buffer.records(after: from, limits: limits, excluding: lock.withLock { sentAhead })
             }
-            guard let sent = publish(records) else { continue }
+            guard let sent = publish(records, ahead: false) else { continue }
             lastSend = MonotonicInstant.now()
             if settings.maxBytesPerSecond > 0 {
                 nextAllowed = lastSend.adding(milliseconds: sent * 1000 / settings.maxBytesPerSecond)
@@ -233,22 +281,29 @@ final class Uplink: @unchecked Sendable {
     /// On the way out: sends everything durable that is not in flight yet, while connected.
     private func drain() {
         while lock.withLock({ state == "connected" }) {
-            let records = buffer.records(after: lock.withLock { cursor }, limits: limits)
-            guard !records.isEmpty, publish(records) != nil else { return }
+            let (from, skipping) = lock.withLock { (cursor, sentAhead) }
+            let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
+            let records = urgent.isEmpty ? buffer.records(after: from, limits: limits, excluding: skipping) : urgent
+            guard !records.isEmpty, publish(records, ahead: !urgent.isEmpty) != nil else { return }
         }
     }
 
-    /// Publishes one batch of `records` and tracks it in flight; returns the payload size, or
-    /// nil if there was nothing to send or the publish failed.
-    private func publish(_ records: [(seq: UInt64, bytes: [UInt8])]) -> Int? {
+    /// Publishes one batch of `records` and tracks it in flight (`ahead`: alarms and events sent
+    /// before the backlog); returns the payload size, or nil if nothing was sent.
+    private func publish(_ records: [(seq: UInt64, bytes: [UInt8])], ahead: Bool) -> Int? {
         guard let last = records.last, let client else { return nil }
         let batch = builder.batch(of: records)
         let payload = settings.gzip ? (Gzip.compress(batch.payload) ?? batch.payload) : batch.payload
         do {
             let messageID = try client.publish(topic: topics.telemetry, payload: payload, qos: settings.qos)
             lock.withLock {
-                inFlight.append((messageID, last.seq, MonotonicInstant.now(), false))
-                cursor = last.seq
+                if ahead {
+                    aheadInFlight[messageID] = (records.map(\.seq), MonotonicInstant.now())
+                    sentAhead.formUnion(records.map(\.seq))
+                } else {
+                    inFlight.append((messageID, last.seq, MonotonicInstant.now(), false))
+                    cursor = last.seq
+                }
             }
             if earlyAcknowledgementsContains(messageID) { acknowledge(messageID) }
             return payload.count
@@ -266,14 +321,16 @@ final class Uplink: @unchecked Sendable {
         lock.withLock { earlyAcknowledgements.remove(messageID) != nil }
     }
 
-    /// Called with the lock held: if the oldest batch waited too long on a live connection,
-    /// forget what is in flight and send everything unacknowledged again (at-least-once).
+    /// Called with the lock held: if a batch waited too long on a live connection, forget what
+    /// is in flight and send everything unacknowledged again (at-least-once).
     private func resendIfStuck() {
-        guard state == "connected", let oldest = inFlight.first,
-            MonotonicInstant.now().milliseconds(since: oldest.sentAt) > Int64(Self.resendAfterMs)
-        else { return }
-        logger.warning("batch up to seq \(oldest.lastSeq) unacknowledged for \(Self.resendAfterMs / 1000) s; resending")
+        let oldest = (inFlight.map(\.sentAt) + aheadInFlight.values.map(\.sentAt)).min()
+        guard state == "connected", let oldest, MonotonicInstant.now().milliseconds(since: oldest) > Int64(Self.resendAfterMs) else { return }
+        logger.warning("a batch stayed unacknowledged for \(Self.resendAfterMs / 1000) s; resending everything unacknowledged")
         inFlight.removeAll()
+        aheadInFlight.removeAll()
+        sentAhead.removeAll()
         cursor = buffer.stats().ackedSeq
+        backlogAcknowledged = cursor
     }
 }

@@ -47,8 +47,8 @@ struct CrashTests {
             // so a count equal to the range means no hole), and everything synced among them.
             let stats = try JSONReader.parse(try TestProcess.run(Binaries.railgate, ["buffer", "stats", "--state-dir", state, "--json"], scratch: scratch).output)
             let next = UInt64(stats["next_seq"]?.doubleValue ?? 0)
-            #expect(stats["first_seq"]?.int == 1)
-            #expect(UInt64(stats["records"]?.int ?? -1) == next - 1, "round \(round): \(stats.serialized)")
+            #expect(stats["first_seq"]?.intValue == 1)
+            #expect(UInt64(stats["records"]?.intValue ?? -1) == next - 1, "round \(round): \(stats.serialized)")
             #expect(next - 1 >= highestSynced, "round \(round): synced through \(highestSynced), buffer ends at \(next - 1)")
             // The tail, where a kill can tear a frame, record by record.
             let tail = try dumpIntact(state, from: max(1, highestPresent > 200 ? highestPresent - 200 : 1), scratch: scratch, round: round)

@@ -46,9 +46,9 @@ struct GateTests {
         #expect(cycle.map { $0["event"]?.stringValue ?? "?" } == ["closed", "opening", "open", "closing", "closed"])
         #expect(cycle.map { $0["previous"]?.stringValue ?? "?" } == ["unknown", "closed", "opening", "open", "closing"])
         #expect(cycle.allSatisfy { $0["priority"] == .string("normal") })
-        let travelOpen = cycle[2]["travel_ms"]?.int ?? 0
-        let travelClose = cycle[4]["travel_ms"]?.int ?? 0
-        let openMs = cycle[4]["open_ms"]?.int ?? 0
+        let travelOpen = cycle[2]["travel_ms"]?.intValue ?? 0
+        let travelClose = cycle[4]["travel_ms"]?.intValue ?? 0
+        let openMs = cycle[4]["open_ms"]?.intValue ?? 0
         #expect((900...1400).contains(travelOpen), "travel to open: \(travelOpen) ms (the simulator's travel is 1 s)")
         #expect((900...1400).contains(travelClose), "travel to closed: \(travelClose) ms")
         #expect((3300...4200).contains(openMs), "open for \(openMs) ms (opened at 0.5 s, closed at 3 s + 1 s travel)")

@@ -157,7 +157,7 @@ struct ModbusTests {
             ], scratch: scratch)
             #expect(ours.status == 0, "\(point.name): \(ours.error)")
             let document = try JSONReader.parse(ours.output)
-            let ourRegisters = document["registers"]?.arrayValue?.compactMap { $0.int.map(UInt16.init) } ?? []
+            let ourRegisters = document["registers"]?.arrayValue?.compactMap { $0.intValue.map(UInt16.init) } ?? []
             #expect(ourRegisters == mbpollRegisters, "\(point.name): registers")
             // The decoded value from mbpoll's registers, scaled as the profile says, is the pinned one.
             let expected = pinnedValues.first { $0.0 == point.name }!.2

@@ -124,12 +124,8 @@ final class WagonSimulator: @unchecked Sendable {
     }
 }
 
-extension JSON {
-    var int: Int? { doubleValue.map { Int($0) } }
-}
-
 /// Seqs of `records`, in order.
-func seqs(_ records: [JSON]) -> [Int] { records.compactMap { $0["seq"]?.int } }
+func seqs(_ records: [JSON]) -> [Int] { records.compactMap { $0["seq"]?.intValue } }
 
 /// Whether every seq from the first to the last is present (duplicates allowed: at-least-once).
 func contiguous(_ values: [Int]) -> Bool {
