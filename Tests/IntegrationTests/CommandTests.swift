@@ -104,7 +104,7 @@ struct CommandTests {
         let human = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket], scratch: scratch)
         #expect(human.status == 0)
         #expect(human.output.contains("axlebox-1"))
-        #expect(gateway.process.isRunning)
+        #expect(gateway.isRunning)
 
         let metrics = try httpGet(port: metricsPort, path: "/metrics")
         #expect(metrics.hasPrefix("HTTP/1.0 200 OK"))

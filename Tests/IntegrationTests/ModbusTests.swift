@@ -91,7 +91,7 @@ struct ModbusTests {
         let deadPolls = records(2).filter(isDead).count
         #expect(Double(deadPolls) < deadSeconds * 5 * 0.6, "\(deadPolls) polls of the dead unit in \(deadSeconds) s")
         #expect(contiguous(seqs(subscriber.records)))
-        #expect(gateway.process.isRunning)
+        #expect(gateway.isRunning)
         _ = simulator
     }
 

@@ -169,7 +169,7 @@ struct PipelineTests {
         let countBeforeReturn = subscriber.records.count
         simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch, port: port)
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.dropFirst(countBeforeReturn).contains { $0["values"] != nil } }
-        #expect(gateway.process.isRunning, "the gateway kept running")
+        #expect(gateway.isRunning, "the gateway kept running")
         #expect(contiguous(seqs(subscriber.records)))
         #expect(gateway.errorOutput.contains("is not answering"))
         #expect(gateway.errorOutput.contains("answers again"))

@@ -8,19 +8,23 @@ final class Broker: @unchecked Sendable {
     let port: Int
     private let process: TestProcess
 
-    init(scratch: Scratch, port: Int? = nil) throws {
+    /// With `persistent`, sessions and queued messages survive a stop (SIGTERM) and restart.
+    init(scratch: Scratch, port: Int? = nil, persistent: Bool = false) throws {
         let port = port ?? freePort()
         self.port = port
         let config = scratch.write("mosquitto-\(port).conf", """
             listener \(port) 127.0.0.1
             allow_anonymous true
             max_queued_messages 0
-            persistence false
+            persistence \(persistent)
+            user root
+            persistence_location \(scratch.path)/
+            persistence_file mosquitto-\(port).db
             """)
         process = try TestProcess("/usr/sbin/mosquitto", ["-c", config], scratch: scratch, name: "mosquitto")
         let deadline = Date().addingTimeInterval(20)
         while !isListening(port) {
-            guard process.process.isRunning, Date() < deadline else {
+            guard process.isRunning, Date() < deadline else {
                 throw TimedOut(description: "mosquitto did not listen on \(port): \(process.errorOutput)")
             }
             usleep(20_000)
@@ -29,6 +33,12 @@ final class Broker: @unchecked Sendable {
 
     func kill() throws {
         process.signal(SIGKILL)
+        try process.waitForExit()
+    }
+
+    /// A clean stop: a persistent broker saves its sessions.
+    func stop() throws {
+        process.signal(SIGTERM)
         try process.waitForExit()
     }
 }
@@ -48,8 +58,10 @@ final class Subscriber: @unchecked Sendable {
     private var received: [Message] = []
     private var client: MQTTClient?
 
-    init(port: Int, topic: String = "#") throws {
-        let client = try MQTTClient(clientID: "it-\(UUID().uuidString.prefix(8))") { [weak self] event in
+    /// With a `clientID` and `cleanSession: false` the broker keeps the session while the
+    /// subscriber is away (or the broker restarts with persistence) and queues its messages.
+    init(port: Int, topic: String = "#", clientID: String? = nil, cleanSession: Bool = true) throws {
+        let client = try MQTTClient(clientID: clientID ?? "it-\(UUID().uuidString.prefix(8))", cleanSession: cleanSession) { [weak self] event in
             guard let self else { return }
             switch event {
             case .message(let topic, let payload, let retained):
@@ -146,7 +158,7 @@ final class PtyPair: @unchecked Sendable {
             "/usr/bin/socat", ["pty,raw,echo=0,link=\(slaveSide)", "pty,raw,echo=0,link=\(masterSide)"], scratch: scratch, name: "socat")
         let deadline = Date().addingTimeInterval(20)
         while !(FileManager.default.fileExists(atPath: slaveSide) && FileManager.default.fileExists(atPath: masterSide)) {
-            guard process.process.isRunning, Date() < deadline else { throw TimedOut(description: "socat made no ptys: \(process.errorOutput)") }
+            guard process.isRunning, Date() < deadline else { throw TimedOut(description: "socat made no ptys: \(process.errorOutput)") }
             usleep(20_000)
         }
     }

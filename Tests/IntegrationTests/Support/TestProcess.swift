@@ -47,48 +47,76 @@ struct TimedOut: Error, CustomStringConvertible {
 
 /// A child process with its output captured to files, so a test can wait for a line and read
 /// everything afterwards. Killed with SIGKILL when dropped if still running.
+///
+/// Spawned with `posix_spawn`, an empty signal mask and default signal dispositions, as a
+/// shell would: the test runner's threads block most signals, and a child inheriting that mask
+/// (as with Foundation's `Process`) never sees SIGTERM if it relies on a handler (Mosquitto does).
 final class TestProcess: @unchecked Sendable {
-    let process = Process()
+    let pid: pid_t
     let name: String
     private let outputPath: String
     private let errorPath: String
+    private var exitStatus: Int32?
 
     init(_ executable: String, _ arguments: [String], scratch: Scratch, name: String) throws {
         self.name = name
         outputPath = scratch.path + "/\(name).\(UUID().uuidString.prefix(4)).out"
         errorPath = outputPath.replacingOccurrences(of: ".out", with: ".err")
-        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: projectRoot)
-        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-        process.standardError = FileHandle(forWritingAtPath: errorPath)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let result = FileManager.default.changeCurrentDirectoryPath(projectRoot)
+            ? posix_spawn(&child, executable, &actions, &attributes, argv, environ) : ENOENT
+        guard result == 0 else { throw TimedOut(description: "cannot start \(executable): \(String(cString: strerror(result)))") }
+        pid = child
     }
 
     deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        if isRunning {
+            kill(pid, SIGKILL)
+            _ = try? waitForExit()
         }
+    }
+
+    /// Whether the child is still running (reaps it once it has exited).
+    var isRunning: Bool {
+        guard exitStatus == nil else { return false }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return true }
+        exitStatus = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        return false
     }
 
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
     var errorOutput: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
 
-    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+    func signal(_ number: Int32) { kill(pid, number) }
 
     /// Waits for the process to exit and returns its status; throws if it takes longer than `seconds`.
     @discardableResult
     func waitForExit(seconds: Double = 30) throws -> Int32 {
         let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning {
+        while isRunning {
             guard Date() < deadline else { throw TimedOut(description: "\(name) did not exit within \(seconds) s") }
             usleep(20_000)
         }
-        return process.terminationStatus
+        return exitStatus ?? -1
     }
 
     /// The first line of standard output containing `text`, waiting at most `seconds`.
@@ -96,7 +124,7 @@ final class TestProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while true {
             if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
-            guard process.isRunning, Date() < deadline else {
+            guard isRunning, Date() < deadline else {
                 throw TimedOut(description: "\(name) printed no line with '\(text)' (stderr: \(errorOutput.suffix(500)))")
             }
             usleep(20_000)
