@@ -135,13 +135,17 @@ public final class DiskBuffer: @unchecked Sendable {
             if segments[segments.count - 1].size + estimate > segmentLimit, segments[segments.count - 1].count > 0 {
                 try rotate()
             }
+            if let diskError, pending.count >= Self.pendingLimit {
+                throw BufferError(operation: "append (the disk refuses writes: \(diskError))", path: directory, code: ENOSPC)
+            }
             let offset = segments[segments.count - 1].size
             let length = Frame.append(record, seq: seq, to: &pending)
             segments[segments.count - 1].append(
                 seq: seq, offset: offset, bytes: length, alarm: record.priority == .alarm, sample: record.isSample)
-            if pending.count >= Self.writeChunk { try writePending() }
             nextSeq = seq + 1
-            if settings.syncIntervalMs == 0 { try syncLocked() }
+            // The record is accepted: a refused write leaves it pending for the next attempt.
+            if pending.count >= Self.writeChunk { try? writePending() }
+            if settings.syncIntervalMs == 0 { try? syncLocked() }
             return seq
         }
     }
@@ -151,19 +155,30 @@ public final class DiskBuffer: @unchecked Sendable {
         try lock.withLock { () throws(BufferError) in try syncLocked() }
     }
 
-    /// Writes the pending frames to the active segment. On failure they stay pending (and the
-    /// error is kept for `stats()`), to be written when the disk takes them again.
+    /// Writes the pending frames to the active segment. On failure what was written is dropped
+    /// from `pending` and the rest stays (the error is kept for `stats()`), to be written when
+    /// the disk takes it again: a partial write is resumed, never repeated.
     private func writePending() throws(BufferError) {
-        guard !pending.isEmpty else { return }
-        do throws(BufferError) {
-            try Self.writeAll(activeFD, pending, path: segments[segments.count - 1].path)
-            pending.removeAll(keepingCapacity: true)
-            diskError = nil
-        } catch {
-            diskError = error.description
-            throw error
+        var offset = 0
+        defer {
+            if offset == pending.count { pending.removeAll(keepingCapacity: true) } else { pending.removeFirst(offset) }
         }
+        while offset < pending.count {
+            let written = pending.withUnsafeBytes { Glibc.write(activeFD, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else {
+                let error = BufferError(operation: "write", path: segments[segments.count - 1].path, code: written < 0 ? errno : ENOSPC)
+                diskError = error.description
+                throw error
+            }
+            offset += written
+        }
+        diskError = nil
     }
+
+    /// The most frames held in memory while the disk refuses writes; past it `append` refuses
+    /// and the caller holds records itself.
+    private static let pendingLimit = 4 << 20
 
     private func syncLocked() throws(BufferError) {
         guard !readOnly, !segments.isEmpty else { return }
@@ -304,6 +319,9 @@ public final class DiskBuffer: @unchecked Sendable {
             return max(seq, ackedSeq) < durableSeq
         }
     }
+
+    /// The last disk error, until a write succeeds again.
+    public var currentDiskError: String? { lock.withLock { diskError } }
 
     public func stats() -> BufferStats {
         lock.withLock {

@@ -2,15 +2,17 @@ import Logging
 import RailgateBuffer
 import RailgateCore
 
-/// Puts records into the durable buffer. When the disk refuses (ENOSPC, EIO, read-only), records
-/// wait in memory, up to `memoryLimit`, and are written in order once the disk takes them again;
-/// past that limit the oldest normal records go first. The failure is logged once, and its end.
+/// Puts records into the durable buffer. When the disk refuses (ENOSPC, EIO, read-only), the
+/// buffer keeps accepting into memory (4 MiB of frames); past that, records wait here, up to
+/// `memoryLimit`, and go into the buffer in order once it takes them again, the oldest normal
+/// records dropped first if even that fills. The trouble is logged once, and its end.
 final class BufferSink: RecordSink, @unchecked Sendable {
     private let buffer: DiskBuffer
     private let logger: Logger
     private let lock = ConditionLock()
     private var waiting: [Record] = []
     private var failing = false
+    private var reportedDiskError: String?
     private(set) var lostInMemory = 0
     static let memoryLimit = 20_000
 
@@ -38,8 +40,17 @@ final class BufferSink: RecordSink, @unchecked Sendable {
                 }
             }
             if failing {
-                logger.notice("buffer writes succeed again; records held in memory are on disk")
+                logger.notice("the buffer takes records again")
                 failing = false
+            }
+            let diskError = buffer.currentDiskError
+            if diskError != reportedDiskError {
+                if let diskError {
+                    logger.error("buffer disk trouble: \(diskError); holding records in memory until the disk takes them")
+                } else {
+                    logger.notice("buffer writes succeed again; the records held in memory are on disk")
+                }
+                reportedDiskError = diskError
             }
         }
     }
