@@ -56,6 +56,8 @@ public final class DiskBuffer: @unchecked Sendable {
     /// from here: readers get durable records only, and those are always written.
     private var pending: [UInt8] = []
     private static let writeChunk = 64 << 10
+    /// Below this much free room no record's size needs estimating (records are far smaller).
+    private static let roomyMargin = 64 << 10
     private var lockFD: Int32 = -1
     private var ackFD: Int32 = -1
     private var nextSeq: UInt64 = 1
@@ -129,11 +131,15 @@ public final class DiskBuffer: @unchecked Sendable {
         try lock.withLock { () throws(BufferError) -> UInt64 in
             precondition(!readOnly && !closed, "append on a closed or read-only buffer")
             let seq = nextSeq
-            // Room for the frame, made before it is encoded in place from an upper bound of its size.
-            let estimate = Frame.headerSize + record.sizeEstimate
-            try makeRoom(for: estimate)
-            if segments[segments.count - 1].size + estimate > segmentLimit, segments[segments.count - 1].count > 0 {
-                try rotate()
+            // Room for the frame, made before it is encoded in place from an upper bound of its
+            // size; the bound is only worked out near a full buffer or a segment's end.
+            let activeSize = segments[segments.count - 1].size
+            if totalBytes + Self.roomyMargin > settings.maxBytes || activeSize + Self.roomyMargin > segmentLimit {
+                let estimate = Frame.headerSize + record.sizeEstimate
+                try makeRoom(for: estimate)
+                if segments[segments.count - 1].size + estimate > segmentLimit, segments[segments.count - 1].count > 0 {
+                    try rotate()
+                }
             }
             if let diskError, pending.count >= Self.pendingLimit {
                 throw BufferError(operation: "append (the disk refuses writes: \(diskError))", path: directory, code: ENOSPC)
