@@ -10,6 +10,7 @@ struct Railgate: ParsableCommand {
         version: RailgateVersion.current,
         subcommands: [
             RunCommand.self, CheckCommand.self, StatusCommand.self, ModbusCommand.self, GPIOCommand.self, BufferCommand.self,
+            DoctorCommand.self,
         ])
 }
 

@@ -174,3 +174,76 @@ struct CommandTests {
         return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
     }
 }
+
+@Suite("Doctor", .serialized)
+struct DoctorTests {
+    @Test("doctor: all ok with everything up, with and without the daemon; a silent device fails with a remedy")
+    func doctor() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        var wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let gate = try GateSimulator(scratch: scratch)
+        let config = scratch.write("doctor.toml", """
+            [gateway]
+            id = "KZ-WAG-DOCTOR"
+            state_dir = "\(scratch.path)/state"
+            control_socket = "\(scratch.path)/control.sock"
+            profile_path = ["Firmware-config/profiles"]
+            [buffer]
+            max_bytes = 1048576
+            [upstream]
+            url = "mqtt://127.0.0.1:\(broker.port)"
+            [[bus]]
+            name = "line"
+            transport = "tcp"
+            host = "127.0.0.1"
+            port = \(wagon.port)
+            [[device]]
+            name = "axlebox-1"
+            bus = "line"
+            unit = 7
+            profile = "axle-bearing-sensor"
+            poll_interval_ms = 200
+            [[gate]]
+            name = "north-barrier"
+            chip = "\(gate.chip)"
+            open_line = 17
+            closed_line = 18
+            """)
+        func doctor() throws -> (status: Int32, checks: [String: [String]]) {
+            let result = try TestProcess.run(Binaries.railgate, ["doctor", "--config", config, "--json"], scratch: scratch)
+            var checks: [String: [String]] = [:]
+            for check in (try JSONReader.parse(result.output))["checks"]?.arrayValue ?? [] {
+                checks[check["subject"]?.stringValue ?? "?", default: []].append(check["status"]?.stringValue ?? "?")
+            }
+            return (result.status, checks)
+        }
+
+        var report = try doctor()
+        #expect(report.status == 0, "\(report.checks)")
+        #expect(report.checks["daemon"] == ["warn"])
+        #expect(report.checks["device axlebox-1"] == ["ok"])
+        #expect(report.checks["gate north-barrier"] == ["ok"])
+        #expect(report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok"])
+
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let deadline = Date().addingTimeInterval(30)
+        repeat {
+            report = try doctor()
+            if report.checks["daemon"] == ["ok"], report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok", "ok"],
+                report.checks["gate north-barrier"] == ["ok"]
+            { break }
+            usleep(200_000)
+        } while Date() < deadline
+        #expect(report.status == 0, "\(report.checks)")
+        #expect(report.checks["daemon"] == ["ok"])
+
+        let port = wagon.port
+        try wagon.kill()
+        let human = try TestProcess.run(Binaries.railgate, ["doctor", "--config", config], scratch: scratch)
+        #expect(human.status == 69)
+        #expect(human.output.contains("fail bus line: connect to tcp 127.0.0.1:\(port)"))
+        wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch, port: port)
+        _ = (gateway, wagon)
+    }
+}
