@@ -41,6 +41,21 @@ public final class TOMLTable {
 
     public subscript(key: String) -> TOMLValue? { values[key] }
 
+    /// The number at `key` (an integer or a float), for small readers like scenario files.
+    public func number(_ key: String) -> Double? {
+        switch values[key]?.kind {
+        case .integer(let value)?: Double(value)
+        case .float(let value)?: value
+        default: nil
+        }
+    }
+
+    /// The string at `key`, if it is one.
+    public func string(_ key: String) -> String? {
+        if case .string(let value)? = values[key]?.kind { return value }
+        return nil
+    }
+
     fileprivate func set(_ key: String, _ value: TOMLValue) {
         if values[key] == nil { keys.append(key) }
         values[key] = value

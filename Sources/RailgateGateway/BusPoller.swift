@@ -24,10 +24,9 @@ final class BusPoller: @unchecked Sendable {
     let bus: BusConfig
     private let sink: any RecordSink
     private let logger: Logger
-    private let lock = ConditionLock()
+    private let worker = ServiceThread()
+    private var lock: ConditionLock { worker.lock }
     private var pollers: [DevicePoller]
-    private var stopping = false
-    private var thread: DaemonThread?
     private var utilisation = 0.0
     private var snapshot: [(name: String, stats: DeviceStats)]
 
@@ -44,17 +43,11 @@ final class BusPoller: @unchecked Sendable {
     }
 
     func start() {
-        thread = DaemonThread { [self] in run() }
+        worker.start { [self] in run() }
     }
 
     /// Stops after the request in progress (at most one timeout) and waits for the thread.
-    func stop() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
-        }
-        thread?.join()
-    }
+    func stop() { worker.stop() }
 
     func status() -> BusStatus {
         lock.withLock {
@@ -76,11 +69,7 @@ final class BusPoller: @unchecked Sendable {
         while true {
             guard let poller = pollers.min(by: { $0.nextDue < $1.nextDue }) else { return }
             let due = poller.nextDue
-            let proceed: Bool = lock.withLock {
-                while !stopping, MonotonicInstant.now() < due { lock.wait(until: due) }
-                return !stopping
-            }
-            guard proceed else { break }
+            guard worker.wait(until: due) else { break }
             let started = MonotonicInstant.now()
             let record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now()) {
                 if bus.interRequestDelayMs > 0 { usleep(UInt32(bus.interRequestDelayMs) * 1000) }

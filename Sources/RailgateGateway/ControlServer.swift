@@ -9,10 +9,7 @@ final class ControlServer: @unchecked Sendable {
     let path: String
     private let logger: Logger
     private let respond: @Sendable (String) -> JSON
-    private var listener: Int32 = -1
-    private var thread: DaemonThread?
-    private let lock = ConditionLock()
-    private var stopping = false
+    private var server: ConnectionServer?
 
     init(path: String, logger: Logger, respond: @escaping @Sendable (String) -> JSON) {
         self.path = path
@@ -44,34 +41,19 @@ final class ControlServer: @unchecked Sendable {
             throw ControlSocketError(operation: "bind", path: path, code: code)
         }
         chmod(path, 0o660)
-        listener = fd
-        thread = DaemonThread { [self] in serve() }
+        let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
+        server.start { [self] client in
+            let reply = readCommand(client).map(respond) ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
+            StandardStreams.write(fd: client, reply.serialized + "\n")
+        }
+        self.server = server
     }
 
     func stop() {
-        lock.withLock { stopping = true }
-        thread?.join()
-        if listener >= 0 {
-            Glibc.close(listener)
-            unlink(path)
-            listener = -1
-        }
-    }
-
-    private func serve() {
-        while !lock.withLock({ stopping }) {
-            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
-            guard poll(&fds, 1, 200) > 0 else { continue }
-            let client = accept(listener, nil, nil)
-            guard client >= 0 else { continue }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            var timeout = timeval(tv_sec: 1, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let reply = readCommand(client).map(respond) ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
-            StandardStreams.write(fd: client, reply.serialized + "\n")
-            Glibc.close(client)
-        }
+        guard let server else { return }
+        server.stop()
+        unlink(path)
+        self.server = nil
     }
 
     /// The first line the client sends (at most 1 KiB), or nil on silence or garbage.

@@ -11,9 +11,8 @@ final class GateWatcher: @unchecked Sendable {
     let gate: GateConfig
     private let sink: any RecordSink
     private let logger: Logger
-    private let lock = ConditionLock()
-    private var stopping = false
-    private var thread: DaemonThread?
+    private let worker = ServiceThread()
+    private var lock: ConditionLock { worker.lock }
     private var state: String = "unknown"
     private var fault: String?
     private var lastError: String?
@@ -26,16 +25,10 @@ final class GateWatcher: @unchecked Sendable {
     }
 
     func start() {
-        thread = DaemonThread { [self] in run() }
+        worker.start { [self] in run() }
     }
 
-    func stop() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
-        }
-        thread?.join()
-    }
+    func stop() { worker.stop() }
 
     /// `{"name","state","fault","chip","error"}` for `railgate status`.
     func status() -> JSON {
@@ -47,11 +40,9 @@ final class GateWatcher: @unchecked Sendable {
         }
     }
 
-    private var isStopping: Bool { lock.withLock { stopping } }
-
     private func run() {
         var reported: String?
-        while !isStopping {
+        while !worker.isStopping {
             do throws(GPIOError) {
                 try watch()
             } catch {
@@ -61,9 +52,8 @@ final class GateWatcher: @unchecked Sendable {
                 lock.withLock {
                     state = "unavailable"
                     lastError = error.description
-                    let until = MonotonicInstant.now().adding(milliseconds: Self.retryMs)
-                    while !stopping, MonotonicInstant.now() < until { lock.wait(until: until) }
                 }
+                _ = worker.wait(until: MonotonicInstant.now().adding(milliseconds: Self.retryMs))
             }
         }
     }
@@ -81,7 +71,7 @@ final class GateWatcher: @unchecked Sendable {
         if wasUnavailable { logger.notice("gate \(gate.name): chip \(gate.chip) is back") }
         emit(machine.start(
             openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false, atMs: Self.nowMs()))
-        while !isStopping {
+        while !worker.isStopping {
             let now = Self.nowMs()
             let wait = machine.nextDeadlineMs.map { max(0, min(500, $0 - now)) } ?? 500
             for edge in try watch.waitForEdges(timeoutMs: Int(wait)) {

@@ -9,10 +9,7 @@ final class MetricsServer: @unchecked Sendable {
     private let host: String
     private let port: Int
     private let render: @Sendable () -> String
-    private var listener: Int32 = -1
-    private var thread: DaemonThread?
-    private let lock = ConditionLock()
-    private var stopping = false
+    private var server: ConnectionServer?
 
     init(listen: String, render: @escaping @Sendable () -> String) {
         let (host, port) = HostPort.split(listen, defaultPort: 9105) ?? ("127.0.0.1", 9105)
@@ -38,43 +35,30 @@ final class MetricsServer: @unchecked Sendable {
             if fd >= 0 { close(fd) }
             throw ControlSocketError(operation: "listen on", path: "\(host):\(port)", code: code)
         }
-        listener = fd
-        thread = DaemonThread { [self] in serve() }
+        let server = ConnectionServer(listener: fd, timeoutSeconds: 2)
+        server.start { [self] client in answer(client) }
+        self.server = server
     }
 
     func stop() {
-        lock.withLock { stopping = true }
-        thread?.join()
-        if listener >= 0 {
-            close(listener)
-            listener = -1
-        }
+        server?.stop()
+        server = nil
     }
 
-    private func serve() {
-        while !lock.withLock({ stopping }) {
-            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
-            guard poll(&fds, 1, 200) > 0 else { continue }
-            let client = accept(listener, nil, nil)
-            guard client >= 0 else { continue }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var request = [UInt8](repeating: 0, count: 2048)
-            let count = recv(client, &request, request.count, 0)
-            let line = count > 0 ? String(decoding: request[0..<count].prefix { $0 != 13 && $0 != 10 }, as: UTF8.self) : ""
-            let response: String
-            if line.hasPrefix("GET /metrics ") || line == "GET /metrics" {
-                let body = render()
-                response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-            } else if line.hasPrefix("GET ") {
-                response = "HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
-            } else {
-                response = "HTTP/1.0 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"
-            }
-            StandardStreams.write(fd: client, response)
-            close(client)
+    private func answer(_ client: Int32) {
+        var request = [UInt8](repeating: 0, count: 2048)
+        let count = recv(client, &request, request.count, 0)
+        let line = count > 0 ? String(decoding: request[0..<count].prefix { $0 != 13 && $0 != 10 }, as: UTF8.self) : ""
+        let response: String
+        if line.hasPrefix("GET /metrics ") || line == "GET /metrics" {
+            let body = render()
+            response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        } else if line.hasPrefix("GET ") {
+            response = "HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
+        } else {
+            response = "HTTP/1.0 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"
         }
+        StandardStreams.write(fd: client, response)
     }
 }
 

@@ -60,17 +60,8 @@ struct FaultScenario {
         guard case .array(let entries)? = root["fault"]?.kind else { return scenario }
         for entry in entries {
             guard case .table(let table) = entry.kind else { continue }
-            func number(_ key: String) -> Double? {
-                switch table[key]?.kind {
-                case .integer(let value)?: Double(value)
-                case .float(let value)?: value
-                default: nil
-                }
-            }
-            func text(_ key: String) -> String? {
-                if case .string(let value)? = table[key]?.kind { return value }
-                return nil
-            }
+            let number = table.number
+            let text = table.string
             let known: Set = ["units", "kind", "after_s", "for_s", "code", "delay_ms", "table", "address"]
             for key in table.keys where !known.contains(key) {
                 problems.append(ConfigProblem(file: file, line: table[key]?.line, message: "unknown key '\(key)' in [[fault]]"))

@@ -159,19 +159,12 @@ struct BarrierScript {
         }
         var problems: [ConfigProblem] = []
         var script = BarrierScript()
-        func number(_ table: TOMLTable, _ key: String) -> Double? {
-            switch table[key]?.kind {
-            case .integer(let value)?: Double(value)
-            case .float(let value)?: value
-            default: nil
-            }
-        }
         for key in root.keys where !["travel_s", "bounce_ms", "repeat_s", "step"].contains(key) {
             problems.append(ConfigProblem(file: file, line: root[key]?.line, message: "unknown key '\(key)'"))
         }
-        script.travelSeconds = number(root, "travel_s") ?? script.travelSeconds
-        script.bounceMs = Int(number(root, "bounce_ms") ?? Double(script.bounceMs))
-        script.repeatSeconds = number(root, "repeat_s")
+        script.travelSeconds = root.number("travel_s") ?? script.travelSeconds
+        script.bounceMs = Int(root.number("bounce_ms") ?? Double(script.bounceMs))
+        script.repeatSeconds = root.number("repeat_s")
         if let period = script.repeatSeconds, period <= 0 {
             problems.append(ConfigProblem(file: file, line: root["repeat_s"]?.line, message: "repeat_s must be positive"))
         }
@@ -179,13 +172,13 @@ struct BarrierScript {
             for entry in steps {
                 guard case .table(let step) = entry.kind else { continue }
                 let action: Action
-                switch step["action"].flatMap({ if case .string(let name) = $0.kind { name } else { nil } }) {
+                switch step.string("action") {
                 case "open": action = .open
                 case "close": action = .close
                 case "stick_opening": action = .stickOpening
                 case "stick_closing": action = .stickClosing
                 case "set":
-                    guard let line = number(step, "line"), let value = number(step, "value") else {
+                    guard let line = step.number("line"), let value = step.number("value") else {
                         problems.append(ConfigProblem(file: file, line: step.line, message: "set needs line and value"))
                         continue
                     }
@@ -195,7 +188,7 @@ struct BarrierScript {
                                                   message: "action must be open, close, stick_opening, stick_closing or set"))
                     continue
                 }
-                script.steps.append((number(step, "at_s") ?? 0, action))
+                script.steps.append((step.number("at_s") ?? 0, action))
             }
         }
         if !problems.isEmpty { throw ConfigErrors(problems) }
