@@ -26,6 +26,17 @@ public struct ConfigErrors: Error, Sendable, CustomStringConvertible {
     public var description: String { problems.map(\.description).joined(separator: "\n") }
 }
 
+extension TOMLParser {
+    /// Parses `text` read from `file`; a syntax error comes back as one `FILE:LINE` problem.
+    public static func parse(_ text: String, file: String) throws(ConfigErrors) -> TOMLTable {
+        do {
+            return try parse(text)
+        } catch {
+            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
+        }
+    }
+}
+
 /// Collects problems for one file while its tables are decoded.
 final class ProblemLog {
     let file: String

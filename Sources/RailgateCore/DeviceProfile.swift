@@ -70,12 +70,7 @@ public struct DeviceProfile: Sendable, Equatable {
     /// Parses and validates a profile; throws `ConfigErrors` listing every problem.
     public static func parse(_ text: String, file: String) throws(ConfigErrors) -> DeviceProfile {
         let log = ProblemLog(file: file)
-        let root: TOMLTable
-        do {
-            root = try TOMLParser.parse(text)
-        } catch {
-            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
-        }
+        let root = try TOMLParser.parse(text, file: file)
         var reader = TableReader(root, context: "the profile", log: log)
         let model = reader.string("model", required: true) ?? ""
         let pointTables = reader.tables("point")

@@ -195,12 +195,7 @@ public struct ConfigLoader {
     /// Parses configuration `text` as if read from `file`.
     public func parse(_ text: String, file: String) throws(ConfigErrors) -> GatewayConfig {
         let log = ProblemLog(file: file)
-        let root: TOMLTable
-        do {
-            root = try TOMLParser.parse(text)
-        } catch {
-            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
-        }
+        let root = try TOMLParser.parse(text, file: file)
         var profileProblems: [ConfigProblem] = []
         var top = TableReader(root, context: "the configuration", log: log)
         let gatewayTable = top.table("gateway")

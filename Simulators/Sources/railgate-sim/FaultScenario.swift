@@ -46,12 +46,7 @@ struct FaultScenario {
 
     /// Reads a scenario file; problems come back as `ConfigErrors` with lines.
     static func parse(_ text: String, file: String) throws(ConfigErrors) -> FaultScenario {
-        let root: TOMLTable
-        do {
-            root = try TOMLParser.parse(text)
-        } catch {
-            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
-        }
+        let root = try TOMLParser.parse(text, file: file)
         var problems: [ConfigProblem] = []
         var scenario = FaultScenario()
         for key in root.keys where key != "fault" {

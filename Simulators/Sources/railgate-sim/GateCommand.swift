@@ -151,12 +151,7 @@ struct BarrierScript {
     static let maxRepetitions = 1000
 
     static func parse(_ text: String, file: String) throws(ConfigErrors) -> BarrierScript {
-        let root: TOMLTable
-        do {
-            root = try TOMLParser.parse(text)
-        } catch {
-            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
-        }
+        let root = try TOMLParser.parse(text, file: file)
         var problems: [ConfigProblem] = []
         var script = BarrierScript()
         for key in root.keys where !["travel_s", "bounce_ms", "repeat_s", "step"].contains(key) {
