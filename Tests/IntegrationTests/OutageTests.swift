@@ -4,7 +4,7 @@ import Testing
 
 /// A wagon device polled every 100 ms and a gate whose barrier cycles once, 4 s after the
 /// gateway starts watching: the gate's events happen during the outage.
-func outageConfig(scratch: Scratch, brokerPort: Int, wagonPort: Int, gateChip: String, maxBytes: Int) -> String {
+func outageConfig(scratch: Scratch, brokerPort: Int, wagonPort: Int, gateChip: String, maxBytes: Int, travelTimeoutMs: Int = 8000) -> String {
     scratch.write("gateway-outage.toml", """
         [gateway]
         id = "KZ-WAG-OUTAGE"
@@ -40,6 +40,7 @@ func outageConfig(scratch: Scratch, brokerPort: Int, wagonPort: Int, gateChip: S
         chip = "\(gateChip)"
         open_line = 17
         closed_line = 18
+        travel_timeout_ms = \(travelTimeoutMs)
         """)
 }
 
@@ -57,6 +58,8 @@ struct OutageTests {
         }
     }
 
+    /// During the outage the barrier jams while opening (a travel_timeout alarm) and is freed
+    /// back to closed: an alarm and events, newer than a backlog of samples.
     @Test("after an outage, alarms and events arrive before the older backlog, and no seq is missing")
     func eventsFirst() throws {
         let scratch = Scratch()
@@ -64,9 +67,18 @@ struct OutageTests {
         let port = broker.port
         let subscriber = try Subscriber(port: port, topic: "railgate/KZ-WAG-OUTAGE/telemetry", clientID: "outage-watcher", cleanSession: false)
         let wagon = try WagonSimulator(profile: "all-types", units: "1", scratch: scratch, extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
-        let scenario = scratch.write("late-cycle.toml", "travel_s = 0.5\n[[step]]\nat_s = 4.0\naction = \"open\"\n[[step]]\nat_s = 5.0\naction = \"close\"\n")
+        let scenario = scratch.write("late-jam.toml", """
+            [[step]]
+            at_s = 4.0
+            action = "stick_opening"
+            [[step]]
+            at_s = 6.0
+            action = "set"
+            line = 18
+            value = 1
+            """)
         let gate = try GateSimulator(scratch: scratch, scenario: scenario)
-        let config = outageConfig(scratch: scratch, brokerPort: port, wagonPort: wagon.port, gateChip: gate.chip, maxBytes: 16 << 20)
+        let config = outageConfig(scratch: scratch, brokerPort: port, wagonPort: wagon.port, gateChip: gate.chip, maxBytes: 16 << 20, travelTimeoutMs: 1000)
         let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 5 }
@@ -77,19 +89,22 @@ struct OutageTests {
         let beforeOutage = Set(seqs(subscriber.records))
         // The barrier cycles during the outage, with samples buffered before and after it.
         try waitForBuffer(scratch.path + "/state", scratch: scratch, seconds: 60) { records in
-            records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("closing") }
+            records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("fault") }
                 && records.filter { $0["kind"] == .string("sample") }.count >= 40
         }
         broker = try Broker(scratch: scratch, port: port, persistent: true)  // the link returns
         try subscriber.waitUntil(seconds: 60) { _ in
-            subscriber.records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("closing") }
+            subscriber.records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("fault") }
                 && subscriber.records.filter { $0["kind"] == .string("sample") && !beforeOutage.contains($0["seq"]?.intValue ?? 0) }.count >= 40
         }
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
 
         let afterOutage = subscriber.records.filter { !beforeOutage.contains($0["seq"]?.intValue ?? 0) }
+        let alarm = try #require(afterOutage.firstIndex { $0["event"] == .string("fault") })
+        #expect(afterOutage[alarm]["priority"] == .string("alarm") && afterOutage[alarm]["fault"] == .string("travel_timeout"))
         let firstEvent = try #require(afterOutage.firstIndex { $0["event"] == .string("opening") })
+        #expect(firstEvent < alarm && afterOutage[firstEvent + 1]["event"] == .string("fault"), "events in their order, together")
         let eventSeq = try #require(afterOutage[firstEvent]["seq"]?.intValue)
         let olderSamples = afterOutage.enumerated().filter { entry in
             entry.element["kind"] == .string("sample") && (entry.element["seq"]?.intValue ?? 0) < eventSeq

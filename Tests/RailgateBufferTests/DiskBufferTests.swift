@@ -152,6 +152,33 @@ struct DiskBufferTests {
         buffer.close()
     }
 
+    @Test("a zeroed segment in the middle is skipped and counted; the others are kept")
+    func zeroedSegment() throws {
+        let directory = StateDirectory()
+        let settings = BufferSettings(maxBytes: 1 << 20, syncIntervalMs: 60_000)  // 64 KiB segments
+        var buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
+        for index in 1...2000 { try buffer.append(sample(index)) }
+        buffer.close()
+        let segments = directory.segments
+        #expect(segments.count >= 3)
+        let victim = segments[1]
+        var status = stat()
+        stat(victim, &status)
+        let fd = open(victim, O_WRONLY)
+        let zeros = [UInt8](repeating: 0, count: Int(status.st_size))
+        pwrite(fd, zeros, zeros.count, 0)
+        close(fd)
+
+        buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
+        let seqs = buffer.records(after: 0, limits: everything).map(\.seq)
+        #expect(buffer.stats().corruptBytesSkipped == Int(status.st_size))
+        #expect(seqs.first == 1 && seqs.last == 2000)
+        #expect(seqs.count < 2000 && seqs.count > 1000, "only the zeroed segment's records are gone")
+        #expect(seqs == seqs.sorted())
+        #expect(try buffer.append(sample(2001)) == 2001)
+        buffer.close()
+    }
+
     @Test("a damaged ack position means resending, not losing")
     func damagedAck() throws {
         let directory = StateDirectory()
