@@ -101,8 +101,8 @@ final class Uplink: @unchecked Sendable {
             try client.setTLS(MQTTTLS(caFile: settings.caFile, certFile: settings.certFile, keyFile: settings.keyFile))
         }
         self.client = client
-        try client.start(host: host, port: port, keepaliveSeconds: settings.keepaliveSeconds)
         logger.info("uplink connecting to \(tls ? "mqtts" : "mqtt")://\(host):\(port) as \(settings.clientID)")
+        try client.start(host: host, port: port, keepaliveSeconds: settings.keepaliveSeconds)
         thread = DaemonThread { [self] in publishLoop() }
     }
 
