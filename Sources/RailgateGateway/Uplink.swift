@@ -187,6 +187,13 @@ final class Uplink: @unchecked Sendable {
             if wasConnected, code != 0 { logger.warning("uplink lost the broker (\(reason)); reconnecting, records stay buffered") }
         case .published(let messageID):
             acknowledge(messageID)
+        case .problem(let text):
+            let isNew: Bool = lock.withLock {
+                guard state != "connected", lastError != text else { return false }
+                lastError = text
+                return true
+            }
+            if isNew { logger.error("uplink: \(text)") }
         case .message:
             break
         }

@@ -31,6 +31,8 @@ public enum MQTTEvent: Sendable {
     case published(messageID: Int32)
     /// A message arrived on a subscription.
     case message(topic: String, payload: [UInt8], retained: Bool)
+    /// libmosquitto reported an error or warning (the only word on a failed TLS handshake).
+    case problem(String)
 }
 
 /// TLS material for `mqtts://` (`mosquitto_tls_set`).
@@ -74,6 +76,10 @@ public final class MQTTClient: @unchecked Sendable {
         }
         mosquitto_publish_callback_set(handle) { _, context, messageID in
             MQTTClient.from(context).onEvent(.published(messageID: messageID))
+        }
+        mosquitto_log_callback_set(handle) { _, context, level, text in
+            guard level & (railgate_mosq_log_err | railgate_mosq_log_warning) != 0, let text else { return }
+            MQTTClient.from(context).onEvent(.problem(String(cString: text)))
         }
         mosquitto_message_callback_set(handle) { _, context, message in
             guard let message = message?.pointee else { return }

@@ -247,3 +247,132 @@ struct DoctorTests {
         _ = (gateway, wagon)
     }
 }
+
+@Suite("Reload and compression", .serialized)
+struct ReloadTests {
+    @Test("SIGHUP reloads a valid configuration; an invalid one is refused and the old one keeps running")
+    func reload() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7-8", scratch: scratch)
+        let one = [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")]
+        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: one)
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        func devices() throws -> [String] {
+            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+            return (try? JSONReader.parse(result.output))?["devices"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+        }
+        func waitForDevices(_ expected: [String]) throws {
+            let deadline = Date().addingTimeInterval(30)
+            while try devices() != expected {
+                guard Date() < deadline else { throw TimedOut(description: "devices never became \(expected)") }
+                usleep(100_000)
+            }
+        }
+        try waitForDevices(["axlebox-1"])
+
+        // A broken file: refused with its problems, the running configuration keeps polling.
+        let valid = try String(contentsOfFile: config, encoding: .utf8)
+        try (valid + "\n[[device]]\nname = \"axlebox-2\"\nbus = \"nowhere\"\nunit = 8\nprofile = \"axle-bearing-sensor\"\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        gateway.signal(SIGHUP)
+        _ = try waitForLog(gateway, "reload refused: keeping the running configuration")
+        #expect(gateway.errorOutput.contains("names bus 'nowhere', which is not defined"))
+        #expect(try devices() == ["axlebox-1"])
+        #expect(gateway.isRunning)
+
+        // A good one: applied without a restart, the buffer and its seqs carry on.
+        let two = one + [("axlebox-2", simulator.port, 8, "axle-bearing-sensor")]
+        _ = gatewayConfig(scratch: scratch, brokerPort: nil, devices: two)
+        gateway.signal(SIGHUP)
+        try waitForDevices(["axlebox-1", "axlebox-2"])
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
+        let seqs = dump.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0))["seq"]?.intValue }
+        #expect(seqs == Array(1...(seqs.last ?? 1)), "one seq sequence across the reload")
+    }
+
+    @Test("compression = gzip sends gzip batches (magic 1f 8b) that inflate to the JSON batch")
+    func gzip() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port, topic: "railgate/+/telemetry")
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let config = gatewayConfig(scratch: scratch, brokerPort: broker.port, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")],
+                                   extraUpstream: "compression = \"gzip\"")
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        try subscriber.waitUntil(seconds: 60) { !$0.isEmpty }
+        let payload = subscriber.messages[0].payload
+        #expect(Array(payload.prefix(2)) == [0x1F, 0x8B])
+        let file = scratch.path + "/batch.gz"
+        _ = FileManager.default.createFile(atPath: file, contents: Data(payload))
+        let inflated = try TestProcess.run("/bin/gzip", ["-dc", file], scratch: scratch)
+        #expect(inflated.status == 0)
+        let batch = try JSONReader.parse(inflated.output)
+        #expect(batch["gateway"] == .string("KZ-WAG-TEST"))
+        #expect(batch["records"]?.arrayValue?.first?["seq"] == .integer(1))
+        _ = gateway
+    }
+
+    func waitForLog(_ process: TestProcess, _ text: String) throws -> String {
+        let deadline = Date().addingTimeInterval(30)
+        while !process.errorOutput.contains(text) {
+            guard Date() < deadline else { throw TimedOut(description: "no log line '\(text)': \(process.errorOutput.suffix(400))") }
+            usleep(50_000)
+        }
+        return process.errorOutput
+    }
+}
+
+@Suite("TLS upstream", .serialized)
+struct TLSTests {
+    /// A throwaway CA and a server certificate for 127.0.0.1, made with the openssl command.
+    func certificates(_ scratch: Scratch) throws -> (ca: String, certificate: String, key: String) {
+        let path = scratch.path
+        scratch.write("san.ext", "subjectAltName=IP:127.0.0.1\n")
+        for arguments in [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/ca.key", "-out", "\(path)/ca.pem", "-days", "1", "-subj", "/CN=railgate test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/server.key", "-out", "\(path)/server.csr", "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", "\(path)/server.csr", "-CA", "\(path)/ca.pem", "-CAkey", "\(path)/ca.key", "-CAcreateserial",
+             "-out", "\(path)/server.pem", "-days", "1", "-extfile", "\(path)/san.ext"],
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/other.key", "-out", "\(path)/other-ca.pem", "-days", "1", "-subj", "/CN=some other CA"],
+        ] {
+            let result = try TestProcess.run("/usr/bin/openssl", arguments, scratch: scratch)
+            guard result.status == 0 else { throw TimedOut(description: "openssl \(arguments[0]) failed: \(result.error)") }
+        }
+        return ("\(path)/ca.pem", "\(path)/server.pem", "\(path)/server.key")
+    }
+
+    @Test("mqtts:// with ca_file delivers over TLS; a broker the CA does not vouch for is refused and reported",
+          .enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/openssl"), "needs the openssl command to make test certificates"))
+    func tls() throws {
+        let scratch = Scratch()
+        let files = try certificates(scratch)
+        let broker = try Broker(scratch: scratch, tls: files)
+        let tlsPort = try #require(broker.tlsPort)
+        let subscriber = try Subscriber(port: broker.port, topic: "railgate/+/telemetry")
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        for (caFile, trusted) in [(files.ca, true), (scratch.path + "/other-ca.pem", false)] {
+            var config = try String(contentsOfFile: gatewayConfig(scratch: scratch, brokerPort: 1, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")]), encoding: .utf8)
+            config = config.replacingOccurrences(of: "mqtt://127.0.0.1:1\"", with: "mqtts://127.0.0.1:\(tlsPort)\"\nca_file = \"\(caFile)\"")
+            let file = scratch.write("tls.toml", config)
+            let gateway = try TestProcess(Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "railgate")
+            if trusted {
+                try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 2 }
+                #expect(subscriber.records.first?["source"] == .string("axlebox-1"))
+            } else {
+                let deadline = Date().addingTimeInterval(30)
+                var upstream: JSON = .null
+                while Date() < deadline, upstream["last_error"] == nil || upstream["last_error"] == .null {
+                    let status = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+                    upstream = (try? JSONReader.parse(status.output))?["upstream"] ?? .null
+                    usleep(200_000)
+                }
+                #expect(upstream["state"] != .string("connected"), "\(upstream.serialized)")
+                #expect(upstream["last_error"]?.stringValue != nil)
+            }
+            gateway.signal(SIGTERM)
+            #expect(try gateway.waitForExit() == 0)
+        }
+    }
+}

@@ -8,8 +8,12 @@ final class Broker: @unchecked Sendable {
     let port: Int
     private let process: TestProcess
 
+    /// A second listener with TLS (`mqtts://`), when the broker was given certificates.
+    private(set) var tlsPort: Int?
+
     /// With `persistent`, sessions and queued messages survive a stop (SIGTERM) and restart.
-    init(scratch: Scratch, port: Int? = nil, persistent: Bool = false) throws {
+    /// With `tls` (CA, certificate, key files) a second listener speaks TLS on `tlsPort`.
+    init(scratch: Scratch, port: Int? = nil, persistent: Bool = false, tls: (ca: String, certificate: String, key: String)? = nil) throws {
         let port = port ?? freePort()
         self.port = port
         let config = scratch.write("mosquitto-\(port).conf", """
@@ -20,10 +24,15 @@ final class Broker: @unchecked Sendable {
             user root
             persistence_location \(scratch.path)/
             persistence_file mosquitto-\(port).db
-            """)
+            """ + (tls.map { files in
+                let tlsPort = freePort()
+                return "\nlistener \(tlsPort) 127.0.0.1\ncafile \(files.ca)\ncertfile \(files.certificate)\nkeyfile \(files.key)\n"
+            } ?? ""))
         process = try TestProcess("/usr/sbin/mosquitto", ["-c", config], scratch: scratch, name: "mosquitto")
+        tlsPort = (try? String(contentsOfFile: config, encoding: .utf8))?.split(separator: "\n")
+            .filter { $0.hasPrefix("listener ") }.dropFirst().first.flatMap { Int($0.split(separator: " ")[1]) }
         let deadline = Date().addingTimeInterval(20)
-        while !isListening(port) {
+        while !isListening(port) || !(tlsPort.map(isListening) ?? true) {
             guard process.isRunning, Date() < deadline else {
                 throw TimedOut(description: "mosquitto did not listen on \(port): \(process.errorOutput)")
             }
