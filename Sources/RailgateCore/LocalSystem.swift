@@ -36,14 +36,18 @@ public enum StandardStreams {
     public static func error(_ line: String) { write(fd: 2, line + "\n") }
 
     /// Writes `text` to `fd`, retrying on EINTR and partial writes.
-    public static func write(fd: Int32, _ text: String) {
-        var bytes = Array(text.utf8)
+    public static func write(fd: Int32, _ text: String) { write(fd: fd, bytes: Array(text.utf8)) }
+
+    /// Writes `bytes` to `fd`, retrying on EINTR and partial writes; false if the fd refuses.
+    @discardableResult
+    public static func write(fd: Int32, bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if written < 0, errno == EINTR { continue }
-            guard written > 0 else { return }
+            guard written > 0 else { return false }
             offset += written
         }
+        return true
     }
 }

@@ -65,13 +65,7 @@ public final class ModbusRTUSlave {
     }
 
     private func write(_ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else { return }
-            offset += written
-        }
+        StandardStreams.write(fd: fd, bytes: bytes)
         tcdrain(fd)
     }
 
