@@ -5,7 +5,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev
 BIN         := .build/debug
 
-.PHONY: all deps build test demo bench install clean
+.PHONY: all deps build test lint demo bench install clean
 
 all: build
 
@@ -26,6 +26,10 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+## Formatting and style (.swift-format: 4 spaces, 120 columns, ordered imports).
+lint:
+	$(SWIFT) format lint --strict -r Sources Simulators Tests Package.swift
 
 ## The gateway on simulated wagons against a local broker; telemetry scrolls until Ctrl-C.
 demo: build

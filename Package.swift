@@ -2,7 +2,7 @@
 import PackageDescription
 
 let strictness: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(
@@ -35,7 +35,9 @@ let package = Package(
         .target(name: "RailgateGPIO", dependencies: ["CGPIOD", "RailgateCore"], swiftSettings: strictness),
         .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
         // The durable record buffer under state_dir.
-        .target(name: "RailgateBuffer", dependencies: ["RailgateCore", "CZlib"], exclude: ["DESIGN.md"], swiftSettings: strictness),
+        .target(
+            name: "RailgateBuffer", dependencies: ["RailgateCore", "CZlib"], exclude: ["DESIGN.md"],
+            swiftSettings: strictness),
         // The daemon's services and their wiring.
         .target(
             name: "RailgateGateway",
@@ -62,7 +64,9 @@ let package = Package(
 
         .executableTarget(
             name: "railgate-bench",
-            dependencies: ["RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "CBenchBaseline", "CSQLite"],
+            dependencies: [
+                "RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "CBenchBaseline", "CSQLite",
+            ],
             swiftSettings: strictness),
 
         .testTarget(name: "RailgateCoreTests", dependencies: ["RailgateCore"], swiftSettings: strictness),

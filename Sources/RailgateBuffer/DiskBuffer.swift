@@ -92,11 +92,13 @@ public final class DiskBuffer: @unchecked Sendable {
         if !readOnly {
             try Self.makeDirectory(stateDirectory)
             try Self.makeDirectory(directory)
-            lockFD = try Self.check(open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644), "open", directory + "/lock")
+            lockFD = try Self.check(
+                open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644), "open", directory + "/lock")
             if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
                 let code = errno
                 Glibc.close(lockFD)
-                throw BufferError(operation: "lock (is another railgate running on this state_dir?)", path: directory, code: code)
+                throw BufferError(
+                    operation: "lock (is another railgate running on this state_dir?)", path: directory, code: code)
             }
         }
         try recover()
@@ -109,7 +111,9 @@ public final class DiskBuffer: @unchecked Sendable {
     /// The `max_bytes` the daemon last opened this buffer with (the technician's read-only tools
     /// have no configuration), or nil if unknown.
     public static func recordedMaxBytes(stateDirectory: String) -> Int? {
-        guard let text = LocalFiles().read(stateDirectory + "/buffer/limits"), text.hasPrefix("max_bytes=") else { return nil }
+        guard let text = LocalFiles().read(stateDirectory + "/buffer/limits"), text.hasPrefix("max_bytes=") else {
+            return nil
+        }
         return Int(text.dropFirst(10).prefix { $0.isNumber })
     }
 
@@ -142,7 +146,8 @@ public final class DiskBuffer: @unchecked Sendable {
                 }
             }
             if let diskError, pending.count >= Self.pendingLimit {
-                throw BufferError(operation: "append (the disk refuses writes: \(diskError))", path: directory, code: ENOSPC)
+                throw BufferError(
+                    operation: "append (the disk refuses writes: \(diskError))", path: directory, code: ENOSPC)
             }
             let offset = segments[segments.count - 1].size
             let length = Frame.append(record, seq: seq, to: &pending)
@@ -173,7 +178,8 @@ public final class DiskBuffer: @unchecked Sendable {
             let written = pending.withUnsafeBytes { Glibc.write(activeFD, $0.baseAddress! + offset, $0.count - offset) }
             if written < 0, errno == EINTR { continue }
             guard written > 0 else {
-                let error = BufferError(operation: "write", path: segments[segments.count - 1].path, code: written < 0 ? errno : ENOSPC)
+                let error = BufferError(
+                    operation: "write", path: segments[segments.count - 1].path, code: written < 0 ? errno : ENOSPC)
                 diskError = error.description
                 throw error
             }
@@ -231,7 +237,9 @@ public final class DiskBuffer: @unchecked Sendable {
     /// Up to `limits` durable records with seq > `seq`, oldest first, as stored (encoded JSON).
     /// `limits.maxBytes` bounds the records joined by commas (the first record always comes).
     /// Records in `excluding`, and those acknowledged ahead, are skipped.
-    public func records(after seq: UInt64, limits: BatchLimits, excluding: Set<UInt64> = []) -> [(seq: UInt64, bytes: [UInt8])] {
+    public func records(
+        after seq: UInt64, limits: BatchLimits, excluding: Set<UInt64> = []
+    ) -> [(seq: UInt64, bytes: [UInt8])] {
         lock.withLock {
             var result: [(seq: UInt64, bytes: [UInt8])] = []
             var size = 0
@@ -250,7 +258,9 @@ public final class DiskBuffer: @unchecked Sendable {
                 while offset < segment.size, result.count < limits.maxRecords {
                     guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size) else {
                         // Damaged bytes (counted when the buffer was opened): skip to the next intact frame.
-                        guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: segment.size, after: previousSeq)
+                        guard
+                            let next = Frame.resynchronise(
+                                fd: fd, from: offset + 1, limit: segment.size, after: previousSeq)
                         else { break }
                         offset = next
                         continue
@@ -264,7 +274,8 @@ public final class DiskBuffer: @unchecked Sendable {
                         result.append((frame.seq, frame.payload))
                         size += added
                     } else if frame.seq <= after {
-                        cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: offset + frame.length, seq: frame.seq + 1)
+                        cursor = ReadCursor(
+                            segmentFirstSeq: segment.firstSeq, offset: offset + frame.length, seq: frame.seq + 1)
                     }
                     offset += frame.length
                 }
@@ -294,7 +305,8 @@ public final class DiskBuffer: @unchecked Sendable {
 
     /// Durable alarms and events with seq > `seq` not yet acknowledged and not in `excluding`,
     /// oldest first, at most `limit`: what goes upstream before an older backlog of samples.
-    public func urgentRecords(after seq: UInt64, excluding: Set<UInt64>, limit: Int) -> [(seq: UInt64, bytes: [UInt8])] {
+    public func urgentRecords(after seq: UInt64, excluding: Set<UInt64>, limit: Int) -> [(seq: UInt64, bytes: [UInt8])]
+    {
         lock.withLock {
             let after = max(seq, ackedSeq)
             let upTo = readOnly ? nextSeq - 1 : durableSeq
@@ -336,7 +348,8 @@ public final class DiskBuffer: @unchecked Sendable {
             let first = segments.lazy.compactMap { $0.firstSeq(after: self.ackedSeq) }.first ?? nextSeq
             return BufferStats(
                 records: pending, bytes: bytes, firstSeq: first, nextSeq: nextSeq, ackedSeq: ackedSeq,
-                durableSeq: readOnly ? nextSeq - 1 : durableSeq, droppedNormal: droppedNormal, droppedAlarm: droppedAlarm,
+                durableSeq: readOnly ? nextSeq - 1 : durableSeq, droppedNormal: droppedNormal,
+                droppedAlarm: droppedAlarm,
                 corruptBytesSkipped: corruptBytes, maxBytes: settings.maxBytes, diskError: diskError)
         }
     }
@@ -376,7 +389,9 @@ public final class DiskBuffer: @unchecked Sendable {
                 continue
             }
             let closed = segments.indices.dropLast()
-            if settings.whenFull == .thin, let index = closed.first(where: { !segments[$0].thinned && segments[$0].samples(after: ackedSeq) > 1 }) {
+            if settings.whenFull == .thin,
+                let index = closed.first(where: { !segments[$0].thinned && segments[$0].samples(after: ackedSeq) > 1 })
+            {
                 try compact(index, thinning: true)
             } else if let index = closed.first(where: { segments[$0].samples(after: ackedSeq) > 0 }) {
                 try compact(index, thinning: false)
@@ -405,8 +420,10 @@ public final class DiskBuffer: @unchecked Sendable {
         let old = segments[index]
         let fd = open(old.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BufferError(operation: "open", path: old.path, code: errno) }
-        var kept = Segment(firstSeq: old.firstSeq, path: directory + "/" + Segment.fileName(firstSeq: old.firstSeq, thinned: old.thinned || thinning),
-                           thinned: old.thinned || thinning)
+        var kept = Segment(
+            firstSeq: old.firstSeq,
+            path: directory + "/" + Segment.fileName(firstSeq: old.firstSeq, thinned: old.thinned || thinning),
+            thinned: old.thinned || thinning)
         var output: [UInt8] = []
         var parity: [ArraySlice<UInt8>: Bool] = [:]
         var droppedSamples = 0
@@ -414,7 +431,9 @@ public final class DiskBuffer: @unchecked Sendable {
         var previous: UInt64 = 0
         while offset < old.size {
             guard let frame = Frame.read(fd: fd, at: offset, limit: old.size) else {
-                guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: old.size, after: previous) else { break }
+                guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: old.size, after: previous) else {
+                    break
+                }
                 offset = next
                 continue
             }
@@ -430,7 +449,9 @@ public final class DiskBuffer: @unchecked Sendable {
                     continue
                 }
             }
-            kept.append(seq: frame.seq, offset: output.count, bytes: frame.length, alarm: frame.priority == .alarm, sample: frame.isSample)
+            kept.append(
+                seq: frame.seq, offset: output.count, bytes: frame.length, alarm: frame.priority == .alarm,
+                sample: frame.isSample)
             output += frame.bytes
         }
         Glibc.close(fd)
@@ -439,7 +460,8 @@ public final class DiskBuffer: @unchecked Sendable {
             segments.remove(at: index)
         } else {
             let temporary = kept.path + ".tmp"
-            let out = try Self.check(open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644), "create", temporary)
+            let out = try Self.check(
+                open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644), "create", temporary)
             do throws(BufferError) {
                 try Self.writeAll(out, output, path: temporary)
             } catch {
@@ -449,7 +471,9 @@ public final class DiskBuffer: @unchecked Sendable {
             }
             fdatasync(out)
             Glibc.close(out)
-            guard rename(temporary, kept.path) == 0 else { throw BufferError(operation: "rename", path: temporary, code: errno) }
+            guard rename(temporary, kept.path) == 0 else {
+                throw BufferError(operation: "rename", path: temporary, code: errno)
+            }
             if kept.path != old.path { unlink(old.path) }
             syncDirectory()
             segments[index] = kept
@@ -502,7 +526,9 @@ public final class DiskBuffer: @unchecked Sendable {
         }
         var names: [String] = []
         while let entry = readdir(directoryStream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if Segment.parse(fileName: name) != nil { names.append(name) }
         }
         closedir(directoryStream)
@@ -523,14 +549,17 @@ public final class DiskBuffer: @unchecked Sendable {
             var previousSeq = (segments.last?.lastSeq ?? 0)
             while offset < fileSize {
                 if let frame = Frame.read(fd: fd, at: offset, limit: fileSize), frame.seq > previousSeq {
-                    segment.append(seq: frame.seq, offset: offset, bytes: frame.length, alarm: frame.priority == .alarm, sample: frame.isSample)
+                    segment.append(
+                        seq: frame.seq, offset: offset, bytes: frame.length, alarm: frame.priority == .alarm,
+                        sample: frame.isSample)
                     previousSeq = frame.seq
                     offset += frame.length
                     lastGood = offset
                     continue
                 }
                 // Corrupt or torn: look for the next valid frame; none before the end means a torn tail.
-                guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: fileSize, after: previousSeq) else {
+                guard let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: fileSize, after: previousSeq)
+                else {
                     break
                 }
                 corruptBytes += next - offset
@@ -658,11 +687,13 @@ public final class DiskBuffer: @unchecked Sendable {
         guard settings.syncIntervalMs > 0 else { return }
         let unmanaged = Unmanaged.passRetained(self)
         var thread = pthread_t()
-        let result = pthread_create(&thread, nil, { argument in
-            let buffer = Unmanaged<DiskBuffer>.fromOpaque(argument!).takeRetainedValue()
-            buffer.syncLoop()
-            return nil
-        }, unmanaged.toOpaque())
+        let result = pthread_create(
+            &thread, nil,
+            { argument in
+                let buffer = Unmanaged<DiskBuffer>.fromOpaque(argument!).takeRetainedValue()
+                buffer.syncLoop()
+                return nil
+            }, unmanaged.toOpaque())
         if result == 0 { syncThread = thread } else { unmanaged.release() }
     }
 
@@ -679,7 +710,9 @@ public final class DiskBuffer: @unchecked Sendable {
     // MARK: File helpers
 
     static func makeDirectory(_ path: String) throws(BufferError) {
-        if mkdir(path, 0o750) != 0, errno != EEXIST { throw BufferError(operation: "create directory", path: path, code: errno) }
+        if mkdir(path, 0o750) != 0, errno != EEXIST {
+            throw BufferError(operation: "create directory", path: path, code: errno)
+        }
     }
 
     static func check(_ fd: Int32, _ operation: String, _ path: String) throws(BufferError) -> Int32 {

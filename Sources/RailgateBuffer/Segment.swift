@@ -32,7 +32,8 @@ struct Segment {
 
     static func fileName(firstSeq: UInt64, thinned: Bool = false) -> String {
         let digits = String(firstSeq)
-        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + (thinned ? ".rgt" : ".rgb")
+        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+            + (thinned ? ".rgt" : ".rgb")
     }
 
     /// The first seq and whether the segment was thinned, from a segment file's name.
@@ -150,7 +151,8 @@ struct Frame {
     var source: ArraySlice<UInt8> {
         let key = Array(#""source":""#.utf8)
         guard payload.count > key.count else { return [] }
-        for start in 0...(payload.count - key.count) where payload[start] == key[0] && Array(payload[start..<(start + key.count)]) == key {
+        for start in 0...(payload.count - key.count)
+        where payload[start] == key[0] && Array(payload[start..<(start + key.count)]) == key {
             let valueStart = start + key.count
             let valueEnd = payload[valueStart...].firstIndex(of: UInt8(ascii: "\"")) ?? payload.count
             return payload[valueStart..<valueEnd]
@@ -169,7 +171,9 @@ struct Frame {
         guard length <= maxPayload, offset + headerSize + length <= limit, header[17] == 0 else { return nil }
         var payload = [UInt8](repeating: 0, count: length)
         if length > 0 {
-            guard payload.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, length, off_t(offset + headerSize)) }) == length
+            guard
+                payload.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, length, off_t(offset + headerSize)) })
+                    == length
             else { return nil }
         }
         var crc = header.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }

@@ -105,8 +105,12 @@ public struct BarrierStateMachine: Sendable {
                 .filter { now - $0 >= debounceMs }
             guard let moment = due.min() else { break }
             if let timeout = travelTimeout(before: moment) { transitions.append(timeout) }
-            if let pending = openSwitch.pending, pending.sinceMs == moment { openSwitch = Switch(stable: pending.level) }
-            if let pending = closedSwitch.pending, pending.sinceMs == moment { closedSwitch = Switch(stable: pending.level) }
+            if let pending = openSwitch.pending, pending.sinceMs == moment {
+                openSwitch = Switch(stable: pending.level)
+            }
+            if let pending = closedSwitch.pending, pending.sinceMs == moment {
+                closedSwitch = Switch(stable: pending.level)
+            }
             transitions += evaluate(at: moment)
         }
         if let timeout = travelTimeout(before: now + 1) { transitions.append(timeout) }
@@ -118,7 +122,9 @@ public struct BarrierStateMachine: Sendable {
         var deadlines: [Int64] = []
         if let pending = openSwitch.pending { deadlines.append(pending.sinceMs + debounceMs) }
         if let pending = closedSwitch.pending { deadlines.append(pending.sinceMs + debounceMs) }
-        if state == .opening || state == .closing, let start = travelStartMs { deadlines.append(start + travelTimeoutMs) }
+        if state == .opening || state == .closing, let start = travelStartMs {
+            deadlines.append(start + travelTimeoutMs)
+        }
         return deadlines.min()
     }
 
@@ -134,7 +140,8 @@ public struct BarrierStateMachine: Sendable {
 
     /// The travel timeout, if it expired before `limitMs` while travelling.
     private mutating func travelTimeout(before limitMs: Int64) -> Transition? {
-        guard state == .opening || state == .closing, let start = travelStartMs, start + travelTimeoutMs < limitMs else { return nil }
+        guard state == .opening || state == .closing, let start = travelStartMs, start + travelTimeoutMs < limitMs
+        else { return nil }
         return move(to: .fault, fault: .travelTimeout, at: start + travelTimeoutMs)
     }
 

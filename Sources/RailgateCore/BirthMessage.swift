@@ -15,9 +15,14 @@ public enum StatusMessage {
                 fields.append(("type", .string(point.table.holdsBits ? "bool" : point.type.description)))
                 return (point.name, .object(fields))
             }
-            sources.append((device.name, .object([
-                ("kind", .string("modbus")), ("model", .string(device.profile.model)), ("points", .object(points)),
-            ])))
+            sources.append(
+                (
+                    device.name,
+                    .object([
+                        ("kind", .string("modbus")), ("model", .string(device.profile.model)),
+                        ("points", .object(points)),
+                    ])
+                ))
         }
         for gate in config.gates {
             sources.append((gate.name, .object([("kind", .string("gate"))])))

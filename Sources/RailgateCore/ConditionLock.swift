@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A mutex with a condition variable (pthread), for the daemon's dedicated threads: they block
@@ -35,7 +35,8 @@ public final class ConditionLock: @unchecked Sendable {
     /// Returns false on timeout. Callers re-check their condition in a loop.
     @discardableResult
     public func wait(until deadline: MonotonicInstant) -> Bool {
-        var time = timespec(tv_sec: Int(deadline.nanoseconds / 1_000_000_000), tv_nsec: Int(deadline.nanoseconds % 1_000_000_000))
+        var time = timespec(
+            tv_sec: Int(deadline.nanoseconds / 1_000_000_000), tv_nsec: Int(deadline.nanoseconds % 1_000_000_000))
         return pthread_cond_timedwait(condition, mutex, &time) == 0
     }
 
@@ -62,7 +63,9 @@ public struct MonotonicInstant: Sendable, Comparable, Hashable {
     }
 
     /// Milliseconds from `earlier` to this instant.
-    public func milliseconds(since earlier: MonotonicInstant) -> Int64 { (nanoseconds - earlier.nanoseconds) / 1_000_000 }
+    public func milliseconds(since earlier: MonotonicInstant) -> Int64 {
+        (nanoseconds - earlier.nanoseconds) / 1_000_000
+    }
 }
 
 /// The wall clock, for record timestamps.

@@ -128,7 +128,9 @@ struct TableReader {
 
     mutating func stringArray(_ key: String) -> [String]? {
         guard let value = take(key, required: false) else { return nil }
-        guard case .array(let elements) = value.kind else { return wrongType(key, value, expected: "an array of strings") }
+        guard case .array(let elements) = value.kind else {
+            return wrongType(key, value, expected: "an array of strings")
+        }
         var strings: [String] = []
         for element in elements {
             guard case .string(let text) = element.kind else {
@@ -174,7 +176,9 @@ struct TableReader {
     private mutating func take(_ key: String, required: Bool) -> TOMLValue? {
         consumed.insert(key)
         guard let value = table[key] else {
-            if required { log.report(table.line > 0 ? table.line : nil, "\(context) is missing the required key '\(key)'") }
+            if required {
+                log.report(table.line > 0 ? table.line : nil, "\(context) is missing the required key '\(key)'")
+            }
             return nil
         }
         return value

@@ -106,7 +106,8 @@ public struct DeviceProfile: Sendable, Equatable {
         if let typeText, type == nil {
             log.report(
                 reader.line(of: "type"),
-                "type = \"\(typeText)\" is not one of bool, u16, i16, u32, i32, u64, i64, f32, f64, string:N (N 1...125)")
+                "type = \"\(typeText)\" is not one of bool, u16, i16, u32, i32, u64, i64, f32, f64, string:N (N 1...125)"
+            )
         }
         let orderText = reader.choice("order", WordOrder.allCases.map(\.rawValue))
         let scale = reader.double("scale") ?? 1
@@ -118,7 +119,9 @@ public struct DeviceProfile: Sendable, Equatable {
         let alarmBelow = reader.double("alarm_below")
         let hysteresis = reader.double("alarm_hysteresis")
         reader.finish()
-        if let hysteresis, hysteresis < 0 { log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis must not be negative") }
+        if let hysteresis, hysteresis < 0 {
+            log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis must not be negative")
+        }
         if hysteresis != nil, alarmAbove == nil, alarmBelow == nil {
             log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis needs alarm_above or alarm_below")
         }
@@ -126,7 +129,9 @@ public struct DeviceProfile: Sendable, Equatable {
         if scale == 0 { log.report(reader.line(of: "scale"), "scale must not be 0") }
         if let deadband, deadband < 0 { log.report(reader.line(of: "deadband"), "deadband must not be negative") }
         if let alarmAbove, let alarmBelow, alarmBelow >= alarmAbove {
-            log.report(reader.line(of: "alarm_below"), "alarm_below (\(alarmBelow)) must be lower than alarm_above (\(alarmAbove))")
+            log.report(
+                reader.line(of: "alarm_below"),
+                "alarm_below (\(alarmBelow)) must be lower than alarm_above (\(alarmAbove))")
         }
         if let tableName, let table = RegisterTable(rawValue: tableName), let type {
             if table.holdsBits, type != .bool {
@@ -136,10 +141,13 @@ public struct DeviceProfile: Sendable, Equatable {
                 log.report(reader.line(of: "address"), "\(type) at address \(address) runs past register 65535")
             }
             if !type.isNumeric, deadband != nil || alarmAbove != nil || alarmBelow != nil || scale != 1 || offset != 0 {
-                log.report(reader.line(of: "type"), "scale, offset, deadband and alarms apply to numeric types only, not \(type)")
+                log.report(
+                    reader.line(of: "type"),
+                    "scale, offset, deadband and alarms apply to numeric types only, not \(type)")
             }
         }
-        guard log.problems.count == problemsBefore, let name, let tableName, let table = RegisterTable(rawValue: tableName),
+        guard log.problems.count == problemsBefore, let name, let tableName,
+            let table = RegisterTable(rawValue: tableName),
             let address, let type
         else { return nil }
         return PointDefinition(

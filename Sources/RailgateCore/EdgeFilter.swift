@@ -45,10 +45,12 @@ public struct EdgeFilter: Sendable {
             }
             let transition = alarmTransition(point, value)
             if let (eventName, fields) = transition {
-                events.append(Record(
-                    timestamp: sample.timestamp, source: sample.source,
-                    body: .event(name: eventName, fields: [("point", .string(name)), ("value", value.jsonValue)] + fields),
-                    priority: .alarm))
+                events.append(
+                    Record(
+                        timestamp: sample.timestamp, source: sample.source,
+                        body: .event(
+                            name: eventName, fields: [("point", .string(name)), ("value", value.jsonValue)] + fields),
+                        priority: .alarm))
             }
             if transition != nil || isDue(point, value, nowMs: nowMs) {
                 kept.append((name, value))
@@ -70,7 +72,8 @@ public struct EdgeFilter: Sendable {
     }
 
     /// The event to emit for `value`, if it raises or clears an alarm, updating the state.
-    private mutating func alarmTransition(_ point: PointDefinition, _ value: PointValue) -> (String, [(String, JSON)])? {
+    private mutating func alarmTransition(_ point: PointDefinition, _ value: PointValue) -> (String, [(String, JSON)])?
+    {
         guard let number = value.numeric, point.alarmAbove != nil || point.alarmBelow != nil else { return nil }
         let hysteresis = point.hysteresis
         switch activeAlarms[point.name] {

@@ -33,7 +33,9 @@ public enum UpstreamEndpoint: Sendable, Equatable {
         } else {
             return nil
         }
-        guard let (host, port) = HostPort.split(String(rest), defaultPort: tls ? 8883 : 1883), port > 0 else { return nil }
+        guard let (host, port) = HostPort.split(String(rest), defaultPort: tls ? 8883 : 1883), port > 0 else {
+            return nil
+        }
         self = .mqtt(host: host, port: port, tls: tls)
     }
 }
@@ -135,7 +137,8 @@ public struct DeviceConfig: Sendable, Equatable {
     public var profile: DeviceProfile
     public var pollIntervalMs: Int
 
-    public init(name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int) {
+    public init(name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int)
+    {
         self.name = name
         self.bus = bus
         self.unit = unit
@@ -221,10 +224,11 @@ public struct ConfigLoader {
         }
         // Names of every declared bus, valid or not, so that a device on a bus with a mistake
         // of its own is not also reported as naming an undefined bus.
-        let declaredBuses = Set(busTables.compactMap { table -> String? in
-            if case .string(let name) = table["name"]?.kind { return name }
-            return nil
-        })
+        let declaredBuses = Set(
+            busTables.compactMap { table -> String? in
+                if case .string(let name) = table["name"]?.kind { return name }
+                return nil
+            })
         var buses: [BusConfig] = []
         for table in busTables {
             guard let bus = parseBus(table, log: log) else { continue }
@@ -243,14 +247,19 @@ public struct ConfigLoader {
             let interval = reader.integer("poll_interval_ms", in: 10...86_400_000, as: Int.self) ?? 1000
             reader.finish()
             if let name {
-                if Names.isValid(name) { claim(name, kind: "device", line: table.line) } else {
+                if Names.isValid(name) {
+                    claim(name, kind: "device", line: table.line)
+                } else {
                     log.report(reader.line(of: "name"), "device name '\(name)' must match [A-Za-z0-9._-]{1,64}")
                 }
             }
             let bus = busName.flatMap { busName in buses.first { $0.name == busName } }
             if let busName, bus == nil, !declaredBuses.contains(busName) {
                 let known = buses.map(\.name).joined(separator: ", ")
-                log.report(reader.line(of: "bus"), "device '\(name ?? "?")' names bus '\(busName)', which is not defined (buses: \(known.isEmpty ? "none" : known))")
+                log.report(
+                    reader.line(of: "bus"),
+                    "device '\(name ?? "?")' names bus '\(busName)', which is not defined (buses: \(known.isEmpty ? "none" : known))"
+                )
             }
             if let bus, let unit {
                 if case .rtu = bus.transport, !(1...247).contains(unit) {
@@ -258,7 +267,9 @@ public struct ConfigLoader {
                 }
                 let key = "\(bus.name)#\(unit)"
                 if let firstLine = unitsInUse[key] {
-                    log.report(reader.line(of: "unit"), "unit \(unit) on bus '\(bus.name)' is already polled by the device on line \(firstLine)")
+                    log.report(
+                        reader.line(of: "unit"),
+                        "unit \(unit) on bus '\(bus.name)' is already polled by the device on line \(firstLine)")
                 } else {
                     unitsInUse[key] = table.line
                 }
@@ -271,13 +282,18 @@ public struct ConfigLoader {
                     let locator = ProfileLocator(files: files, searchPath: gateway.profilePath, besideFile: file)
                     switch locator.locate(profileName) {
                     case .notFound(let tried):
-                        log.report(reader.line(of: "profile"), "profile '\(profileName)' not found (looked in: \(tried.joined(separator: ", ")))")
+                        log.report(
+                            reader.line(of: "profile"),
+                            "profile '\(profileName)' not found (looked in: \(tried.joined(separator: ", ")))")
                         profile = nil
                     case .found(let path, let text):
                         do throws(ConfigErrors) {
                             profile = try DeviceProfile.parse(text, file: path)
                         } catch {
-                            log.report(reader.line(of: "profile"), "profile '\(profileName)' (\(path)) has \(error.problems.count) problem(s), listed below")
+                            log.report(
+                                reader.line(of: "profile"),
+                                "profile '\(profileName)' (\(path)) has \(error.problems.count) problem(s), listed below"
+                            )
                             profileProblems += error.problems
                             profile = nil
                         }
@@ -287,7 +303,9 @@ public struct ConfigLoader {
             }
             if let name, let busName, let unit, let profileName, let profile, bus != nil {
                 devices.append(
-                    DeviceConfig(name: name, bus: busName, unit: unit, profileName: profileName, profile: profile, pollIntervalMs: interval))
+                    DeviceConfig(
+                        name: name, bus: busName, unit: unit, profileName: profileName, profile: profile,
+                        pollIntervalMs: interval))
             }
         }
         var gates: [GateConfig] = []
@@ -327,11 +345,14 @@ public struct ConfigLoader {
             id: id,
             stateDir: reader.string("state_dir") ?? "/var/lib/railgate",
             controlSocket: reader.string("control_socket") ?? "/run/railgate/control.sock",
-            logLevel: reader.choice("log_level", LogLevelName.allCases.map(\.rawValue)).flatMap(LogLevelName.init) ?? .info,
+            logLevel: reader.choice("log_level", LogLevelName.allCases.map(\.rawValue)).flatMap(LogLevelName.init)
+                ?? .info,
             profilePath: reader.stringArray("profile_path") ?? ["/etc/railgate/profiles"])
         reader.finish()
         if settings.controlSocket.utf8.count > 107 {
-            log.report(reader.line(of: "control_socket"), "control_socket is longer than a Unix socket path may be (107 bytes)")
+            log.report(
+                reader.line(of: "control_socket"), "control_socket is longer than a Unix socket path may be (107 bytes)"
+            )
         }
         return settings
     }
@@ -342,8 +363,10 @@ public struct ConfigLoader {
         let defaults = BufferSettings()
         let settings = BufferSettings(
             maxBytes: reader.integer("max_bytes", in: 65_536...(1 << 40), as: Int.self) ?? defaults.maxBytes,
-            syncIntervalMs: reader.integer("sync_interval_ms", in: 0...3_600_000, as: Int.self) ?? defaults.syncIntervalMs,
-            whenFull: reader.choice("when_full", FullBufferPolicy.allCases.map(\.rawValue)).flatMap(FullBufferPolicy.init)
+            syncIntervalMs: reader.integer("sync_interval_ms", in: 0...3_600_000, as: Int.self)
+                ?? defaults.syncIntervalMs,
+            whenFull: reader.choice("when_full", FullBufferPolicy.allCases.map(\.rawValue)).flatMap(
+                FullBufferPolicy.init)
                 ?? defaults.whenFull)
         reader.finish()
         return settings
@@ -353,8 +376,12 @@ public struct ConfigLoader {
         var reader = TableReader(table ?? TOMLTable(line: 0), context: "[upstream]", log: log)
         var endpoint = UpstreamEndpoint.none
         if let url = reader.string("url", required: table != nil) {
-            if let parsed = UpstreamEndpoint(url: url) { endpoint = parsed } else {
-                log.report(reader.line(of: "url"), "url = \"\(url)\" must be mqtt://HOST[:PORT], mqtts://HOST[:PORT] or \"none\"")
+            if let parsed = UpstreamEndpoint(url: url) {
+                endpoint = parsed
+            } else {
+                log.report(
+                    reader.line(of: "url"),
+                    "url = \"\(url)\" must be mqtt://HOST[:PORT], mqtts://HOST[:PORT] or \"none\"")
             }
         }
         let settings = UpstreamSettings(
@@ -375,10 +402,13 @@ public struct ConfigLoader {
             keyFile: reader.string("key_file"))
         reader.finish()
         if settings.topicPrefix.isEmpty || settings.topicPrefix.contains(where: { "+#".contains($0) }) {
-            log.report(reader.line(of: "topic_prefix"), "topic_prefix must be non-empty and free of MQTT wildcards (+, #)")
+            log.report(
+                reader.line(of: "topic_prefix"), "topic_prefix must be non-empty and free of MQTT wildcards (+, #)")
         }
         if (settings.certFile == nil) != (settings.keyFile == nil) {
-            log.report(reader.line(of: settings.certFile == nil ? "key_file" : "cert_file"), "cert_file and key_file go together")
+            log.report(
+                reader.line(of: settings.certFile == nil ? "key_file" : "cert_file"),
+                "cert_file and key_file go together")
         }
         if settings.passwordFile != nil, settings.username == nil {
             log.report(reader.line(of: "password_file"), "password_file needs a username")
@@ -396,13 +426,17 @@ public struct ConfigLoader {
         case "rtu":
             let device = reader.string("device", required: true)
             let baud = reader.integer("baud", in: 50...4_000_000, as: Int.self) ?? 19200
-            let parity = reader.choice("parity", BusTransport.Parity.allCases.map(\.rawValue)).flatMap(BusTransport.Parity.init) ?? .even
+            let parity =
+                reader.choice("parity", BusTransport.Parity.allCases.map(\.rawValue)).flatMap(BusTransport.Parity.init)
+                ?? .even
             let dataBits = reader.integer("data_bits", in: 5...8, as: Int.self) ?? 8
             let stopBits = reader.integer("stop_bits", in: 1...2, as: Int.self) ?? 1
             for key in ["host", "port"] where reader.has(key) {
                 log.report(reader.line(of: key), "\(key) belongs to a tcp bus; this bus is rtu")
             }
-            if let device { transport = .rtu(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits) }
+            if let device {
+                transport = .rtu(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
+            }
         case "tcp":
             let host = reader.string("host", required: true)
             let port = reader.integer("port", in: 1...65535, as: Int.self) ?? 502
@@ -423,7 +457,9 @@ public struct ConfigLoader {
             log.report(reader.line(of: "name"), "bus name '\(name)' must match [A-Za-z0-9._-]{1,64}")
         }
         guard log.problems.count == before, let name, let transport else { return nil }
-        return BusConfig(name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap, interRequestDelayMs: delay, maxBackoffMs: maxBackoff)
+        return BusConfig(
+            name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap,
+            interRequestDelayMs: delay, maxBackoffMs: maxBackoff)
     }
 
     private func parseGate(_ table: TOMLTable, log: ProblemLog) -> GateConfig? {
@@ -444,7 +480,9 @@ public struct ConfigLoader {
             log.report(reader.line(of: "closed_line"), "open_line and closed_line must be different lines")
         }
         guard log.problems.count == before, let name, let chip, let openLine, let closedLine else { return nil }
-        return GateConfig(name: name, chip: chip, openLine: openLine, closedLine: closedLine, activeLow: activeLow, debounceMs: debounce, travelTimeoutMs: travel)
+        return GateConfig(
+            name: name, chip: chip, openLine: openLine, closedLine: closedLine, activeLow: activeLow,
+            debounceMs: debounce, travelTimeoutMs: travel)
     }
 }
 
@@ -487,7 +525,11 @@ public struct ProfileLocator {
     public func load(_ reference: String) throws(ConfigErrors) -> DeviceProfile {
         switch locate(reference) {
         case .notFound(let tried):
-            throw ConfigErrors([ConfigProblem(file: reference, line: nil, message: "profile not found (looked in: \(tried.joined(separator: ", ")))")])
+            throw ConfigErrors([
+                ConfigProblem(
+                    file: reference, line: nil,
+                    message: "profile not found (looked in: \(tried.joined(separator: ", ")))")
+            ])
         case .found(let path, let text):
             return try DeviceProfile.parse(text, file: path)
         }

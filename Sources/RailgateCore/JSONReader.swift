@@ -188,7 +188,8 @@ extension Timestamp {
             return value
         }
         guard digits.count >= 20, digits.last == UInt8(ascii: "Z"), let year = number(0..<4), let month = number(5..<7),
-            let day = number(8..<10), let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+            let day = number(8..<10), let hour = number(11..<13), let minute = number(14..<16),
+            let second = number(17..<19)
         else { return nil }
         var millis: Int64 = 0
         if digits.count == 24 {

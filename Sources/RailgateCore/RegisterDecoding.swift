@@ -221,11 +221,15 @@ public enum RegisterCodec {
         case .u32: bits = UInt64(UInt32(clamping: Int64(saturating: raw.rounded())))
         case .i32: bits = UInt64(UInt32(bitPattern: Int32(clamping: Int64(saturating: raw.rounded()))))
         case .u64:
-            if case .unsigned(let exact) = value, scale == 1, offset == 0 { bits = exact } else {
+            if case .unsigned(let exact) = value, scale == 1, offset == 0 {
+                bits = exact
+            } else {
                 bits = raw <= 0 ? 0 : (raw >= 0x1p64 ? .max : UInt64(raw.rounded()))
             }
         case .i64:
-            if case .integer(let exact) = value, scale == 1, offset == 0 { bits = UInt64(bitPattern: exact) } else {
+            if case .integer(let exact) = value, scale == 1, offset == 0 {
+                bits = UInt64(bitPattern: exact)
+            } else {
                 bits = UInt64(bitPattern: Int64(saturating: raw.rounded()))
             }
         case .f32: bits = UInt64(Float(raw).bitPattern)

@@ -127,7 +127,9 @@ public struct TOMLParser {
                 elements.append(TOMLValue(kind: .table(element), line: headerLine))
                 table.set(last, TOMLValue(kind: .array(elements), line: existing.line))
             } else {
-                table.set(last, TOMLValue(kind: .array([TOMLValue(kind: .table(element), line: headerLine)]), line: headerLine))
+                table.set(
+                    last,
+                    TOMLValue(kind: .array([TOMLValue(kind: .table(element), line: headerLine)]), line: headerLine))
             }
             return element
         }
@@ -148,7 +150,9 @@ public struct TOMLParser {
 
     /// Follows one key component from `table` for a header, creating implicit tables and
     /// entering the last element of an array of tables.
-    private mutating func descend(_ table: TOMLTable, _ component: String, line: Int) throws(TOMLSyntaxError)
+    private mutating func descend(
+        _ table: TOMLTable, _ component: String, line: Int
+    ) throws(TOMLSyntaxError)
         -> TOMLTable
     {
         guard let existing = table[component] else {
@@ -391,8 +395,9 @@ public struct TOMLParser {
             }
             if byte == UInt8(ascii: "\\") {
                 scalars.append(contentsOf: String(decoding: bytes[run..<index], as: UTF8.self).unicodeScalars)
-                if let next = self.byte(at: index + 1), next == UInt8(ascii: "\n") || next == UInt8(ascii: " ")
-                    || next == UInt8(ascii: "\t") || next == UInt8(ascii: "\r")
+                if let next = self.byte(at: index + 1),
+                    next == UInt8(ascii: "\n") || next == UInt8(ascii: " ")
+                        || next == UInt8(ascii: "\t") || next == UInt8(ascii: "\r")
                 {
                     advance()
                     skipWhitespaceAndNewlines()

@@ -17,13 +17,17 @@ public struct GPIOError: Error, Sendable, CustomStringConvertible {
         let lineText = line.map { " line \($0)" } ?? ""
         switch kind {
         case .noSuchChip:
-            return "GPIO chip '\(chip)' not found: check the chip name (`railgate gpio info` lists the chips) and that the board's GPIO driver is loaded"
+            return
+                "GPIO chip '\(chip)' not found: check the chip name (`railgate gpio info` lists the chips) and that the board's GPIO driver is loaded"
         case .permissionDenied:
-            return "GPIO chip '\(chip)'\(lineText): permission denied: the railgate user needs access to the chip device (a gpio group or a udev rule)"
+            return
+                "GPIO chip '\(chip)'\(lineText): permission denied: the railgate user needs access to the chip device (a gpio group or a udev rule)"
         case .lineBusy(let consumer):
-            return "GPIO chip '\(chip)'\(lineText) is busy, held by '\(consumer.isEmpty ? "unknown" : consumer)': stop the other user (gpiomon? a kernel driver?) or wire the switch to a free line"
+            return
+                "GPIO chip '\(chip)'\(lineText) is busy, held by '\(consumer.isEmpty ? "unknown" : consumer)': stop the other user (gpiomon? a kernel driver?) or wire the switch to a free line"
         case .noSuchLine(let count):
-            return "GPIO chip '\(chip)' has \(count) lines; line\(lineText) does not exist: check open_line and closed_line"
+            return
+                "GPIO chip '\(chip)' has \(count) lines; line\(lineText) does not exist: check open_line and closed_line"
         case .io:
             return "GPIO chip '\(chip)'\(lineText): \(String(cString: strerror(code))) (errno \(code))"
         }
@@ -105,7 +109,9 @@ public enum GPIOChips {
         defer { closedir(directory) }
         var names: [String] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if name.hasPrefix("gpiochip") { names.append(name) }
         }
         return names.sorted { $0.count != $1.count ? $0.count < $1.count : $0 < $1 }

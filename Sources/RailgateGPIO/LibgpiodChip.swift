@@ -22,8 +22,12 @@ final class LibgpiodChip: GPIOChip {
     var lineCount: Int { Int(gpiod_chip_num_lines(chip)) }
 
     private func line(_ offset: Int) throws(GPIOError) -> OpaquePointer {
-        guard offset >= 0, offset < lineCount else { throw GPIOError(.noSuchLine(lineCount: lineCount), chip: descriptor, line: offset) }
-        guard let line = gpiod_chip_get_line(chip, UInt32(offset)) else { throw GPIOError.from(errno: errno, chip: descriptor, line: offset) }
+        guard offset >= 0, offset < lineCount else {
+            throw GPIOError(.noSuchLine(lineCount: lineCount), chip: descriptor, line: offset)
+        }
+        guard let line = gpiod_chip_get_line(chip, UInt32(offset)) else {
+            throw GPIOError.from(errno: errno, chip: descriptor, line: offset)
+        }
         return line
     }
 
@@ -95,9 +99,10 @@ final class LibgpiodWatch: GPIOLineWatch {
             guard gpiod_line_event_read(lines[index].line, &event) == 0 else {
                 throw GPIOError.from(errno: errno, chip: descriptor, line: lines[index].offset)
             }
-            edges.append(GPIOEdge(
-                line: lines[index].offset, active: event.event_type == Int32(GPIOD_LINE_EVENT_RISING_EDGE),
-                timestampNs: Int64(event.ts.tv_sec) * 1_000_000_000 + Int64(event.ts.tv_nsec)))
+            edges.append(
+                GPIOEdge(
+                    line: lines[index].offset, active: event.event_type == Int32(GPIOD_LINE_EVENT_RISING_EDGE),
+                    timestampNs: Int64(event.ts.tv_sec) * 1_000_000_000 + Int64(event.ts.tv_nsec)))
         }
         return edges.sorted { $0.timestampNs < $1.timestampNs }
     }

@@ -36,12 +36,14 @@ final class SimulatedGPIOChip: GPIOChip {
     var lineCount: Int { description["lines"]?.arrayValue?.count ?? 0 }
 
     func lineInfo(_ offset: Int) throws(GPIOError) -> GPIOLineInfo {
-        guard let line = description["lines"]?.arrayValue?.first(where: { $0["offset"]?.doubleValue == Double(offset) }) else {
+        guard let line = description["lines"]?.arrayValue?.first(where: { $0["offset"]?.doubleValue == Double(offset) })
+        else {
             throw GPIOError(.noSuchLine(lineCount: lineCount), chip: "sim:\(socketPath)", line: offset)
         }
         return GPIOLineInfo(
             offset: offset, name: line["name"]?.stringValue ?? "", consumer: line["consumer"]?.stringValue ?? "",
-            isUsed: line["used"] == .bool(true), isOutput: false, activeLow: false, level: line["level"].map { $0.doubleValue == 1 })
+            isUsed: line["used"] == .bool(true), isOutput: false, activeLow: false,
+            level: line["level"].map { $0.doubleValue == 1 })
     }
 
     func watch(lines: [Int], activeLow: Bool, consumer: String) throws(GPIOError) -> any GPIOLineWatch {
@@ -93,7 +95,8 @@ final class SimulatedLineWatch: GPIOLineWatch {
         while let line = try connection.readLineIfAny(timeoutMs: wait) {
             wait = 0  // take what has arrived, then return
             let words = line.split(separator: " ")
-            guard words.count == 4, words[0] == "edge", let offset = Int(words[1]), let nanoseconds = Int64(words[3]) else { continue }
+            guard words.count == 4, words[0] == "edge", let offset = Int(words[1]), let nanoseconds = Int64(words[3])
+            else { continue }
             let active = (words[2] == "1") != activeLow
             current[offset] = active
             edges.append(GPIOEdge(line: offset, active: active, timestampNs: nanoseconds))
@@ -125,7 +128,9 @@ final class SimulatorConnection {
             for (index, byte) in bytes.enumerated() { target[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else {
             let code = errno
@@ -146,7 +151,9 @@ final class SimulatorConnection {
 
     /// The next line, waiting at most `timeoutMs`; throws on timeout or a closed connection.
     func readLine(timeoutMs: Int) throws(GPIOError) -> String {
-        guard let line = try readLineIfAny(timeoutMs: timeoutMs) else { throw GPIOError(.io, chip: "sim:\(path)", code: ETIMEDOUT) }
+        guard let line = try readLineIfAny(timeoutMs: timeoutMs) else {
+            throw GPIOError(.io, chip: "sim:\(path)", code: ETIMEDOUT)
+        }
         return line
     }
 

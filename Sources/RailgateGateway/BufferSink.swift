@@ -29,7 +29,9 @@ final class BufferSink: RecordSink, @unchecked Sendable {
                     try buffer.append(next)
                     waiting.removeFirst()
                 } catch {
-                    if !failing { logger.error("buffer write failed: \(error); holding records in memory until the disk recovers") }
+                    if !failing {
+                        logger.error("buffer write failed: \(error); holding records in memory until the disk recovers")
+                    }
                     failing = true
                     if waiting.count > Self.memoryLimit {
                         let victim = waiting.firstIndex { $0.priority == .normal } ?? 0
@@ -46,7 +48,8 @@ final class BufferSink: RecordSink, @unchecked Sendable {
             let diskError = buffer.currentDiskError
             if diskError != reportedDiskError {
                 if let diskError {
-                    logger.error("buffer disk trouble: \(diskError); holding records in memory until the disk takes them")
+                    logger.error(
+                        "buffer disk trouble: \(diskError); holding records in memory until the disk takes them")
                 } else {
                     logger.notice("buffer writes succeed again; the records held in memory are on disk")
                 }

@@ -51,7 +51,9 @@ final class BusPoller: @unchecked Sendable {
 
     func status() -> BusStatus {
         lock.withLock {
-            BusStatus(name: bus.name, endpoint: ModbusEndpoint(bus.transport).description, utilisation: utilisation, devices: snapshot)
+            BusStatus(
+                name: bus.name, endpoint: ModbusEndpoint(bus.transport).description, utilisation: utilisation,
+                devices: snapshot)
         }
     }
 
@@ -85,7 +87,9 @@ final class BusPoller: @unchecked Sendable {
             let down = poller.stats.consecutiveFailures > 0
             if down != wasDown || (down && poller.stats.consecutiveFailures == 1) {
                 if down {
-                    logger.warning("device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")")
+                    logger.warning(
+                        "device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")"
+                    )
                 } else if wasDown {
                     logger.notice("device \(poller.device.name) answers again")
                 }

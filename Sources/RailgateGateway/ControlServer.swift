@@ -33,7 +33,9 @@ final class ControlServer: @unchecked Sendable {
         }
         unlink(path)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0, listen(fd, 8) == 0 else {
             let code = errno
@@ -43,7 +45,9 @@ final class ControlServer: @unchecked Sendable {
         chmod(path, 0o660)
         let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
         server.start { [self] client in
-            let reply = readCommand(client).map(respond) ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
+            let reply =
+                readCommand(client).map(respond)
+                ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
             StandardStreams.write(fd: client, reply.serialized + "\n")
         }
         self.server = server

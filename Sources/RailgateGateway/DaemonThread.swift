@@ -14,11 +14,14 @@ final class DaemonThread: @unchecked Sendable {
             init(body: @escaping @Sendable () -> Void) { self.body = body }
         }
         let box = Unmanaged.passRetained(Box(body: body)).toOpaque()
-        started = pthread_create(&thread, nil, { argument in
-            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box) == 0
+        started =
+            pthread_create(
+                &thread, nil,
+                { argument in
+                    let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+                    box.body()
+                    return nil
+                }, box) == 0
         if !started {
             Unmanaged<Box>.fromOpaque(box).release()
             body()  // No thread to be had: run inline rather than lose the service.

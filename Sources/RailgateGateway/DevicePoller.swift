@@ -41,7 +41,9 @@ public final class DevicePoller {
     /// a request refused with "illegal data address" is split into single points so that one
     /// bad address does not blind its neighbours. A device silent on its first request is not
     /// asked the rest (each would cost the line a timeout). `pause` runs between requests.
-    public func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp, pause: () -> Void) -> Record {
+    public func poll(
+        over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp, pause: () -> Void
+    ) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
         var failure: ModbusError?

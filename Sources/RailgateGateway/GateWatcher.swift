@@ -60,7 +60,8 @@ final class GateWatcher: @unchecked Sendable {
 
     private func watch() throws(GPIOError) {
         let chip = try GPIOChips.open(gate.chip)
-        let watch = try chip.watch(lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-\(gate.name)")
+        let watch = try chip.watch(
+            lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-\(gate.name)")
         defer { watch.release() }
         let levels = try watch.levels()
         var machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
@@ -69,8 +70,10 @@ final class GateWatcher: @unchecked Sendable {
             return lastError != nil
         }
         if wasUnavailable { logger.notice("gate \(gate.name): chip \(gate.chip) is back") }
-        emit(machine.start(
-            openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false, atMs: Self.nowMs()))
+        emit(
+            machine.start(
+                openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false,
+                atMs: Self.nowMs()))
         while !worker.isStopping {
             let now = Self.nowMs()
             let wait = machine.nextDeadlineMs.map { max(0, min(500, $0 - now)) } ?? 500
@@ -88,10 +91,13 @@ final class GateWatcher: @unchecked Sendable {
         let monotonicNow = Self.nowMs()
         for transition in transitions {
             let record = Record(
-                timestamp: Timestamp(millisecondsSinceEpoch: wallNow - (monotonicNow - transition.atMs)), source: gate.name,
+                timestamp: Timestamp(millisecondsSinceEpoch: wallNow - (monotonicNow - transition.atMs)),
+                source: gate.name,
                 body: .event(name: transition.state.rawValue, fields: transition.fields), priority: transition.priority)
             if transition.state == .fault {
-                logger.warning("gate \(gate.name): fault \(transition.fault?.rawValue ?? "?") (was \(transition.previous?.rawValue ?? "unknown"))")
+                logger.warning(
+                    "gate \(gate.name): fault \(transition.fault?.rawValue ?? "?") (was \(transition.previous?.rawValue ?? "unknown"))"
+                )
             } else {
                 logger.info("gate \(gate.name): \(transition.state.rawValue)")
             }
@@ -108,11 +114,15 @@ final class GateWatcher: @unchecked Sendable {
     /// The barrier's state read once (for `run --once`): its initial-state event.
     static func readOnce(_ gate: GateConfig) throws(GPIOError) -> Record {
         let chip = try GPIOChips.open(gate.chip)
-        let watch = try chip.watch(lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-\(gate.name)")
+        let watch = try chip.watch(
+            lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-\(gate.name)")
         defer { watch.release() }
         let levels = try watch.levels()
         var machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
-        let first = machine.start(openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false, atMs: 0)[0]
-        return Record(timestamp: WallClock.now(), source: gate.name, body: .event(name: first.state.rawValue, fields: first.fields), priority: first.priority)
+        let first = machine.start(
+            openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false, atMs: 0)[0]
+        return Record(
+            timestamp: WallClock.now(), source: gate.name,
+            body: .event(name: first.state.rawValue, fields: first.fields), priority: first.priority)
     }
 }

@@ -41,12 +41,16 @@ public final class Gateway: @unchecked Sendable {
         Glibc.signal(SIGPIPE, SIG_IGN)
 
         let stats = buffer.stats()
-        logger.info("railgate \(RailgateVersion.current) gateway \(config.gateway.id): buffer holds \(stats.records) records, next seq \(stats.nextSeq)")
+        logger.info(
+            "railgate \(RailgateVersion.current) gateway \(config.gateway.id): buffer holds \(stats.records) records, next seq \(stats.nextSeq)"
+        )
         if stats.corruptBytesSkipped > 0 {
-            logger.warning("buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
+            logger.warning(
+                "buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
         }
         startServices(config)
-        SystemdNotifier.notify("READY=1\nSTATUS=polling \(config.devices.count) devices, watching \(config.gates.count) gates")
+        SystemdNotifier.notify(
+            "READY=1\nSTATUS=polling \(config.devices.count) devices, watching \(config.gates.count) gates")
         while true {
             var received: Int32 = 0
             guard sigwait(&signals, &received) == 0 else { continue }
@@ -164,7 +168,8 @@ public final class Gateway: @unchecked Sendable {
     /// The Prometheus text served at /metrics.
     func metricsText() -> String {
         let (pollers, uplink) = lock.withLock { (self.pollers, self.uplink) }
-        return MetricsText.render(buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status())
+        return MetricsText.render(
+            buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status())
     }
 
     /// The daemon's state, as `railgate status --json` prints it.
@@ -176,39 +181,55 @@ public final class Gateway: @unchecked Sendable {
         if let uplink {
             let state = uplink.status()
             upstream = .object([
-                ("state", .string(state.state)), ("acked_seq", .unsigned(state.ackedSeq)), ("batches", .integer(Int64(state.batches))),
+                ("state", .string(state.state)), ("acked_seq", .unsigned(state.ackedSeq)),
+                ("batches", .integer(Int64(state.batches))),
                 ("in_flight", .integer(Int64(state.inFlight))), ("url", .string(state.url)),
                 ("last_error", state.lastError.map(JSON.string) ?? .null),
             ])
         } else {
-            upstream = .object([("state", .string("disabled")), ("acked_seq", .unsigned(buffer.ackedSeq)), ("batches", .integer(0))])
+            upstream = .object([
+                ("state", .string("disabled")), ("acked_seq", .unsigned(buffer.ackedSeq)), ("batches", .integer(0)),
+            ])
         }
         var devices: [JSON] = []
         for bus in busStatuses {
             for (name, stats) in bus.devices {
-                devices.append(.object([
-                    ("name", .string(name)), ("bus", .string(bus.name)), ("polls", .integer(Int64(stats.polls))),
-                    ("errors", .integer(Int64(stats.errors))), ("last_error", stats.lastError.map(JSON.string) ?? .null),
-                    ("answering", .bool(stats.consecutiveFailures == 0)), ("requests", .integer(Int64(stats.requests))),
-                ]))
+                devices.append(
+                    .object([
+                        ("name", .string(name)), ("bus", .string(bus.name)), ("polls", .integer(Int64(stats.polls))),
+                        ("errors", .integer(Int64(stats.errors))),
+                        ("last_error", stats.lastError.map(JSON.string) ?? .null),
+                        ("answering", .bool(stats.consecutiveFailures == 0)),
+                        ("requests", .integer(Int64(stats.requests))),
+                    ]))
             }
         }
         let uptime = Double(MonotonicInstant.now().milliseconds(since: startedMonotonic)) / 1000
         return .object([
             ("gateway", .string(config.gateway.id)), ("version", .string(RailgateVersion.current)),
             ("uptime_s", .number(uptime)),
-            ("buffer", .object([
-                ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
-                ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
-                ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
-                ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
-                ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
-                ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
-            ])),
+            (
+                "buffer",
+                .object([
+                    ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
+                    ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
+                    ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
+                    ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
+                    ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
+                    ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
+                ])
+            ),
             ("upstream", upstream),
-            ("buses", .array(busStatuses.map { bus in
-                .object([("name", .string(bus.name)), ("endpoint", .string(bus.endpoint)), ("utilisation", .number((bus.utilisation * 1000).rounded() / 1000))])
-            })),
+            (
+                "buses",
+                .array(
+                    busStatuses.map { bus in
+                        .object([
+                            ("name", .string(bus.name)), ("endpoint", .string(bus.endpoint)),
+                            ("utilisation", .number((bus.utilisation * 1000).rounded() / 1000)),
+                        ])
+                    })
+            ),
             ("devices", .array(devices)),
             ("gates", .array(gates.map { $0.status() })),
         ])
@@ -224,7 +245,8 @@ public enum SinglePoll {
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { continue }
-            let connection = try? ModbusConnection(endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+            let connection = try? ModbusConnection(
+                endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
             for device in devices {
                 let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
                 let record: Record
@@ -234,7 +256,8 @@ public enum SinglePoll {
                     }
                 } else {
                     let errors = device.profile.points.map { ($0.name, ReadFailure.io) }
-                    record = Record(timestamp: WallClock.now(), source: device.name, body: .sample(values: [], errors: errors))
+                    record = Record(
+                        timestamp: WallClock.now(), source: device.name, body: .sample(values: [], errors: errors))
                 }
                 if case .sample(let values, _) = record.body, values.isEmpty { allAnswered = false }
                 records.append(record)

@@ -52,7 +52,9 @@ final class MetricsServer: @unchecked Sendable {
         let response: String
         if line.hasPrefix("GET /metrics ") || line == "GET /metrics" {
             let body = render()
-            response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+            response =
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+                + body
         } else if line.hasPrefix("GET ") {
             response = "HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
         } else {
@@ -69,7 +71,9 @@ enum MetricsText {
         func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
             lines.append("# HELP \(name) \(help)")
             lines.append("# TYPE \(name) \(type)")
-            for sample in samples { lines.append("\(name)\(sample.labels.isEmpty ? "" : "{\(sample.labels)}") \(sample.value)") }
+            for sample in samples {
+                lines.append("\(name)\(sample.labels.isEmpty ? "" : "{\(sample.labels)}") \(sample.value)")
+            }
         }
         func label(_ key: String, _ value: String) -> String {
             var escaped = ""
@@ -79,27 +83,48 @@ enum MetricsText {
             }
             return "\(key)=\"\(escaped)\""
         }
-        metric("railgate_buffer_records", "gauge", "Records buffered and not yet acknowledged upstream.", [("", "\(buffer.records)")])
+        metric(
+            "railgate_buffer_records", "gauge", "Records buffered and not yet acknowledged upstream.",
+            [("", "\(buffer.records)")])
         metric("railgate_buffer_bytes", "gauge", "Bytes of the buffer's files.", [("", "\(buffer.bytes)")])
-        metric("railgate_buffer_max_bytes", "gauge", "The buffer's capacity (buffer.max_bytes).", [("", "\(buffer.maxBytes)")])
+        metric(
+            "railgate_buffer_max_bytes", "gauge", "The buffer's capacity (buffer.max_bytes).",
+            [("", "\(buffer.maxBytes)")])
         metric("railgate_buffer_next_seq", "gauge", "The seq the next record gets.", [("", "\(buffer.nextSeq)")])
-        metric("railgate_buffer_dropped_total", "counter", "Records dropped because the buffer was full.",
-               [(label("priority", "normal"), "\(buffer.droppedNormal)"), (label("priority", "alarm"), "\(buffer.droppedAlarm)")])
-        metric("railgate_bus_utilisation_ratio", "gauge", "Share of time the bus spends in requests.",
-               buses.map { (label("bus", $0.name), "\($0.utilisation)") })
+        metric(
+            "railgate_buffer_dropped_total", "counter", "Records dropped because the buffer was full.",
+            [
+                (label("priority", "normal"), "\(buffer.droppedNormal)"),
+                (label("priority", "alarm"), "\(buffer.droppedAlarm)"),
+            ])
+        metric(
+            "railgate_bus_utilisation_ratio", "gauge", "Share of time the bus spends in requests.",
+            buses.map { (label("bus", $0.name), "\($0.utilisation)") })
         let devices = buses.flatMap { bus in bus.devices.map { (bus: bus.name, name: $0.name, stats: $0.stats) } }
-        metric("railgate_device_polls_total", "counter", "Polls of each device.",
-               devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), "\($0.stats.polls)") })
-        metric("railgate_device_poll_errors_total", "counter", "Polls in which a point could not be read.",
-               devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), "\($0.stats.errors)") })
-        metric("railgate_device_requests_total", "counter", "Modbus requests sent to each device.",
-               devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), "\($0.stats.requests)") })
-        metric("railgate_device_answering", "gauge", "1 if the device answered its last poll.",
-               devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), $0.stats.consecutiveFailures == 0 ? "1" : "0") })
+        metric(
+            "railgate_device_polls_total", "counter", "Polls of each device.",
+            devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), "\($0.stats.polls)") })
+        metric(
+            "railgate_device_poll_errors_total", "counter", "Polls in which a point could not be read.",
+            devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), "\($0.stats.errors)") })
+        metric(
+            "railgate_device_requests_total", "counter", "Modbus requests sent to each device.",
+            devices.map { (label("device", $0.name) + "," + label("bus", $0.bus), "\($0.stats.requests)") })
+        metric(
+            "railgate_device_answering", "gauge", "1 if the device answered its last poll.",
+            devices.map {
+                (label("device", $0.name) + "," + label("bus", $0.bus), $0.stats.consecutiveFailures == 0 ? "1" : "0")
+            })
         if let upstream {
-            metric("railgate_upstream_connected", "gauge", "1 while connected to the broker.", [("", upstream.state == "connected" ? "1" : "0")])
-            metric("railgate_upstream_acked_seq", "gauge", "Everything up to this seq was acknowledged by the broker.", [("", "\(upstream.ackedSeq)")])
-            metric("railgate_upstream_batches_total", "counter", "Batches acknowledged by the broker.", [("", "\(upstream.batches)")])
+            metric(
+                "railgate_upstream_connected", "gauge", "1 while connected to the broker.",
+                [("", upstream.state == "connected" ? "1" : "0")])
+            metric(
+                "railgate_upstream_acked_seq", "gauge", "Everything up to this seq was acknowledged by the broker.",
+                [("", "\(upstream.ackedSeq)")])
+            metric(
+                "railgate_upstream_batches_total", "counter", "Batches acknowledged by the broker.",
+                [("", "\(upstream.batches)")])
         }
         return lines.joined(separator: "\n") + "\n"
     }

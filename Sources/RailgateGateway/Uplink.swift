@@ -81,13 +81,15 @@ final class Uplink: @unchecked Sendable {
         cursor = buffer.stats().ackedSeq
         backlogAcknowledged = cursor
         limits = BatchLimits(
-            maxRecords: config.upstream.batchMaxRecords, maxBytes: max(1, config.upstream.batchMaxBytes - builder.overhead))
+            maxRecords: config.upstream.batchMaxRecords,
+            maxBytes: max(1, config.upstream.batchMaxBytes - builder.overhead))
     }
 
     /// Sets up the session and starts connecting and publishing in the background.
     func start() throws(MQTTError) {
         let client = try MQTTClient(clientID: settings.clientID) { [weak self] event in self?.handle(event) }
-        try client.setWill(topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: 1, retain: true)
+        try client.setWill(
+            topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: 1, retain: true)
         if let username = settings.username {
             let password = settings.passwordFile.flatMap { LocalFiles().read($0) }.map {
                 String($0.prefix { $0 != "\n" && $0 != "\r" })
@@ -117,14 +119,20 @@ final class Uplink: @unchecked Sendable {
         guard let client else { return }
         let deadline = MonotonicInstant.now().adding(milliseconds: graceMs)
         lock.withLock {
-            while state == "connected", inFlight.contains(where: { !$0.acknowledged }), MonotonicInstant.now() < deadline {
+            while state == "connected", inFlight.contains(where: { !$0.acknowledged }),
+                MonotonicInstant.now() < deadline
+            {
                 lock.wait(until: deadline)
             }
         }
-        if let id = try? client.publish(topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: 1, retain: true) {
+        if let id = try? client.publish(
+            topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: 1, retain: true)
+        {
             lock.withLock {
                 offlineMessageID = id
-                while state == "connected", !offlineAcknowledged, MonotonicInstant.now() < deadline { lock.wait(until: deadline) }
+                while state == "connected", !offlineAcknowledged, MonotonicInstant.now() < deadline {
+                    lock.wait(until: deadline)
+                }
             }
         }
         client.disconnect()
@@ -136,7 +144,8 @@ final class Uplink: @unchecked Sendable {
         return lock.withLock {
             UplinkStatus(
                 state: state, ackedSeq: acked, batches: batchesAcknowledged,
-                inFlight: inFlight.count + aheadInFlight.count, lastError: lastError, url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)")
+                inFlight: inFlight.count + aheadInFlight.count, lastError: lastError,
+                url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)")
         }
     }
 
@@ -156,11 +165,17 @@ final class Uplink: @unchecked Sendable {
             if let drops = buffer.takeUnreportedDrops() {
                 let event = Record(
                     timestamp: WallClock.now(), source: gatewayID,
-                    body: .event(name: "buffer_overflow", fields: [("dropped_normal", .unsigned(drops.normal)), ("dropped_alarm", .unsigned(drops.alarm))]),
+                    body: .event(
+                        name: "buffer_overflow",
+                        fields: [
+                            ("dropped_normal", .unsigned(drops.normal)), ("dropped_alarm", .unsigned(drops.alarm)),
+                        ]),
                     priority: .alarm)
                 do {
                     try buffer.append(event)
-                    logger.warning("the buffer dropped \(drops.normal) normal and \(drops.alarm) alarm records while full; reporting upstream")
+                    logger.warning(
+                        "the buffer dropped \(drops.normal) normal and \(drops.alarm) alarm records while full; reporting upstream"
+                    )
                 } catch {
                     logger.error("could not record the buffer_overflow event: \(error)")
                 }
@@ -184,7 +199,9 @@ final class Uplink: @unchecked Sendable {
                 lock.broadcast()
                 return was
             }
-            if wasConnected, code != 0 { logger.warning("uplink lost the broker (\(reason)); reconnecting, records stay buffered") }
+            if wasConnected, code != 0 {
+                logger.warning("uplink lost the broker (\(reason)); reconnecting, records stay buffered")
+            }
         case .published(let messageID):
             acknowledge(messageID)
         case .problem(let text):
@@ -255,7 +272,9 @@ final class Uplink: @unchecked Sendable {
                 return
             }
             let (from, skipping) = lock.withLock { (cursor, sentAhead) }
-            guard buffer.waitForRecords(after: from, until: MonotonicInstant.now().adding(milliseconds: 500)) else { continue }
+            guard buffer.waitForRecords(after: from, until: MonotonicInstant.now().adding(milliseconds: 500)) else {
+                continue
+            }
             let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
             if !urgent.isEmpty {
                 _ = publish(urgent, ahead: true)
@@ -332,8 +351,11 @@ final class Uplink: @unchecked Sendable {
     /// is in flight and send everything unacknowledged again (at-least-once).
     private func resendIfStuck() {
         let oldest = (inFlight.map(\.sentAt) + aheadInFlight.values.map(\.sentAt)).min()
-        guard state == "connected", let oldest, MonotonicInstant.now().milliseconds(since: oldest) > Int64(Self.resendAfterMs) else { return }
-        logger.warning("a batch stayed unacknowledged for \(Self.resendAfterMs / 1000) s; resending everything unacknowledged")
+        guard state == "connected", let oldest,
+            MonotonicInstant.now().milliseconds(since: oldest) > Int64(Self.resendAfterMs)
+        else { return }
+        logger.warning(
+            "a batch stayed unacknowledged for \(Self.resendAfterMs / 1000) s; resending everything unacknowledged")
         inFlight.removeAll()
         aheadInFlight.removeAll()
         sentAhead.removeAll()

@@ -59,7 +59,9 @@ public final class MQTTClient: @unchecked Sendable {
     private var loopRunning = false
 
     /// Creates the session (`mosquitto_new`); nothing is connected yet.
-    public init(clientID: String, cleanSession: Bool = true, onEvent: @escaping @Sendable (MQTTEvent) -> Void) throws(MQTTError) {
+    public init(
+        clientID: String, cleanSession: Bool = true, onEvent: @escaping @Sendable (MQTTEvent) -> Void
+    ) throws(MQTTError) {
         MQTTLibrary.initialise()
         self.onEvent = onEvent
         guard let handle = mosquitto_new(clientID, cleanSession, nil) else {
@@ -69,10 +71,12 @@ public final class MQTTClient: @unchecked Sendable {
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
         mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
         mosquitto_connect_callback_set(handle) { _, context, code in
-            MQTTClient.from(context).onEvent(.connected(code: code, reason: String(cString: mosquitto_connack_string(code))))
+            MQTTClient.from(context).onEvent(
+                .connected(code: code, reason: String(cString: mosquitto_connack_string(code))))
         }
         mosquitto_disconnect_callback_set(handle) { _, context, code in
-            MQTTClient.from(context).onEvent(.disconnected(code: code, reason: String(cString: mosquitto_strerror(code))))
+            MQTTClient.from(context).onEvent(
+                .disconnected(code: code, reason: String(cString: mosquitto_strerror(code))))
         }
         mosquitto_publish_callback_set(handle) { _, context, messageID in
             MQTTClient.from(context).onEvent(.published(messageID: messageID))
@@ -83,7 +87,8 @@ public final class MQTTClient: @unchecked Sendable {
         }
         mosquitto_message_callback_set(handle) { _, context, message in
             guard let message = message?.pointee else { return }
-            let payload = message.payloadlen > 0
+            let payload =
+                message.payloadlen > 0
                 ? Array(UnsafeRawBufferPointer(start: message.payload, count: Int(message.payloadlen)))
                 : []
             MQTTClient.from(context).onEvent(
@@ -112,7 +117,9 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// The message the broker publishes if this client vanishes (`mosquitto_will_set`).
     public func setWill(topic: String, payload: [UInt8], qos: Int, retain: Bool) throws(MQTTError) {
-        let rc = payload.withUnsafeBytes { mosquitto_will_set(live, topic, Int32($0.count), $0.baseAddress, Int32(qos), retain) }
+        let rc = payload.withUnsafeBytes {
+            mosquitto_will_set(live, topic, Int32($0.count), $0.baseAddress, Int32(qos), retain)
+        }
         try MQTTError.check(rc, "set the will on \(topic)")
     }
 
@@ -122,7 +129,8 @@ public final class MQTTClient: @unchecked Sendable {
 
     /// Enables TLS; without a CA file the system's certificate directory is trusted.
     public func setTLS(_ tls: MQTTTLS) throws(MQTTError) {
-        let rc = mosquitto_tls_set(live, tls.caFile, tls.caFile == nil ? "/etc/ssl/certs" : nil, tls.certFile, tls.keyFile, nil)
+        let rc = mosquitto_tls_set(
+            live, tls.caFile, tls.caFile == nil ? "/etc/ssl/certs" : nil, tls.certFile, tls.keyFile, nil)
         try MQTTError.check(rc, "set up TLS")
     }
 

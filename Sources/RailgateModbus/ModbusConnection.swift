@@ -88,12 +88,14 @@ final class ModbusContext {
         case .tcp(let host, let port):
             context = modbus_new_tcp_pi(host, String(port))
         case .rtu(let device, let baud, let parity, let dataBits, let stopBits):
-            let parityCode: UInt8 = switch parity {
-            case .none: UInt8(ascii: "N")
-            case .even: UInt8(ascii: "E")
-            case .odd: UInt8(ascii: "O")
-            }
-            context = modbus_new_rtu(device, Int32(baud), CChar(bitPattern: parityCode), Int32(dataBits), Int32(stopBits))
+            let parityCode: UInt8 =
+                switch parity {
+                case .none: UInt8(ascii: "N")
+                case .even: UInt8(ascii: "E")
+                case .odd: UInt8(ascii: "O")
+                }
+            context = modbus_new_rtu(
+                device, Int32(baud), CChar(bitPattern: parityCode), Int32(dataBits), Int32(stopBits))
         }
         guard context != nil else {
             throw ModbusError(kind: .setup, code: errno, operation: "create a Modbus context for \(endpoint)")
@@ -207,7 +209,9 @@ public final class ModbusConnection {
             throw error
         }
         guard result == Int32(count) else {
-            throw ModbusError(kind: .badReply, code: railgate_modbus_embbaddata, operation: "read \(count) \(table.rawValue) at \(address) from unit \(unit): got \(result)")
+            throw ModbusError(
+                kind: .badReply, code: railgate_modbus_embbaddata,
+                operation: "read \(count) \(table.rawValue) at \(address) from unit \(unit): got \(result)")
         }
         return registers
     }

@@ -14,7 +14,9 @@ public final class ModbusRTUSlave {
     private let frameGapMs: Int32
 
     /// Opens `device` raw at the given line settings.
-    public init(device: String, baud: Int, parity: BusTransport.Parity, dataBits: Int = 8, stopBits: Int = 1) throws(ModbusError) {
+    public init(
+        device: String, baud: Int, parity: BusTransport.Parity, dataBits: Int = 8, stopBits: Int = 1
+    ) throws(ModbusError) {
         let fd = open(device, O_RDWR | O_NOCTTY | O_CLOEXEC)
         guard fd >= 0 else { throw ModbusError(kind: .setup, code: errno, operation: "open \(device)") }
         var settings = termios()
@@ -114,7 +116,8 @@ struct RTURequest {
         switch function {
         case 1, 2, 3, 4, 5, 6:
             guard frame.count == 8 else { return nil }
-            indication = ModbusIndication(unit: unit, functionCode: function, address: word(2), count: function >= 5 ? 1 : word(4))
+            indication = ModbusIndication(
+                unit: unit, functionCode: function, address: word(2), count: function >= 5 ? 1 : word(4))
             writeValues = function == 5 ? [word(4) == 0xFF00 ? 1 : 0] : function == 6 ? [UInt16(word(4))] : []
         case 15, 16:
             guard frame.count >= 9, frame.count == 9 + Int(frame[6]) else { return nil }

@@ -104,7 +104,9 @@ public final class ModbusTCPSlave {
         }
         if bound == 0, Int32(address.ss_family) == AF_INET6 {
             self.port = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                    Int(UInt16(bigEndian: $0.pointee.sin6_port))
+                }
             }
         } else if bound == 0 {
             self.port = withUnsafePointer(to: &address) {
@@ -152,7 +154,9 @@ public final class ModbusTCPSlave {
                     count: Int(query[header + 3]) << 8 | Int(query[header + 4]))
                 switch respond(indication) {
                 case .reply(let bank):
-                    _ = query.withUnsafeBufferPointer { modbus_reply(context.handle, $0.baseAddress, length, bank.mapping) }
+                    _ = query.withUnsafeBufferPointer {
+                        modbus_reply(context.handle, $0.baseAddress, length, bank.mapping)
+                    }
                 case .exception(let code):
                     _ = query.withUnsafeBufferPointer {
                         modbus_reply_exception(context.handle, $0.baseAddress, UInt32(code))

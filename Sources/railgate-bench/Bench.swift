@@ -17,7 +17,9 @@ struct Bench {
             try CrashWriter.run(stateDirectory: arguments[2])
             return
         }
-        StandardStreams.out("railgate bench \(RailgateVersion.current), \(Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch))")
+        StandardStreams.out(
+            "railgate bench \(RailgateVersion.current), \(Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch))"
+        )
         try ModbusBench.run()
         try BufferBench.run()
     }
@@ -42,10 +44,12 @@ func detach(_ body: @escaping @Sendable () -> Void) {
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
     }
     var thread = pthread_t()
-    pthread_create(&thread, nil, { argument in
-        Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
-        return nil
-    }, Unmanaged.passRetained(Box(body)).toOpaque())
+    pthread_create(
+        &thread, nil,
+        { argument in
+            Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
+            return nil
+        }, Unmanaged.passRetained(Box(body)).toOpaque())
     pthread_detach(thread)
 }
 
@@ -61,7 +65,8 @@ enum ModbusBench {
             let planned = ReadPlanner.plan(profile.points, maxGap: 8).count
             let fewest = ReadPlanner.plan(profile.points, maxGap: 65535).count
             let naive = profile.points.count
-            StandardStreams.out("\(name): \(planned) requests per cycle; fewest possible \(fewest); one per point would be \(naive)")
+            StandardStreams.out(
+                "\(name): \(planned) requests per cycle; fewest possible \(fewest); one per point would be \(naive)")
         }
 
         let profile = try locator.load("axle-bearing-sensor")
@@ -72,31 +77,45 @@ enum ModbusBench {
         nonisolated(unsafe) let server = (slave, bank)
         detach { server.0.serve(tickMs: 1000, tick: {}, shouldStop: { false }) { _ in .reply(server.1) } }
 
-        let device = DeviceConfig(name: "axlebox-1", bus: "b", unit: 1, profileName: "axle-bearing-sensor", profile: profile, pollIntervalMs: 1000)
+        let device = DeviceConfig(
+            name: "axlebox-1", bus: "b", unit: 1, profileName: "axle-bearing-sensor", profile: profile,
+            pollIntervalMs: 1000)
         let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())
         let requests = poller.requests.map { request in
-            baseline_request(table: Int32(["coil": 0, "discrete": 1, "input": 2, "holding": 3][request.table.rawValue]!), address: Int32(request.address), count: Int32(request.count))
+            baseline_request(
+                table: Int32(["coil": 0, "discrete": 1, "input": 2, "holding": 3][request.table.rawValue]!),
+                address: Int32(request.address), count: Int32(request.count))
         }
         let connection = try ModbusConnection(endpoint: .tcp(host: "127.0.0.1", port: port), responseTimeoutMs: 1000)
         let cycles = 4000
         var baseline: [Double] = []
         var railgate: [Double] = []
         for _ in 0..<5 {
-            let c = requests.withUnsafeBufferPointer { baseline_poll_loop("127.0.0.1", Int32(port), 1, $0.baseAddress, Int32($0.count), Int32(cycles)) }
+            let c = requests.withUnsafeBufferPointer {
+                baseline_poll_loop("127.0.0.1", Int32(port), 1, $0.baseAddress, Int32($0.count), Int32(cycles))
+            }
             guard c > 0 else { throw BenchError(description: "the C baseline loop failed") }
             baseline.append(Double(cycles) / c)
             let start = seconds()
             for _ in 0..<cycles {
                 let record = poller.poll(over: connection, retries: 0, at: WallClock.now()) {}
-                if case .sample(_, let errors) = record.body, !errors.isEmpty { throw BenchError(description: "poll failed: \(errors)") }
+                if case .sample(_, let errors) = record.body, !errors.isEmpty {
+                    throw BenchError(description: "poll failed: \(errors)")
+                }
             }
             railgate.append(Double(cycles) / (seconds() - start))
         }
         connection.disconnect()
         let ratio = median(railgate) / median(baseline)
-        StandardStreams.out("\n== Modbus TCP poll throughput, axle-bearing-sensor (\(requests.count) requests a cycle), median of 5 x \(cycles) cycles")
-        StandardStreams.out("plain C libmodbus loop: \(Int(median(baseline))) cycles/s (\(Int(median(baseline) * Double(requests.count))) requests/s)")
-        StandardStreams.out("railgate poller:        \(Int(median(railgate))) cycles/s (\(Int(median(railgate) * Double(requests.count))) requests/s)")
+        StandardStreams.out(
+            "\n== Modbus TCP poll throughput, axle-bearing-sensor (\(requests.count) requests a cycle), median of 5 x \(cycles) cycles"
+        )
+        StandardStreams.out(
+            "plain C libmodbus loop: \(Int(median(baseline))) cycles/s (\(Int(median(baseline) * Double(requests.count))) requests/s)"
+        )
+        StandardStreams.out(
+            "railgate poller:        \(Int(median(railgate))) cycles/s (\(Int(median(railgate) * Double(requests.count))) requests/s)"
+        )
         StandardStreams.out("ratio railgate / C: \(format(ratio)) (target >= 0.9)")
     }
 }
@@ -113,7 +132,8 @@ enum BufferBench {
 
     /// Appends for `runSeconds` with a group commit every second; the rate and the count.
     static func appendRun(directory: String) throws -> (Double, Int) {
-        let buffer = try DiskBuffer(stateDirectory: directory, settings: BufferSettings(maxBytes: 1 << 30, syncIntervalMs: 1000))
+        let buffer = try DiskBuffer(
+            stateDirectory: directory, settings: BufferSettings(maxBytes: 1 << 30, syncIntervalMs: 1000))
         var appended = 0
         let start = seconds()
         while seconds() - start < runSeconds {
@@ -133,9 +153,13 @@ enum BufferBench {
         var database: OpaquePointer?
         sqlite3_open(path, &database)
         defer { sqlite3_close(database) }
-        sqlite3_exec(database, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE records(seq INTEGER PRIMARY KEY, priority INTEGER, payload BLOB);", nil, nil, nil)
+        sqlite3_exec(
+            database,
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE records(seq INTEGER PRIMARY KEY, priority INTEGER, payload BLOB);",
+            nil, nil, nil)
         var statement: OpaquePointer?
-        sqlite3_prepare_v2(database, "INSERT INTO records(seq, priority, payload) VALUES (?, 0, ?)", -1, &statement, nil)
+        sqlite3_prepare_v2(
+            database, "INSERT INTO records(seq, priority, payload) VALUES (?, 0, ?)", -1, &statement, nil)
         defer { sqlite3_finalize(statement) }
         var inserted = 0
         let start = seconds()
@@ -145,7 +169,9 @@ enum BufferBench {
             for _ in 0..<1000 {
                 let payload = record(inserted).encoded(seq: UInt64(inserted + 1))
                 sqlite3_bind_int64(statement, 1, Int64(inserted + 1))
-                _ = payload.withUnsafeBytes { railgate_sqlite_bind_blob_copy(statement, 2, $0.baseAddress, Int32($0.count)) }
+                _ = payload.withUnsafeBytes {
+                    railgate_sqlite_bind_blob_copy(statement, 2, $0.baseAddress, Int32($0.count))
+                }
                 sqlite3_step(statement)
                 sqlite3_reset(statement)
                 inserted += 1
@@ -162,7 +188,8 @@ enum BufferBench {
     static func record(_ index: Int) -> Record {
         Record(
             timestamp: Timestamp(millisecondsSinceEpoch: 1_795_910_400_000 + Int64(index)), source: "axlebox-1",
-            body: .sample(values: [("bearing_temp_1", .number(41.5 + Double(index % 10))), ("door", .bool(false))], errors: []))
+            body: .sample(
+                values: [("bearing_temp_1", .number(41.5 + Double(index % 10))), ("door", .bool(false))], errors: []))
     }
 
     static func run() throws {
@@ -191,13 +218,18 @@ enum BufferBench {
         let railgateRate = median(railgateRates)
         let sqliteRate = median(sqliteRates)
 
-        StandardStreams.out("\n== Buffer append, \(payloadSize)-byte records, sync every second, median of \(rounds) alternating rounds of \(Int(runSeconds)) s")
+        StandardStreams.out(
+            "\n== Buffer append, \(payloadSize)-byte records, sync every second, median of \(rounds) alternating rounds of \(Int(runSeconds)) s"
+        )
         StandardStreams.out("SQLite WAL (synchronous=FULL, commit each second): \(Int(sqliteRate)) records/s")
         StandardStreams.out("railgate DiskBuffer:                               \(Int(railgateRate)) records/s")
         StandardStreams.out("ratio railgate / SQLite: \(format(railgateRate / sqliteRate)) (target >= 2)")
-        StandardStreams.out("bytes written per byte of record: \(format(Double(syscallBytes) / Double(payloadBytes), 3)) (write(2) bytes, target <= 1.3)")
+        StandardStreams.out(
+            "bytes written per byte of record: \(format(Double(syscallBytes) / Double(payloadBytes), 3)) (write(2) bytes, target <= 1.3)"
+        )
         if storageBytes > 0 {
-            StandardStreams.out("  as the block layer counted them: \(format(Double(storageBytes) / Double(payloadBytes), 3))")
+            StandardStreams.out(
+                "  as the block layer counted them: \(format(Double(storageBytes) / Double(payloadBytes), 3))")
         }
 
         // Opening a full 64 MiB buffer (the recovery scan), page cache warm and, where allowed, cold.
@@ -241,12 +273,13 @@ struct ProcessIO {
     static func read() -> ProcessIO {
         let text = LocalFiles().read("/proc/self/io") ?? ""
         func field(_ name: String) -> Int {
-            text.split(separator: "\n").first { $0.hasPrefix(name + ":") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+            text.split(separator: "\n").first { $0.hasPrefix(name + ":") }.flatMap {
+                Int($0.split(separator: " ").last ?? "")
+            } ?? 0
         }
         return ProcessIO(written: field("wchar"), storage: field("write_bytes"))
     }
 }
-
 
 /// The crash test's victim: appends records to the buffer as fast as it can, commits every 64
 /// records and prints "synced SEQ" after each commit (unbuffered, so the line is out before
@@ -254,7 +287,8 @@ struct ProcessIO {
 /// by itself: the test SIGKILLs it.
 enum CrashWriter {
     static func run(stateDirectory: String) throws {
-        let buffer = try DiskBuffer(stateDirectory: stateDirectory, settings: BufferSettings(maxBytes: 1 << 30, syncIntervalMs: 3_600_000))
+        let buffer = try DiskBuffer(
+            stateDirectory: stateDirectory, settings: BufferSettings(maxBytes: 1 << 30, syncIntervalMs: 3_600_000))
         StandardStreams.out("start \(buffer.stats().nextSeq)")
         var index = 0
         while true {
@@ -262,12 +296,20 @@ enum CrashWriter {
             for _ in 0..<64 {
                 index += 1
                 // Varying sizes and priorities, so frames do not line up on any boundary.
-                let record = index % 17 == 0
-                    ? Record(timestamp: WallClock.now(), source: "axlebox-\(index % 3)",
-                             body: .event(name: "alarm_above", fields: [("point", .string("bearing_temp_\(index % 4)")), ("value", .number(90.5))]),
-                             priority: .alarm)
-                    : Record(timestamp: WallClock.now(), source: "axlebox-\(index % 3)",
-                             body: .sample(values: (0..<(1 + index % 5)).map { ("bearing_temp_\($0)", .number(40 + Double(index % 100) / 10)) }, errors: []))
+                let record =
+                    index % 17 == 0
+                    ? Record(
+                        timestamp: WallClock.now(), source: "axlebox-\(index % 3)",
+                        body: .event(
+                            name: "alarm_above",
+                            fields: [("point", .string("bearing_temp_\(index % 4)")), ("value", .number(90.5))]),
+                        priority: .alarm)
+                    : Record(
+                        timestamp: WallClock.now(), source: "axlebox-\(index % 3)",
+                        body: .sample(
+                            values: (0..<(1 + index % 5)).map {
+                                ("bearing_temp_\($0)", .number(40 + Double(index % 100) / 10))
+                            }, errors: []))
                 last = try buffer.append(record)
             }
             try buffer.sync()

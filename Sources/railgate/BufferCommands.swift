@@ -14,7 +14,8 @@ struct BufferOptions: ParsableArguments {
     var stateDir: String = "/var/lib/railgate"
 
     func open() throws -> DiskBuffer {
-        let settings = BufferSettings(maxBytes: DiskBuffer.recordedMaxBytes(stateDirectory: stateDir) ?? BufferSettings().maxBytes)
+        let settings = BufferSettings(
+            maxBytes: DiskBuffer.recordedMaxBytes(stateDirectory: stateDir) ?? BufferSettings().maxBytes)
         do {
             return try DiskBuffer(stateDirectory: stateDir, settings: settings, readOnly: true)
         } catch {
@@ -47,36 +48,49 @@ struct BufferStatsCommand: ParsableCommand {
         let ageSeconds = oldestTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 }
         // Bytes per hour over the most recent records, frame headers included.
         var bytesPerHour: Double?
-        if recent.count >= 2, let first = Self.timestamp(of: recent.first!.bytes), let last = Self.timestamp(of: recent.last!.bytes),
+        if recent.count >= 2, let first = Self.timestamp(of: recent.first!.bytes),
+            let last = Self.timestamp(of: recent.last!.bytes),
             last > first
         {
             let bytes = recent.reduce(0) { $0 + $1.bytes.count + 20 }
-            bytesPerHour = Double(bytes) / (Double(last.millisecondsSinceEpoch - first.millisecondsSinceEpoch) / 3_600_000)
+            bytesPerHour =
+                Double(bytes) / (Double(last.millisecondsSinceEpoch - first.millisecondsSinceEpoch) / 3_600_000)
         }
         var filesystem = statvfs()
-        let diskFree = statvfs(options.stateDir, &filesystem) == 0 ? Int(filesystem.f_bavail) * Int(filesystem.f_frsize) : Int.max
+        let diskFree =
+            statvfs(options.stateDir, &filesystem) == 0 ? Int(filesystem.f_bavail) * Int(filesystem.f_frsize) : Int.max
         let free = max(0, min(stats.maxBytes - stats.bytes, diskFree))
         let hoursLeft = bytesPerHour.map { Double(free) / $0 }
         if json {
-            StandardStreams.out(JSON.object([
-                ("records", .integer(Int64(stats.records))), ("bytes", .integer(Int64(stats.bytes))),
-                ("max_bytes", .integer(Int64(stats.maxBytes))), ("first_seq", .unsigned(stats.firstSeq)),
-                ("next_seq", .unsigned(stats.nextSeq)), ("acked_seq", .unsigned(stats.ackedSeq)),
-                ("dropped", .unsigned(stats.dropped)), ("dropped_normal", .unsigned(stats.droppedNormal)),
-                ("dropped_alarm", .unsigned(stats.droppedAlarm)), ("corrupt_bytes_skipped", .integer(Int64(stats.corruptBytesSkipped))),
-                ("oldest_ts", oldestTime.map { .string($0.description) } ?? .null),
-                ("oldest_age_s", ageSeconds.map(JSON.number) ?? .null),
-                ("bytes_per_hour", bytesPerHour.map(JSON.number) ?? .null),
-                ("free_bytes", .integer(Int64(free))), ("hours_left", hoursLeft.map(JSON.number) ?? .null),
-            ]).serialized)
+            StandardStreams.out(
+                JSON.object([
+                    ("records", .integer(Int64(stats.records))), ("bytes", .integer(Int64(stats.bytes))),
+                    ("max_bytes", .integer(Int64(stats.maxBytes))), ("first_seq", .unsigned(stats.firstSeq)),
+                    ("next_seq", .unsigned(stats.nextSeq)), ("acked_seq", .unsigned(stats.ackedSeq)),
+                    ("dropped", .unsigned(stats.dropped)), ("dropped_normal", .unsigned(stats.droppedNormal)),
+                    ("dropped_alarm", .unsigned(stats.droppedAlarm)),
+                    ("corrupt_bytes_skipped", .integer(Int64(stats.corruptBytesSkipped))),
+                    ("oldest_ts", oldestTime.map { .string($0.description) } ?? .null),
+                    ("oldest_age_s", ageSeconds.map(JSON.number) ?? .null),
+                    ("bytes_per_hour", bytesPerHour.map(JSON.number) ?? .null),
+                    ("free_bytes", .integer(Int64(free))), ("hours_left", hoursLeft.map(JSON.number) ?? .null),
+                ]).serialized)
             return
         }
-        StandardStreams.out("records      \(stats.records) unacknowledged (seq \(stats.firstSeq)..<\(stats.nextSeq), acked through \(stats.ackedSeq))")
-        StandardStreams.out("bytes        \(stats.bytes) of \(stats.maxBytes) (\(stats.bytes * 100 / max(1, stats.maxBytes))%)")
-        StandardStreams.out("dropped      \(stats.dropped) (normal \(stats.droppedNormal), alarm \(stats.droppedAlarm)); corrupt bytes skipped \(stats.corruptBytesSkipped)")
-        StandardStreams.out("oldest       " + (oldestTime.map { "\($0) (\(Self.duration(ageSeconds!)) ago)" } ?? "none"))
+        StandardStreams.out(
+            "records      \(stats.records) unacknowledged (seq \(stats.firstSeq)..<\(stats.nextSeq), acked through \(stats.ackedSeq))"
+        )
+        StandardStreams.out(
+            "bytes        \(stats.bytes) of \(stats.maxBytes) (\(stats.bytes * 100 / max(1, stats.maxBytes))%)")
+        StandardStreams.out(
+            "dropped      \(stats.dropped) (normal \(stats.droppedNormal), alarm \(stats.droppedAlarm)); corrupt bytes skipped \(stats.corruptBytesSkipped)"
+        )
+        StandardStreams.out(
+            "oldest       " + (oldestTime.map { "\($0) (\(Self.duration(ageSeconds!)) ago)" } ?? "none"))
         if let bytesPerHour, let hoursLeft {
-            StandardStreams.out("rate         \(Int(bytesPerHour)) bytes/h recently; the free space holds about \(Self.duration(hoursLeft * 3600)) more")
+            StandardStreams.out(
+                "rate         \(Int(bytesPerHour)) bytes/h recently; the free space holds about \(Self.duration(hoursLeft * 3600)) more"
+            )
         } else {
             StandardStreams.out("rate         not enough recent records to estimate how long the free space lasts")
         }
@@ -118,7 +132,8 @@ struct BufferDumpCommand: ParsableCommand {
         var after = from > 0 ? from - 1 : 0
         var printed = 0
         while printed < limit {
-            let chunk = buffer.records(after: after, limits: BatchLimits(maxRecords: min(1000, limit - printed), maxBytes: .max))
+            let chunk = buffer.records(
+                after: after, limits: BatchLimits(maxRecords: min(1000, limit - printed), maxBytes: .max))
             guard let last = chunk.last else { break }
             for record in chunk { StandardStreams.out(String(decoding: record.bytes, as: UTF8.self)) }
             printed += chunk.count

@@ -10,7 +10,8 @@ import RailgateModbus
 /// when something did, 78 when the configuration itself is wrong.
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "doctor", abstract: "Check everything a technician would check, each line ok/warn/fail with a remedy.")
+        commandName: "doctor",
+        abstract: "Check everything a technician would check, each line ok/warn/fail with a remedy.")
 
     @Option(help: "The gateway configuration (TOML).")
     var config: String
@@ -36,11 +37,16 @@ struct DoctorCommand: ParsableCommand {
         do {
             loaded = try ConfigLoader(files: LocalFiles()).load(config)
         } catch {
-            for problem in error.problems { note(.fail, "config", "\(problem); fix it, then `railgate check --config \(config)`") }
+            for problem in error.problems {
+                note(.fail, "config", "\(problem); fix it, then `railgate check --config \(config)`")
+            }
             finish(findings)
             throw Exit.config
         }
-        note(.ok, "config", "\(config) is valid: \(loaded.buses.count) buses, \(loaded.devices.count) devices, \(loaded.gates.count) gates")
+        note(
+            .ok, "config",
+            "\(config) is valid: \(loaded.buses.count) buses, \(loaded.devices.count) devices, \(loaded.gates.count) gates"
+        )
 
         checkStateDirectory(loaded, note)
         let daemon = checkDaemon(loaded, note)
@@ -53,12 +59,20 @@ struct DoctorCommand: ParsableCommand {
 
     private func finish(_ findings: [Finding]) {
         guard json else { return }
-        StandardStreams.out(JSON.object([
-            ("ok", .bool(!findings.contains { $0.verdict == .fail })),
-            ("checks", .array(findings.map {
-                .object([("status", .string($0.verdict.rawValue)), ("subject", .string($0.subject)), ("message", .string($0.message))])
-            })),
-        ]).serialized)
+        StandardStreams.out(
+            JSON.object([
+                ("ok", .bool(!findings.contains { $0.verdict == .fail })),
+                (
+                    "checks",
+                    .array(
+                        findings.map {
+                            .object([
+                                ("status", .string($0.verdict.rawValue)), ("subject", .string($0.subject)),
+                                ("message", .string($0.message)),
+                            ])
+                        })
+                ),
+            ]).serialized)
     }
 
     // MARK: Checks
@@ -67,7 +81,9 @@ struct DoctorCommand: ParsableCommand {
         let directory = config.gateway.stateDir
         var info = stat()
         guard stat(directory, &info) == 0 else {
-            note(.warn, "state_dir", "\(directory) does not exist yet; the daemon creates it (systemd: StateDirectory=railgate)")
+            note(
+                .warn, "state_dir",
+                "\(directory) does not exist yet; the daemon creates it (systemd: StateDirectory=railgate)")
             return
         }
         guard access(directory, W_OK) == 0 else {
@@ -80,7 +96,10 @@ struct DoctorCommand: ParsableCommand {
             let buffered = (try? DiskBuffer(stateDirectory: directory, settings: config.buffer, readOnly: true))
             let used = buffered?.stats().bytes ?? 0
             if free + used < config.buffer.maxBytes {
-                note(.warn, "state_dir", "\(free / 1_048_576) MiB free: the buffer cannot reach max_bytes (\(config.buffer.maxBytes / 1_048_576) MiB); free space or lower max_bytes")
+                note(
+                    .warn, "state_dir",
+                    "\(free / 1_048_576) MiB free: the buffer cannot reach max_bytes (\(config.buffer.maxBytes / 1_048_576) MiB); free space or lower max_bytes"
+                )
             } else {
                 note(.ok, "state_dir", "\(directory) writable, \(free / 1_048_576) MiB free")
             }
@@ -90,12 +109,21 @@ struct DoctorCommand: ParsableCommand {
                 if let error = stats.diskError {
                     note(.fail, "buffer", "disk error: \(error); check the flash card (dmesg), free space")
                 } else if stats.corruptBytesSkipped > 0 {
-                    note(.warn, "buffer", "\(stats.corruptBytesSkipped) corrupt bytes skipped (power cuts or a worn card); intact records are kept")
+                    note(
+                        .warn, "buffer",
+                        "\(stats.corruptBytesSkipped) corrupt bytes skipped (power cuts or a worn card); intact records are kept"
+                    )
                 } else {
-                    note(.ok, "buffer", "\(stats.records) records waiting, \(stats.bytes / 1024) KiB of \(stats.maxBytes / 1024) KiB, \(stats.dropped) dropped")
+                    note(
+                        .ok, "buffer",
+                        "\(stats.records) records waiting, \(stats.bytes / 1024) KiB of \(stats.maxBytes / 1024) KiB, \(stats.dropped) dropped"
+                    )
                 }
                 if stats.dropped > 0 {
-                    note(.warn, "buffer", "\(stats.droppedNormal) normal and \(stats.droppedAlarm) alarm records were dropped when full; a longer outage than max_bytes holds")
+                    note(
+                        .warn, "buffer",
+                        "\(stats.droppedNormal) normal and \(stats.droppedAlarm) alarm records were dropped when full; a longer outage than max_bytes holds"
+                    )
                 }
             }
         }
@@ -106,11 +134,15 @@ struct DoctorCommand: ParsableCommand {
         guard let reply = try? ControlClient.request("status", socket: config.gateway.controlSocket, timeoutSeconds: 3),
             let status = try? JSONReader.parse(reply), status["gateway"] != nil
         else {
-            note(.warn, "daemon", "not running (no answer on \(config.gateway.controlSocket)); start it: systemctl start railgate")
+            note(
+                .warn, "daemon",
+                "not running (no answer on \(config.gateway.controlSocket)); start it: systemctl start railgate")
             return nil
         }
         let uptime = Int(status["uptime_s"]?.doubleValue ?? 0)
-        note(.ok, "daemon", "running for \(uptime / 3600)h\(uptime / 60 % 60)m as gateway \(status["gateway"]?.plainText ?? "?")")
+        note(
+            .ok, "daemon",
+            "running for \(uptime / 3600)h\(uptime / 60 % 60)m as gateway \(status["gateway"]?.plainText ?? "?")")
         return status
     }
 
@@ -120,16 +152,23 @@ struct DoctorCommand: ParsableCommand {
             return
         }
         let subject = "upstream \(tls ? "mqtts" : "mqtt")://\(host):\(port)"
-        for (key, file) in [("password_file", config.upstream.passwordFile), ("ca_file", config.upstream.caFile),
-                            ("cert_file", config.upstream.certFile), ("key_file", config.upstream.keyFile)]
-        {
+        for (key, file) in [
+            ("password_file", config.upstream.passwordFile), ("ca_file", config.upstream.caFile),
+            ("cert_file", config.upstream.certFile), ("key_file", config.upstream.keyFile),
+        ] {
             if let file, access(file, R_OK) != 0 {
-                note(.fail, subject, "\(key) \(file) cannot be read: \(String(cString: strerror(errno))); install it readable by the railgate user")
+                note(
+                    .fail, subject,
+                    "\(key) \(file) cannot be read: \(String(cString: strerror(errno))); install it readable by the railgate user"
+                )
             }
         }
         if let state = daemon?["upstream"]?["state"]?.stringValue {
             if state == "connected" {
-                note(.ok, subject, "the daemon is connected, acknowledged through seq \(daemon?["upstream"]?["acked_seq"]?.plainText ?? "?")")
+                note(
+                    .ok, subject,
+                    "the daemon is connected, acknowledged through seq \(daemon?["upstream"]?["acked_seq"]?.plainText ?? "?")"
+                )
             } else {
                 let error = daemon?["upstream"]?["last_error"]?.stringValue.map { " (\($0))" } ?? ""
                 note(.warn, subject, "the daemon is \(state)\(error); records stay buffered until it connects")
@@ -137,7 +176,10 @@ struct DoctorCommand: ParsableCommand {
         }
         switch TCPProbe.connect(host: host, port: port, timeoutMs: 3000) {
         case nil: note(.ok, subject, "the broker accepts TCP connections")
-        case let reason?: note(.fail, subject, "cannot reach the broker: \(reason); check the modem/APN, DNS, the firewall and the url")
+        case let reason?:
+            note(
+                .fail, subject, "cannot reach the broker: \(reason); check the modem/APN, DNS, the firewall and the url"
+            )
         }
     }
 
@@ -147,7 +189,10 @@ struct DoctorCommand: ParsableCommand {
             let subject = "bus \(bus.name)"
             if case .rtu(let device, _, _, _, _) = bus.transport {
                 guard access(device, F_OK) == 0 else {
-                    note(.fail, subject, "\(device) does not exist; check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name")
+                    note(
+                        .fail, subject,
+                        "\(device) does not exist; check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name"
+                    )
                     continue
                 }
                 guard access(device, R_OK | W_OK) == 0 else {
@@ -163,7 +208,8 @@ struct DoctorCommand: ParsableCommand {
             }
             let connection: ModbusConnection
             do {
-                connection = try ModbusConnection(endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+                connection = try ModbusConnection(
+                    endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
                 try connection.connect()
             } catch {
                 note(.fail, subject, "\(error); check the address or device and the line settings")
@@ -173,14 +219,21 @@ struct DoctorCommand: ParsableCommand {
             for device in devices {
                 guard let request = ReadPlanner.plan(device.profile.points, maxGap: bus.maxGap).first else { continue }
                 do {
-                    _ = try connection.read(request.table, unit: device.unit, address: request.address, count: request.count)
-                    note(.ok, "device \(device.name)", "unit \(device.unit) answers (\(request.table.rawValue) \(request.address), \(request.count) items)")
+                    _ = try connection.read(
+                        request.table, unit: device.unit, address: request.address, count: request.count)
+                    note(
+                        .ok, "device \(device.name)",
+                        "unit \(device.unit) answers (\(request.table.rawValue) \(request.address), \(request.count) items)"
+                    )
                 } catch {
                     let remedy: String
                     switch error.kind {
-                    case .timeout: remedy = "no answer: check wiring (A/B swapped?), termination, the unit id and baud/parity"
+                    case .timeout:
+                        remedy = "no answer: check wiring (A/B swapped?), termination, the unit id and baud/parity"
                     case .crc: remedy = "garbled replies: check baud/parity/stop bits, termination and cable shielding"
-                    case .exception(let code): remedy = "the device refuses (exception \(code)): check the profile's addresses against its manual"
+                    case .exception(let code):
+                        remedy =
+                            "the device refuses (exception \(code)): check the profile's addresses against its manual"
                     default: remedy = "\(error)"
                     }
                     note(.fail, "device \(device.name)", "unit \(device.unit): \(remedy)")
@@ -193,9 +246,14 @@ struct DoctorCommand: ParsableCommand {
     private func reportFromDaemon(_ name: String, _ daemon: JSON, _ note: (Verdict, String, String) -> Void) {
         guard let device = daemon["devices"]?.arrayValue?.first(where: { $0["name"] == .string(name) }) else { return }
         if device["answering"] == .bool(false) {
-            note(.fail, "device \(name)", "not answering: \(device["last_error"]?.plainText ?? "?"); check wiring, unit id, baud/parity")
+            note(
+                .fail, "device \(name)",
+                "not answering: \(device["last_error"]?.plainText ?? "?"); check wiring, unit id, baud/parity")
         } else {
-            note(.ok, "device \(name)", "answering; \(device["polls"]?.plainText ?? "0") polls, \(device["errors"]?.plainText ?? "0") with errors")
+            note(
+                .ok, "device \(name)",
+                "answering; \(device["polls"]?.plainText ?? "0") polls, \(device["errors"]?.plainText ?? "0") with errors"
+            )
         }
     }
 
@@ -208,7 +266,10 @@ struct DoctorCommand: ParsableCommand {
                 if let error = status["error"]?.stringValue {
                     note(.fail, subject, error)
                 } else if state == "fault" {
-                    note(.warn, subject, "barrier in fault (\(status["fault"]?.plainText ?? "?")): check the barrier and its limit switches")
+                    note(
+                        .warn, subject,
+                        "barrier in fault (\(status["fault"]?.plainText ?? "?")): check the barrier and its limit switches"
+                    )
                 } else {
                     note(.ok, subject, "watched by the daemon, barrier \(state)")
                 }
@@ -216,13 +277,19 @@ struct DoctorCommand: ParsableCommand {
             }
             do {
                 let chip = try GPIOChips.open(gate.chip)
-                let watch = try chip.watch(lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-doctor")
+                let watch = try chip.watch(
+                    lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-doctor")
                 let levels = try watch.levels()
                 watch.release()
                 let open = levels[gate.openLine] == true
                 let closed = levels[gate.closedLine] == true
-                let reading = open && closed ? "both switches active: a broken wire or a misadjusted switch" : open ? "open" : closed ? "closed" : "between limits"
-                note(open && closed ? .warn : .ok, subject, "\(chip.name) lines \(gate.openLine)/\(gate.closedLine) free; barrier reads \(reading)")
+                let reading =
+                    open && closed
+                    ? "both switches active: a broken wire or a misadjusted switch"
+                    : open ? "open" : closed ? "closed" : "between limits"
+                note(
+                    open && closed ? .warn : .ok, subject,
+                    "\(chip.name) lines \(gate.openLine)/\(gate.closedLine) free; barrier reads \(reading)")
             } catch {
                 note(.fail, subject, error.description)
             }
@@ -242,7 +309,9 @@ enum TCPProbe {
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
         let resolved = getaddrinfo(host, String(port), &hints, &result)
-        guard resolved == 0, let info = result else { return "cannot resolve \(host): \(String(cString: gai_strerror(resolved)))" }
+        guard resolved == 0, let info = result else {
+            return "cannot resolve \(host): \(String(cString: gai_strerror(resolved)))"
+        }
         defer { freeaddrinfo(result) }
         let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return String(cString: strerror(errno)) }

@@ -30,7 +30,8 @@ struct GPIOInfoCommand: ParsableCommand {
     func run() throws {
         let names = chip.map { [$0] } ?? GPIOChips.kernelChips()
         guard !names.isEmpty else {
-            StandardStreams.error("railgate gpio info: no GPIO chips (/dev/gpiochip*) on this machine; a simulated chip is sim:PATH")
+            StandardStreams.error(
+                "railgate gpio info: no GPIO chips (/dev/gpiochip*) on this machine; a simulated chip is sim:PATH")
             throw Exit.unavailable
         }
         var documents: [JSON] = []
@@ -46,22 +47,32 @@ struct GPIOInfoCommand: ParsableCommand {
                 }
             }
             if json {
-                documents.append(.object([
-                    ("chip", .string(chip.name)), ("label", .string(chip.label)), ("lines", .array(lines.map { line in
-                        .object([
-                            ("offset", .integer(Int64(line.offset))), ("name", .string(line.name)), ("consumer", .string(line.consumer)),
-                            ("used", .bool(line.isUsed)), ("direction", .string(line.isOutput ? "output" : "input")),
-                            ("active_low", .bool(line.activeLow)), ("level", line.level.map { .integer($0 ? 1 : 0) } ?? .null),
-                        ])
-                    })),
-                ]))
+                documents.append(
+                    .object([
+                        ("chip", .string(chip.name)), ("label", .string(chip.label)),
+                        (
+                            "lines",
+                            .array(
+                                lines.map { line in
+                                    .object([
+                                        ("offset", .integer(Int64(line.offset))), ("name", .string(line.name)),
+                                        ("consumer", .string(line.consumer)),
+                                        ("used", .bool(line.isUsed)),
+                                        ("direction", .string(line.isOutput ? "output" : "input")),
+                                        ("active_low", .bool(line.activeLow)),
+                                        ("level", line.level.map { .integer($0 ? 1 : 0) } ?? .null),
+                                    ])
+                                })
+                        ),
+                    ]))
                 continue
             }
             StandardStreams.out("\(chip.name) [\(chip.label)] - \(chip.lineCount) lines:")
             for line in lines {
                 let name = line.name.isEmpty ? "unnamed" : "\"\(line.name)\""
                 let consumer = line.isUsed ? "\"\(line.consumer.isEmpty ? "kernel" : line.consumer)\"" : "unused"
-                var text = "\tline \(line.offset): \(name) \(consumer) \(line.isOutput ? "output" : "input") active-\(line.activeLow ? "low" : "high")"
+                var text =
+                    "\tline \(line.offset): \(name) \(consumer) \(line.isOutput ? "output" : "input") active-\(line.activeLow ? "low" : "high")"
                 if let level = line.level { text += " [\(level ? 1 : 0)]" }
                 StandardStreams.out(text)
             }
@@ -118,12 +129,15 @@ struct GPIOWatchCommand: ParsableCommand {
                 let nanoseconds = String(edge.timestampNs % 1_000_000_000)
                 let padded = String(repeating: "0", count: 9 - nanoseconds.count) + nanoseconds
                 if json {
-                    StandardStreams.out(JSON.object([
-                        ("line", .integer(Int64(edge.line))), ("edge", .string(edge.active ? "rising" : "falling")),
-                        ("timestamp_ns", .integer(edge.timestampNs)),
-                    ]).serialized)
+                    StandardStreams.out(
+                        JSON.object([
+                            ("line", .integer(Int64(edge.line))), ("edge", .string(edge.active ? "rising" : "falling")),
+                            ("timestamp_ns", .integer(edge.timestampNs)),
+                        ]).serialized)
                 } else {
-                    StandardStreams.out("event: \(edge.active ? "RISING EDGE " : "FALLING EDGE") offset: \(edge.line) timestamp: [\(seconds).\(padded)]")
+                    StandardStreams.out(
+                        "event: \(edge.active ? "RISING EDGE " : "FALLING EDGE") offset: \(edge.line) timestamp: [\(seconds).\(padded)]"
+                    )
                 }
             }
         }

@@ -32,8 +32,12 @@ struct BusOptions: ParsableArguments {
     var timeoutMs: Int?
 
     func validate() throws {
-        guard (tcp == nil) != (rtu == nil) else { throw ValidationError("give exactly one of --tcp HOST[:PORT] or --rtu DEVICE") }
-        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil { throw ValidationError("--tcp wants HOST[:PORT], got '\(tcp)'") }
+        guard (tcp == nil) != (rtu == nil) else {
+            throw ValidationError("give exactly one of --tcp HOST[:PORT] or --rtu DEVICE")
+        }
+        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil {
+            throw ValidationError("--tcp wants HOST[:PORT], got '\(tcp)'")
+        }
         guard [1, 2].contains(stopBits) else { throw ValidationError("--stop-bits must be 1 or 2") }
         guard (5...8).contains(dataBits) else { throw ValidationError("--data-bits must be 5...8") }
     }
@@ -102,15 +106,23 @@ struct ModbusReadCommand: ParsableCommand {
     }
 
     func validate() throws {
-        guard let valueType = ValueType(type) else { throw ValidationError("--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N") }
-        guard WordOrder(rawValue: order) != nil else { throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA") }
+        guard let valueType = ValueType(type) else {
+            throw ValidationError("--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N")
+        }
+        guard WordOrder(rawValue: order) != nil else {
+            throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA")
+        }
         guard (0...255).contains(unit) else { throw ValidationError("--unit must be 0...255") }
-        guard count >= 1, (0...65535).contains(address) else { throw ValidationError("--count must be at least 1 and --address 0...65535") }
+        guard count >= 1, (0...65535).contains(address) else {
+            throw ValidationError("--count must be at least 1 and --address 0...65535")
+        }
         let items = table.table.holdsBits ? count : count * valueType.registerCount
         guard items <= table.table.maxItemsPerRequest else {
             throw ValidationError("that is \(items) items; one request reads at most \(table.table.maxItemsPerRequest)")
         }
-        if table.table.holdsBits, valueType != .bool, type != "u16" { throw ValidationError("coils and discrete inputs are bits: use --type bool") }
+        if table.table.holdsBits, valueType != .bool, type != "u16" {
+            throw ValidationError("coils and discrete inputs are bits: use --type bool")
+        }
     }
 
     func run() throws {
@@ -130,26 +142,38 @@ struct ModbusReadCommand: ParsableCommand {
         var values: [(address: Int, value: PointValue)] = []
         for index in 0..<count {
             let slice = registers[(index * width)..<((index + 1) * width)]
-            let point = PointDefinition(name: "v", table: table.table, address: address + index * width, type: valueType, order: wordOrder)
+            let point = PointDefinition(
+                name: "v", table: table.table, address: address + index * width, type: valueType, order: wordOrder)
             values.append((point.address, point.decode(slice)))
         }
         if json {
-            StandardStreams.out(JSON.object([
-                ("unit", .integer(Int64(unit))), ("table", .string(table.table.rawValue)), ("address", .integer(Int64(address))),
-                ("type", .string(valueType.description)), ("order", .string(wordOrder.rawValue)),
-                ("registers", .array(registers.map { .unsigned(UInt64($0)) })),
-                ("values", .array(values.map { .object([("address", .integer(Int64($0.address))), ("value", $0.value.jsonValue)]) })),
-            ]).serialized)
+            StandardStreams.out(
+                JSON.object([
+                    ("unit", .integer(Int64(unit))), ("table", .string(table.table.rawValue)),
+                    ("address", .integer(Int64(address))),
+                    ("type", .string(valueType.description)), ("order", .string(wordOrder.rawValue)),
+                    ("registers", .array(registers.map { .unsigned(UInt64($0)) })),
+                    (
+                        "values",
+                        .array(
+                            values.map {
+                                .object([("address", .integer(Int64($0.address))), ("value", $0.value.jsonValue)])
+                            })
+                    ),
+                ]).serialized)
             return
         }
-        StandardStreams.out("-- unit \(unit) on \(bus.endpoint), \(table.table.rawValue) \(valueType)\(valueType.isMultiRegisterNumber ? " \(wordOrder.rawValue)" : "")")
+        StandardStreams.out(
+            "-- unit \(unit) on \(bus.endpoint), \(table.table.rawValue) \(valueType)\(valueType.isMultiRegisterNumber ? " \(wordOrder.rawValue)" : "")"
+        )
         for (valueAddress, value) in values { StandardStreams.out("[\(valueAddress)]: \t\(value)") }
     }
 }
 
 struct ModbusScanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "scan", abstract: "Probe unit ids and list those that answer (an exception reply counts as an answer).")
+        commandName: "scan",
+        abstract: "Probe unit ids and list those that answer (an exception reply counts as an answer).")
 
     @OptionGroup var bus: BusOptions
 
@@ -187,9 +211,14 @@ struct ModbusScanCommand: ParsableCommand {
             }
         }
         if json {
-            StandardStreams.out(JSON.object([
-                ("units", .array(found.map { .object([("unit", .integer(Int64($0.unit))), ("answer", .string($0.answer))]) })),
-            ]).serialized)
+            StandardStreams.out(
+                JSON.object([
+                    (
+                        "units",
+                        .array(
+                            found.map { .object([("unit", .integer(Int64($0.unit))), ("answer", .string($0.answer))]) })
+                    )
+                ]).serialized)
             return
         }
         StandardStreams.out("-- scanned units \(bounds[0])-\(bounds[1]) on \(bus.endpoint): \(found.count) answered")

@@ -9,7 +9,8 @@ struct Railgate: ParsableCommand {
         abstract: "Telemetry gateway for wagons and border gates: Modbus and GPIO in, MQTT out.",
         version: RailgateVersion.current,
         subcommands: [
-            RunCommand.self, CheckCommand.self, StatusCommand.self, ModbusCommand.self, GPIOCommand.self, BufferCommand.self,
+            RunCommand.self, CheckCommand.self, StatusCommand.self, ModbusCommand.self, GPIOCommand.self,
+            BufferCommand.self,
             DoctorCommand.self,
         ])
 }

@@ -15,7 +15,10 @@ struct RunCommand: ParsableCommand {
     @Option(help: "The gateway configuration (TOML).")
     var config: String
 
-    @Flag(help: "Poll every device once, print the records as JSON lines, send nothing, exit (69 if a device did not answer).")
+    @Flag(
+        help:
+            "Poll every device once, print the records as JSON lines, send nothing, exit (69 if a device did not answer)."
+    )
     var once = false
 
     func run() throws {
@@ -56,14 +59,18 @@ struct CheckCommand: ParsableCommand {
     func run() throws {
         let loaded = try loadConfig(config)
         if json {
-            StandardStreams.out(JSON.object([
-                ("ok", .bool(true)), ("gateway", .string(loaded.gateway.id)), ("buses", .integer(Int64(loaded.buses.count))),
-                ("devices", .integer(Int64(loaded.devices.count))), ("gates", .integer(Int64(loaded.gates.count))),
-                ("points", .integer(Int64(loaded.devices.reduce(0) { $0 + $1.profile.points.count }))),
-            ]).serialized)
+            StandardStreams.out(
+                JSON.object([
+                    ("ok", .bool(true)), ("gateway", .string(loaded.gateway.id)),
+                    ("buses", .integer(Int64(loaded.buses.count))),
+                    ("devices", .integer(Int64(loaded.devices.count))), ("gates", .integer(Int64(loaded.gates.count))),
+                    ("points", .integer(Int64(loaded.devices.reduce(0) { $0 + $1.profile.points.count }))),
+                ]).serialized)
         } else {
             let points = loaded.devices.reduce(0) { $0 + $1.profile.points.count }
-            StandardStreams.out("\(config): ok: gateway \(loaded.gateway.id), \(loaded.buses.count) buses, \(loaded.devices.count) devices (\(points) points), \(loaded.gates.count) gates")
+            StandardStreams.out(
+                "\(config): ok: gateway \(loaded.gateway.id), \(loaded.buses.count) buses, \(loaded.devices.count) devices (\(points) points), \(loaded.gates.count) gates"
+            )
         }
     }
 }

@@ -17,7 +17,9 @@ struct StatusCommand: ParsableCommand {
         do {
             reply = try ControlClient.request("status", socket: socket)
         } catch {
-            StandardStreams.error("railgate status: cannot reach the daemon at \(socket): \(error). Is railgate running (systemctl status railgate)?")
+            StandardStreams.error(
+                "railgate status: cannot reach the daemon at \(socket): \(error). Is railgate running (systemctl status railgate)?"
+            )
             throw Exit.unavailable
         }
         if json {
@@ -43,12 +45,16 @@ enum ControlClient {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw Failure(description: "socket path too long") }
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw Failure(description: "socket path too long")
+        }
         withUnsafeMutableBytes(of: &address.sun_path) { target in
             for (index, byte) in bytes.enumerated() { target[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else { throw Failure(description: String(cString: strerror(errno))) }
         StandardStreams.write(fd: fd, command + "\n")

@@ -57,8 +57,10 @@ struct CommandTests {
     @Test("run --once prints one record per device, and exits 69 when a device is silent")
     func once() throws {
         let scratch = Scratch()
-        let simulator = try WagonSimulator(profile: "brake-load-sensor", units: "3", scratch: scratch, extra: ["--set", "load=61.25"])
-        let good = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("brake-load", simulator.port, 3, "brake-load-sensor")])
+        let simulator = try WagonSimulator(
+            profile: "brake-load-sensor", units: "3", scratch: scratch, extra: ["--set", "load=61.25"])
+        let good = gatewayConfig(
+            scratch: scratch, brokerPort: nil, devices: [("brake-load", simulator.port, 3, "brake-load-sensor")])
         var result = try TestProcess.run(Binaries.railgate, ["run", "--config", good, "--once"], scratch: scratch)
         #expect(result.status == 0, "\(result.error)")
         let record = try JSONReader.parse(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -66,7 +68,8 @@ struct CommandTests {
         #expect(record["values"]?["load"] == .number(61.25))
         #expect(record["seq"] == nil)
 
-        let silent = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("brake-load", simulator.port, 9, "brake-load-sensor")])
+        let silent = gatewayConfig(
+            scratch: scratch, brokerPort: nil, devices: [("brake-load", simulator.port, 9, "brake-load-sensor")])
         result = try TestProcess.run(Binaries.railgate, ["run", "--config", silent, "--once"], scratch: scratch)
         #expect(result.status == 69)
         #expect(try JSONReader.parse(result.output.trimmingCharacters(in: .whitespacesAndNewlines))["errors"] != nil)
@@ -77,14 +80,17 @@ struct CommandTests {
         let scratch = Scratch()
         let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
         let metricsPort = freePort()
-        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")],
-                                   metricsPort: metricsPort)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: nil, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")],
+            metricsPort: metricsPort)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let socket = scratch.path + "/control.sock"
         var status: JSON = .null
         let deadline = Date().addingTimeInterval(60)
         repeat {
-            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket, "--json"], scratch: scratch)
+            let result = try TestProcess.run(
+                Binaries.railgate, ["status", "--socket", socket, "--json"], scratch: scratch)
             if result.status == 0 { status = (try? JSONReader.parse(result.output)) ?? .null }
             if (status["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0) >= 2 { break }
             usleep(100_000)
@@ -118,11 +124,14 @@ struct CommandTests {
         let down = try TestProcess.run(Binaries.railgate, ["status", "--socket", socket], scratch: scratch)
         #expect(down.status == 69)
 
-        let stats = try TestProcess.run(Binaries.railgate, ["buffer", "stats", "--state-dir", scratch.path + "/state", "--json"], scratch: scratch)
+        let stats = try TestProcess.run(
+            Binaries.railgate, ["buffer", "stats", "--state-dir", scratch.path + "/state", "--json"], scratch: scratch)
         #expect(stats.status == 0, "\(stats.error)")
         let buffered = try JSONReader.parse(stats.output)
         #expect((buffered["records"]?.intValue ?? 0) >= 2)
-        let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state", "--limit", "2"], scratch: scratch)
+        let dump = try TestProcess.run(
+            Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state", "--limit", "2"],
+            scratch: scratch)
         #expect(dump.output.split(separator: "\n").count == 2)
         #expect(try JSONReader.parse(String(dump.output.split(separator: "\n")[0]))["seq"] == .integer(1))
         _ = simulator
@@ -137,7 +146,9 @@ struct CommandTests {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard connected == 0 else { throw TimedOut(description: "cannot connect to the metrics port") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
@@ -163,7 +174,9 @@ struct CommandTests {
             for (index, byte) in path.utf8.enumerated() { target[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else { throw TimedOut(description: "cannot connect to \(path)") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
@@ -183,7 +196,9 @@ struct DoctorTests {
         let broker = try Broker(scratch: scratch)
         var wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
         let gate = try GateSimulator(scratch: scratch)
-        let config = scratch.write("doctor.toml", """
+        let config = scratch.write(
+            "doctor.toml",
+            """
             [gateway]
             id = "KZ-WAG-DOCTOR"
             state_dir = "\(scratch.path)/state"
@@ -211,7 +226,8 @@ struct DoctorTests {
             closed_line = 18
             """)
         func doctor() throws -> (status: Int32, checks: [String: [String]]) {
-            let result = try TestProcess.run(Binaries.railgate, ["doctor", "--config", config, "--json"], scratch: scratch)
+            let result = try TestProcess.run(
+                Binaries.railgate, ["doctor", "--config", config, "--json"], scratch: scratch)
             var checks: [String: [String]] = [:]
             for check in (try JSONReader.parse(result.output))["checks"]?.arrayValue ?? [] {
                 checks[check["subject"]?.stringValue ?? "?", default: []].append(check["status"]?.stringValue ?? "?")
@@ -226,13 +242,17 @@ struct DoctorTests {
         #expect(report.checks["gate north-barrier"] == ["ok"])
         #expect(report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok"])
 
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let deadline = Date().addingTimeInterval(30)
         repeat {
             report = try doctor()
-            if report.checks["daemon"] == ["ok"], report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok", "ok"],
+            if report.checks["daemon"] == ["ok"],
+                report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok", "ok"],
                 report.checks["gate north-barrier"] == ["ok"]
-            { break }
+            {
+                break
+            }
             usleep(200_000)
         } while Date() < deadline
         #expect(report.status == 0, "\(report.checks)")
@@ -256,10 +276,14 @@ struct ReloadTests {
         let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7-8", scratch: scratch)
         let one = [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")]
         let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: one)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         func devices() throws -> [String] {
-            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
-            return (try? JSONReader.parse(result.output))?["devices"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+            let result = try TestProcess.run(
+                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+            return (try? JSONReader.parse(result.output))?["devices"]?.arrayValue?.compactMap {
+                $0["name"]?.stringValue
+            } ?? []
         }
         func waitForDevices(_ expected: [String]) throws {
             let deadline = Date().addingTimeInterval(30)
@@ -272,7 +296,9 @@ struct ReloadTests {
 
         // A broken file: refused with its problems, the running configuration keeps polling.
         let valid = try String(contentsOfFile: config, encoding: .utf8)
-        try (valid + "\n[[device]]\nname = \"axlebox-2\"\nbus = \"nowhere\"\nunit = 8\nprofile = \"axle-bearing-sensor\"\n")
+        try
+            (valid
+            + "\n[[device]]\nname = \"axlebox-2\"\nbus = \"nowhere\"\nunit = 8\nprofile = \"axle-bearing-sensor\"\n")
             .write(toFile: config, atomically: true, encoding: .utf8)
         gateway.signal(SIGHUP)
         _ = try waitForLog(gateway, "reload refused: keeping the running configuration")
@@ -287,7 +313,8 @@ struct ReloadTests {
         try waitForDevices(["axlebox-1", "axlebox-2"])
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
-        let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
+        let dump = try TestProcess.run(
+            Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
         let seqs = dump.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0))["seq"]?.intValue }
         #expect(seqs == Array(1...(seqs.last ?? 1)), "one seq sequence across the reload")
     }
@@ -298,9 +325,12 @@ struct ReloadTests {
         let broker = try Broker(scratch: scratch)
         let subscriber = try Subscriber(port: broker.port, topic: "railgate/+/telemetry")
         let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
-        let config = gatewayConfig(scratch: scratch, brokerPort: broker.port, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")],
-                                   extraUpstream: "compression = \"gzip\"")
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port,
+            devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")],
+            extraUpstream: "compression = \"gzip\"")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try subscriber.waitUntil(seconds: 60) { !$0.isEmpty }
         let payload = subscriber.messages[0].payload
         #expect(Array(payload.prefix(2)) == [0x1F, 0x8B])
@@ -317,7 +347,9 @@ struct ReloadTests {
     func waitForLog(_ process: TestProcess, _ text: String) throws -> String {
         let deadline = Date().addingTimeInterval(30)
         while !process.errorOutput.contains(text) {
-            guard Date() < deadline else { throw TimedOut(description: "no log line '\(text)': \(process.errorOutput.suffix(400))") }
+            guard Date() < deadline else {
+                throw TimedOut(description: "no log line '\(text)': \(process.errorOutput.suffix(400))")
+            }
             usleep(50_000)
         }
         return process.errorOutput
@@ -331,20 +363,37 @@ struct TLSTests {
         let path = scratch.path
         scratch.write("san.ext", "subjectAltName=IP:127.0.0.1\n")
         for arguments in [
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/ca.key", "-out", "\(path)/ca.pem", "-days", "1", "-subj", "/CN=railgate test CA"],
-            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/server.key", "-out", "\(path)/server.csr", "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", "\(path)/server.csr", "-CA", "\(path)/ca.pem", "-CAkey", "\(path)/ca.key", "-CAcreateserial",
-             "-out", "\(path)/server.pem", "-days", "1", "-extfile", "\(path)/san.ext"],
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/other.key", "-out", "\(path)/other-ca.pem", "-days", "1", "-subj", "/CN=some other CA"],
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/ca.key", "-out", "\(path)/ca.pem",
+                "-days", "1", "-subj", "/CN=railgate test CA",
+            ],
+            [
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/server.key", "-out", "\(path)/server.csr",
+                "-subj", "/CN=127.0.0.1",
+            ],
+            [
+                "x509", "-req", "-in", "\(path)/server.csr", "-CA", "\(path)/ca.pem", "-CAkey", "\(path)/ca.key",
+                "-CAcreateserial",
+                "-out", "\(path)/server.pem", "-days", "1", "-extfile", "\(path)/san.ext",
+            ],
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/other.key", "-out",
+                "\(path)/other-ca.pem", "-days", "1", "-subj", "/CN=some other CA",
+            ],
         ] {
             let result = try TestProcess.run("/usr/bin/openssl", arguments, scratch: scratch)
-            guard result.status == 0 else { throw TimedOut(description: "openssl \(arguments[0]) failed: \(result.error)") }
+            guard result.status == 0 else {
+                throw TimedOut(description: "openssl \(arguments[0]) failed: \(result.error)")
+            }
         }
         return ("\(path)/ca.pem", "\(path)/server.pem", "\(path)/server.key")
     }
 
-    @Test("mqtts:// with ca_file delivers over TLS; a broker the CA does not vouch for is refused and reported",
-          .enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/openssl"), "needs the openssl command to make test certificates"))
+    @Test(
+        "mqtts:// with ca_file delivers over TLS; a broker the CA does not vouch for is refused and reported",
+        .enabled(
+            if: FileManager.default.fileExists(atPath: "/usr/bin/openssl"),
+            "needs the openssl command to make test certificates"))
     func tls() throws {
         let scratch = Scratch()
         let files = try certificates(scratch)
@@ -353,10 +402,15 @@ struct TLSTests {
         let subscriber = try Subscriber(port: broker.port, topic: "railgate/+/telemetry")
         let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
         for (caFile, trusted) in [(files.ca, true), (scratch.path + "/other-ca.pem", false)] {
-            var config = try String(contentsOfFile: gatewayConfig(scratch: scratch, brokerPort: 1, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")]), encoding: .utf8)
-            config = config.replacingOccurrences(of: "mqtt://127.0.0.1:1\"", with: "mqtts://127.0.0.1:\(tlsPort)\"\nca_file = \"\(caFile)\"")
+            var config = try String(
+                contentsOfFile: gatewayConfig(
+                    scratch: scratch, brokerPort: 1, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")]),
+                encoding: .utf8)
+            config = config.replacingOccurrences(
+                of: "mqtt://127.0.0.1:1\"", with: "mqtts://127.0.0.1:\(tlsPort)\"\nca_file = \"\(caFile)\"")
             let file = scratch.write("tls.toml", config)
-            let gateway = try TestProcess(Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "railgate")
+            let gateway = try TestProcess(
+                Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "railgate")
             if trusted {
                 try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 2 }
                 #expect(subscriber.records.first?["source"] == .string("axlebox-1"))
@@ -364,7 +418,9 @@ struct TLSTests {
                 let deadline = Date().addingTimeInterval(30)
                 var upstream: JSON = .null
                 while Date() < deadline, upstream["last_error"] == nil || upstream["last_error"] == .null {
-                    let status = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+                    let status = try TestProcess.run(
+                        Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"],
+                        scratch: scratch)
                     upstream = (try? JSONReader.parse(status.output))?["upstream"] ?? .null
                     usleep(200_000)
                 }

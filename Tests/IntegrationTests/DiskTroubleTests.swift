@@ -16,20 +16,26 @@ let canMountTmpfs: Bool = {
 
 @Suite("Disk trouble", .serialized)
 struct DiskTroubleTests {
-    @Test("a full disk: a clear status, polling goes on into memory, writing resumes, nothing lost",
-          .enabled(if: canMountTmpfs, "needs root to mount a small tmpfs it can fill up"))
+    @Test(
+        "a full disk: a clear status, polling goes on into memory, writing resumes, nothing lost",
+        .enabled(if: canMountTmpfs, "needs root to mount a small tmpfs it can fill up"))
     func fullDisk() throws {
         let scratch = Scratch()
         let state = scratch.path + "/state"
         try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
         #expect(system("mount -t tmpfs -o size=64k tmpfs '\(state)'") == 0)
         defer { _ = system("umount -l '\(state)' 2>/dev/null") }
-        let wagon = try WagonSimulator(profile: "all-types", units: "1", scratch: scratch, extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
-        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("testbox", wagon.port, 1, "all-types")], pollMs: 20)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let wagon = try WagonSimulator(
+            profile: "all-types", units: "1", scratch: scratch,
+            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: nil, devices: [("testbox", wagon.port, 1, "all-types")], pollMs: 20)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
         func status() throws -> JSON {
-            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+            let result = try TestProcess.run(
+                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
             return (try? JSONReader.parse(result.output)) ?? .null
         }
         func waitFor(_ seconds: Double, _ what: String, _ condition: (JSON) -> Bool) throws -> JSON {
@@ -45,7 +51,9 @@ struct DiskTroubleTests {
         let full = try waitFor(90, "the disk never filled") { $0["buffer"]?["disk_error"]?.stringValue != nil }
         #expect(full["buffer"]?["disk_error"]?.stringValue?.contains("No space left on device") == true)
         let polls = full["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0
-        _ = try waitFor(30, "polling stopped on a full disk") { ($0["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0) > polls + 20 }
+        _ = try waitFor(30, "polling stopped on a full disk") {
+            ($0["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0) > polls + 20
+        }
         #expect(gateway.isRunning)
         #expect(gateway.errorOutput.contains("buffer disk trouble"))
 

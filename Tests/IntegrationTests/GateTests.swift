@@ -4,7 +4,9 @@ import Testing
 
 /// A gateway configuration with one gate and no Modbus devices.
 func gateGatewayConfig(scratch: Scratch, brokerPort: Int?, chip: String, travelTimeoutMs: Int = 4000) -> String {
-    scratch.write("gateway-gate.toml", """
+    scratch.write(
+        "gateway-gate.toml",
+        """
         [gateway]
         id = "TM-GATE-SERHETABAT"
         state_dir = "\(scratch.path)/state"
@@ -40,11 +42,13 @@ struct GateTests {
         let subscriber = try Subscriber(port: broker.port)
         let gate = try GateSimulator(scratch: scratch, scenario: projectRoot + "/Simulators/scenarios/gate-cycle.toml")
         let config = gateGatewayConfig(scratch: scratch, brokerPort: broker.port, chip: gate.chip)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try subscriber.waitUntil(seconds: 60) { _ in events(subscriber.records, from: "north-barrier").count >= 5 }
         let cycle = events(subscriber.records, from: "north-barrier")
         #expect(cycle.map { $0["event"]?.stringValue ?? "?" } == ["closed", "opening", "open", "closing", "closed"])
-        #expect(cycle.map { $0["previous"]?.stringValue ?? "?" } == ["unknown", "closed", "opening", "open", "closing"])
+        #expect(
+            cycle.map { $0["previous"]?.stringValue ?? "?" } == ["unknown", "closed", "opening", "open", "closing"])
         #expect(cycle.allSatisfy { $0["priority"] == .string("normal") })
         let travelOpen = cycle[2]["travel_ms"]?.intValue ?? 0
         let travelClose = cycle[4]["travel_ms"]?.intValue ?? 0
@@ -55,7 +59,8 @@ struct GateTests {
         let birth = try #require(subscriber.messages.first { $0.topic.hasSuffix("/status") }?.json)
         #expect(birth["sources"]?["north-barrier"]?["kind"] == .string("gate"))
 
-        let status = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+        let status = try TestProcess.run(
+            Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
         let gates = try JSONReader.parse(status.output)["gates"]?.arrayValue
         #expect(gates?.first?["name"] == .string("north-barrier"))
         #expect(gates?.first?["state"] == .string("closed"))
@@ -69,10 +74,15 @@ struct GateTests {
         let broker = try Broker(scratch: scratch)
         let subscriber = try Subscriber(port: broker.port)
         let gate = try GateSimulator(scratch: scratch, scenario: projectRoot + "/Simulators/scenarios/gate-stuck.toml")
-        let config = gateGatewayConfig(scratch: scratch, brokerPort: broker.port, chip: gate.chip, travelTimeoutMs: 1500)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
-        try subscriber.waitUntil(seconds: 60) { _ in events(subscriber.records, from: "north-barrier").contains { $0["event"] == .string("fault") } }
-        let fault = try #require(events(subscriber.records, from: "north-barrier").first { $0["event"] == .string("fault") })
+        let config = gateGatewayConfig(
+            scratch: scratch, brokerPort: broker.port, chip: gate.chip, travelTimeoutMs: 1500)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        try subscriber.waitUntil(seconds: 60) { _ in
+            events(subscriber.records, from: "north-barrier").contains { $0["event"] == .string("fault") }
+        }
+        let fault = try #require(
+            events(subscriber.records, from: "north-barrier").first { $0["event"] == .string("fault") })
         #expect(fault["fault"] == .string("travel_timeout"))
         #expect(fault["previous"] == .string("opening"))
         #expect(fault["priority"] == .string("alarm"))
@@ -83,14 +93,19 @@ struct GateTests {
     @Test("a broken switch wire is a both_limits fault that clears when mended")
     func brokenSwitch() throws {
         let scratch = Scratch()
-        let gate = try GateSimulator(scratch: scratch, scenario: projectRoot + "/Simulators/scenarios/gate-broken-switch.toml")
+        let gate = try GateSimulator(
+            scratch: scratch, scenario: projectRoot + "/Simulators/scenarios/gate-broken-switch.toml")
         let config = gateGatewayConfig(scratch: scratch, brokerPort: nil, chip: gate.chip)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         var seen: [String] = []
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline, !(seen.contains("fault") && seen.last == "closed") {
-            let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
-            seen = dump.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0))["event"]?.stringValue }
+            let dump = try TestProcess.run(
+                Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
+            seen = dump.output.split(separator: "\n").compactMap {
+                try? JSONReader.parse(String($0))["event"]?.stringValue
+            }
             usleep(200_000)
         }
         #expect(seen == ["closed", "fault", "closed"])
@@ -102,7 +117,8 @@ struct GateTests {
         let scratch = Scratch()
         let gate = try GateSimulator(scratch: scratch)
         let watch = try TestProcess(
-            Binaries.railgate, ["gpio", "watch", "--chip", gate.chip, "--line", "17", "--line", "18", "--num-events", "2"],
+            Binaries.railgate,
+            ["gpio", "watch", "--chip", gate.chip, "--line", "17", "--line", "18", "--num-events", "2"],
             scratch: scratch, name: "watch")
         // The watch is live once the simulator lists its lines as used.
         let deadline = Date().addingTimeInterval(30)
@@ -112,7 +128,9 @@ struct GateTests {
             usleep(50_000)
         }
         for (line, value) in [(18, 0), (17, 1)] {
-            let set = try TestProcess.run(Binaries.simulator, ["gate-set", "--socket", gate.socket, "--line", "\(line)", "--value", "\(value)"], scratch: scratch)
+            let set = try TestProcess.run(
+                Binaries.simulator, ["gate-set", "--socket", gate.socket, "--line", "\(line)", "--value", "\(value)"],
+                scratch: scratch)
             #expect(set.status == 0, "\(set.error)")
             _ = try watch.waitForOutputLine(containing: "offset: \(line)")
         }
@@ -133,11 +151,13 @@ struct GateTests {
         // The daemon with a gate on a chip that is not there yet.
         let socket = scratch.path + "/gate.sock"
         let config = gateGatewayConfig(scratch: scratch, brokerPort: nil, chip: "sim:\(socket)")
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         var status: JSON = .null
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline, status["gates"]?.arrayValue?.first?["state"] != .string("unavailable") {
-            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+            let result = try TestProcess.run(
+                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
             status = (try? JSONReader.parse(result.output)) ?? .null
             usleep(100_000)
         }
@@ -149,23 +169,29 @@ struct GateTests {
         let gate = try GateSimulator(scratch: scratch)
         let appeared = Date().addingTimeInterval(30)
         while Date() < appeared, status["gates"]?.arrayValue?.first?["state"] != .string("closed") {
-            let result = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+            let result = try TestProcess.run(
+                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
             status = (try? JSONReader.parse(result.output)) ?? .null
             usleep(200_000)
         }
         #expect(status["gates"]?.arrayValue?.first?["state"] == .string("closed"))
 
         // Now the daemon holds the lines: another user is refused, naming the holder.
-        let busy = try TestProcess.run(Binaries.railgate, ["gpio", "watch", "--chip", gate.chip, "--line", "17", "--num-events", "1"], scratch: scratch)
+        let busy = try TestProcess.run(
+            Binaries.railgate, ["gpio", "watch", "--chip", gate.chip, "--line", "17", "--num-events", "1"],
+            scratch: scratch)
         #expect(busy.status == 69)
         #expect(busy.error.contains("line 17 is busy, held by 'railgate-north-barrier'"))
     }
 
     /// Real kernel lines through libgpiod, where the kernel has gpio-sim (configfs). This
     /// machine's kernel has no GPIO support, so the test says so and skips.
-    @Test("libgpiod drives a gate on real kernel lines (gpio-sim)",
-          .enabled(if: FileManager.default.fileExists(atPath: "/sys/kernel/config/gpio-sim"),
-                   "the kernel offers no gpio-sim (configfs /sys/kernel/config/gpio-sim): the libgpiod backend is tested only for a missing chip here"))
+    @Test(
+        "libgpiod drives a gate on real kernel lines (gpio-sim)",
+        .enabled(
+            if: FileManager.default.fileExists(atPath: "/sys/kernel/config/gpio-sim"),
+            "the kernel offers no gpio-sim (configfs /sys/kernel/config/gpio-sim): the libgpiod backend is tested only for a missing chip here"
+        ))
     func kernelGPIOSim() throws {
         let scratch = Scratch()
         let base = "/sys/kernel/config/gpio-sim/railgate-test-\(getpid())"
@@ -177,20 +203,28 @@ struct GateTests {
         }
         try "32".write(toFile: base + "/bank0/num_lines", atomically: false, encoding: .utf8)
         try "1".write(toFile: base + "/live", atomically: false, encoding: .utf8)
-        let chipName = try String(contentsOfFile: base + "/bank0/chip_name", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let device = try String(contentsOfFile: base + "/dev_name", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let chipName = try String(contentsOfFile: base + "/bank0/chip_name", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        let device = try String(contentsOfFile: base + "/dev_name", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         func pull(_ line: Int, _ value: String) throws {
-            try value.write(toFile: "/sys/devices/platform/\(device)/\(chipName)/sim_gpio\(line)/pull", atomically: false, encoding: .utf8)
+            try value.write(
+                toFile: "/sys/devices/platform/\(device)/\(chipName)/sim_gpio\(line)/pull", atomically: false,
+                encoding: .utf8)
         }
         try pull(18, "pull-up")
         let config = gateGatewayConfig(scratch: scratch, brokerPort: nil, chip: chipName)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         var seen: [String] = []
         let deadline = Date().addingTimeInterval(30)
         var step = 0
         while Date() < deadline, seen.count < 3 {
-            let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
-            seen = dump.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0))["event"]?.stringValue }
+            let dump = try TestProcess.run(
+                Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
+            seen = dump.output.split(separator: "\n").compactMap {
+                try? JSONReader.parse(String($0))["event"]?.stringValue
+            }
             if seen == ["closed"], step == 0 { try pull(18, "pull-down"); step = 1 }
             if seen == ["closed", "opening"], step == 1 { try pull(17, "pull-up"); step = 2 }
             usleep(100_000)

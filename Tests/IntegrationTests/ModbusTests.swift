@@ -3,7 +3,9 @@ import RailgateCore
 import Testing
 
 /// A gateway configuration with one RTU bus on `device`.
-func rtuGatewayConfig(scratch: Scratch, brokerPort: Int, device: String, units: [Int], profile: String, pollMs: Int) -> String {
+func rtuGatewayConfig(
+    scratch: Scratch, brokerPort: Int, device: String, units: [Int], profile: String, pollMs: Int
+) -> String {
     var text = """
         [gateway]
         id = "KZ-WAG-RTU"
@@ -51,7 +53,9 @@ struct ModbusTests {
         let line = try PtyPair(scratch: scratch)
         let broker = try Broker(scratch: scratch)
         let subscriber = try Subscriber(port: broker.port)
-        let scenario = scratch.write("dead.toml", """
+        let scenario = scratch.write(
+            "dead.toml",
+            """
             [[fault]]
             units = [2]
             kind = "dead"
@@ -60,21 +64,28 @@ struct ModbusTests {
             """)
         let simulator = try WagonSimulator(
             profile: "all-types", units: "1-3", rtu: line.slaveSide, scratch: scratch,
-            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures", "--scenario", scenario, "--set", "temp_i16=21.5"])
-        let config = rtuGatewayConfig(scratch: scratch, brokerPort: broker.port, device: line.masterSide, units: [1, 2, 3], profile: "all-types", pollMs: 200)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+            extra: [
+                "--profile-path", "Tests/IntegrationTests/Fixtures", "--scenario", scenario, "--set", "temp_i16=21.5",
+            ])
+        let config = rtuGatewayConfig(
+            scratch: scratch, brokerPort: broker.port, device: line.masterSide, units: [1, 2, 3], profile: "all-types",
+            pollMs: 200)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
         func records(_ unit: Int) -> [JSON] { subscriber.records.filter { $0["source"] == .string("unit-\(unit)") } }
         let isDead: (JSON) -> Bool = { $0["values"] == nil && $0["errors"]?["temp_i16"] == .string("timeout") }
         try subscriber.waitUntil(seconds: 60) { _ in records(2).contains(where: isDead) }
-        let deadSince = try #require(records(2).first(where: isDead).flatMap { Timestamp(parsing: $0["ts"]?.stringValue ?? "") })
+        let deadSince = try #require(
+            records(2).first(where: isDead).flatMap { Timestamp(parsing: $0["ts"]?.stringValue ?? "") })
         try subscriber.waitUntil(seconds: 60) { _ in
             records(2).contains { record in
                 record["values"]?["temp_i16"] == .number(21.5)
                     && (Timestamp(parsing: record["ts"]?.stringValue ?? "").map { $0 > deadSince } ?? false)
             }
         }
-        let backSince = try #require(records(2).last { $0["values"] != nil }.flatMap { Timestamp(parsing: $0["ts"]?.stringValue ?? "") })
+        let backSince = try #require(
+            records(2).last { $0["values"] != nil }.flatMap { Timestamp(parsing: $0["ts"]?.stringValue ?? "") })
 
         // While unit 2 was dead, units 1 and 3 kept (most of) their 5 polls a second.
         let deadSeconds = Double(backSince.millisecondsSinceEpoch - deadSince.millisecondsSinceEpoch) / 1000
@@ -84,7 +95,9 @@ struct ModbusTests {
                 guard let time = Timestamp(parsing: record["ts"]?.stringValue ?? "") else { return false }
                 return time > deadSince && time < backSince
             }
-            #expect(Double(during.count) >= deadSeconds * 5 * 0.6, "unit \(unit): \(during.count) polls in \(deadSeconds) s")
+            #expect(
+                Double(during.count) >= deadSeconds * 5 * 0.6, "unit \(unit): \(during.count) polls in \(deadSeconds) s"
+            )
             #expect(during.allSatisfy { $0["errors"] == nil && $0["values"]?["temp_i16"] == .number(21.5) })
         }
         // The dead unit was backed off rather than polled every 200 ms at 150 ms timeouts each.
@@ -103,8 +116,10 @@ struct ModbusTests {
                 profile: "three-clusters", units: "1", scratch: scratch,
                 extra: ["--profile-path", "Tests/IntegrationTests/Fixtures", "--trace"]
                     + (faulty ? ["--scenario", projectRoot + "/Simulators/scenarios/bad-address.toml"] : []))
-            let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("clusters", simulator.port, 1, "three-clusters")])
-            let result = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+            let config = gatewayConfig(
+                scratch: scratch, brokerPort: nil, devices: [("clusters", simulator.port, 1, "three-clusters")])
+            let result = try TestProcess.run(
+                Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
             let record = try JSONReader.parse(result.output.trimmingCharacters(in: .whitespacesAndNewlines))
             guard case .object(let values)? = record["values"] else {
                 Issue.record("no values: \(result.output) \(result.error)")
@@ -118,11 +133,12 @@ struct ModbusTests {
                 #expect(requests.count == 3 + 15, "the failing cluster is split into single reads: \(requests)")
             } else {
                 #expect(values.count == 40)
-                #expect(requests == [
-                    "request unit=1 fc=4 address=0 count=15",
-                    "request unit=1 fc=3 address=200 count=15",
-                    "request unit=1 fc=3 address=1000 count=20",
-                ])
+                #expect(
+                    requests == [
+                        "request unit=1 fc=4 address=0 count=15",
+                        "request unit=1 fc=3 address=200 count=15",
+                        "request unit=1 fc=3 address=1000 count=20",
+                    ])
             }
             try simulator.kill()
         }
@@ -132,38 +148,54 @@ struct ModbusTests {
     func agreesWithMbpoll() throws {
         let scratch = Scratch()
         let pins = pinnedValues.flatMap { ["--set", "\($0.0)=\($0.1)"] }
-        let simulator = try WagonSimulator(profile: "all-types", units: "4", scratch: scratch,
-                                           extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"] + pins)
-        let profile = try ProfileLocator(files: LocalFiles(), searchPath: [projectRoot + "/Tests/IntegrationTests/Fixtures"], besideFile: nil)
-            .load("all-types")
+        let simulator = try WagonSimulator(
+            profile: "all-types", units: "4", scratch: scratch,
+            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"] + pins)
+        let profile = try ProfileLocator(
+            files: LocalFiles(), searchPath: [projectRoot + "/Tests/IntegrationTests/Fixtures"], besideFile: nil
+        )
+        .load("all-types")
         for point in profile.points {
             let table = point.table
             let count = point.count
             // mbpoll: -t 0 coils, 1 discrete, 3 input, 4 holding; -r is 1-based.
             let mbpollTable = [RegisterTable.coil: "0", .discrete: "1", .input: "3:hex", .holding: "4:hex"][table]!
-            let mbpoll = try TestProcess.run("/usr/bin/mbpoll", [
-                "-m", "tcp", "-p", "\(simulator.port)", "-a", "4", "-t", mbpollTable, "-r", "\(point.address + 1)", "-c", "\(count)", "-1",
-                "127.0.0.1",
-            ], scratch: scratch)
+            let mbpoll = try TestProcess.run(
+                "/usr/bin/mbpoll",
+                [
+                    "-m", "tcp", "-p", "\(simulator.port)", "-a", "4", "-t", mbpollTable, "-r", "\(point.address + 1)",
+                    "-c", "\(count)", "-1",
+                    "127.0.0.1",
+                ], scratch: scratch)
             #expect(mbpoll.status == 0, "\(point.name): \(mbpoll.error)")
             let mbpollRegisters: [UInt16] = mbpoll.output.split(separator: "\n").compactMap { line in
-                guard line.hasPrefix("["), let value = line.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces) else { return nil }
+                guard line.hasPrefix("["),
+                    let value = line.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces)
+                else { return nil }
                 return value.hasPrefix("0x") ? UInt16(value.dropFirst(2), radix: 16) : UInt16(value)
             }
-            let flag = ["coil": "--coils", "discrete": "--discrete", "input": "--input", "holding": "--holding"][table.rawValue]!
-            let ours = try TestProcess.run(Binaries.railgate, [
-                "modbus", "read", "--tcp", "127.0.0.1:\(simulator.port)", "--unit", "4", flag, "--address", "\(point.address)",
-                "--type", table.holdsBits ? "bool" : point.type.description, "--order", point.order.rawValue, "--json",
-            ], scratch: scratch)
+            let flag = ["coil": "--coils", "discrete": "--discrete", "input": "--input", "holding": "--holding"][
+                table.rawValue]!
+            let ours = try TestProcess.run(
+                Binaries.railgate,
+                [
+                    "modbus", "read", "--tcp", "127.0.0.1:\(simulator.port)", "--unit", "4", flag, "--address",
+                    "\(point.address)",
+                    "--type", table.holdsBits ? "bool" : point.type.description, "--order", point.order.rawValue,
+                    "--json",
+                ], scratch: scratch)
             #expect(ours.status == 0, "\(point.name): \(ours.error)")
             let document = try JSONReader.parse(ours.output)
             let ourRegisters = document["registers"]?.arrayValue?.compactMap { $0.intValue.map(UInt16.init) } ?? []
             #expect(ourRegisters == mbpollRegisters, "\(point.name): registers")
             // The decoded value from mbpoll's registers, scaled as the profile says, is the pinned one.
             let expected = pinnedValues.first { $0.0 == point.name }!.2
-            #expect(point.decode(mbpollRegisters).jsonValue == expected, "\(point.name): mbpoll's registers decode to the pinned value")
+            #expect(
+                point.decode(mbpollRegisters).jsonValue == expected,
+                "\(point.name): mbpoll's registers decode to the pinned value")
             if point.scale == 1, point.offset == 0 {
-                #expect(document["values"]?.arrayValue?.first?["value"] == expected, "\(point.name): railgate's decoding")
+                #expect(
+                    document["values"]?.arrayValue?.first?["value"] == expected, "\(point.name): railgate's decoding")
             }
         }
     }
@@ -172,16 +204,23 @@ struct ModbusTests {
 @Suite("Faulty slaves on an RTU line", .serialized)
 struct FaultySlaveTests {
     /// A truncated reply leaves libmodbus waiting for the rest of the frame: a timeout.
-    @Test("bad CRCs, exceptions, silence and short replies reach errors with their reasons", arguments: [
-        ("kind = \"crc\"", "crc"), ("kind = \"exception\"\ncode = 4", "exception:4"), ("kind = \"dead\"", "timeout"),
-        ("kind = \"short\"", "timeout"),
-    ])
+    @Test(
+        "bad CRCs, exceptions, silence and short replies reach errors with their reasons",
+        arguments: [
+            ("kind = \"crc\"", "crc"), ("kind = \"exception\"\ncode = 4", "exception:4"),
+            ("kind = \"dead\"", "timeout"),
+            ("kind = \"short\"", "timeout"),
+        ])
     func faults(_ fault: String, _ reason: String) throws {
         let scratch = Scratch()
         let line = try PtyPair(scratch: scratch)
         let scenario = scratch.write("fault.toml", "[[fault]]\nunits = [5]\n\(fault)\n")
-        let simulator = try WagonSimulator(profile: "brake-load-sensor", units: "5-6", rtu: line.slaveSide, scratch: scratch, extra: ["--scenario", scenario])
-        let config = rtuGatewayConfig(scratch: scratch, brokerPort: 1, device: line.masterSide, units: [5, 6], profile: "brake-load-sensor", pollMs: 1000)
+        let simulator = try WagonSimulator(
+            profile: "brake-load-sensor", units: "5-6", rtu: line.slaveSide, scratch: scratch,
+            extra: ["--scenario", scenario])
+        let config = rtuGatewayConfig(
+            scratch: scratch, brokerPort: 1, device: line.masterSide, units: [5, 6], profile: "brake-load-sensor",
+            pollMs: 1000)
         let result = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
         #expect(result.status == 69, "unit 5 did not answer")
         let records = try result.output.split(separator: "\n").map { try JSONReader.parse(String($0)) }

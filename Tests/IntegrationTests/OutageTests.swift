@@ -4,8 +4,12 @@ import Testing
 
 /// A wagon device polled every 100 ms and a gate whose barrier cycles once, 4 s after the
 /// gateway starts watching: the gate's events happen during the outage.
-func outageConfig(scratch: Scratch, brokerPort: Int, wagonPort: Int, gateChip: String, maxBytes: Int, travelTimeoutMs: Int = 8000) -> String {
-    scratch.write("gateway-outage.toml", """
+func outageConfig(
+    scratch: Scratch, brokerPort: Int, wagonPort: Int, gateChip: String, maxBytes: Int, travelTimeoutMs: Int = 8000
+) -> String {
+    scratch.write(
+        "gateway-outage.toml",
+        """
         [gateway]
         id = "KZ-WAG-OUTAGE"
         state_dir = "\(scratch.path)/state"
@@ -50,10 +54,13 @@ struct OutageTests {
     func waitForBuffer(_ state: String, scratch: Scratch, seconds: Double, _ condition: ([JSON]) -> Bool) throws {
         let deadline = Date().addingTimeInterval(seconds)
         while true {
-            let dump = try TestProcess.run(Binaries.railgate, ["buffer", "dump", "--state-dir", state], scratch: scratch)
+            let dump = try TestProcess.run(
+                Binaries.railgate, ["buffer", "dump", "--state-dir", state], scratch: scratch)
             let records = dump.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0)) }
             if condition(records) { return }
-            guard Date() < deadline else { throw TimedOut(description: "buffer condition not met; \(records.count) records buffered") }
+            guard Date() < deadline else {
+                throw TimedOut(description: "buffer condition not met; \(records.count) records buffered")
+            }
             usleep(200_000)
         }
     }
@@ -65,9 +72,14 @@ struct OutageTests {
         let scratch = Scratch()
         var broker = try Broker(scratch: scratch, persistent: true)
         let port = broker.port
-        let subscriber = try Subscriber(port: port, topic: "railgate/KZ-WAG-OUTAGE/telemetry", clientID: "outage-watcher", cleanSession: false)
-        let wagon = try WagonSimulator(profile: "all-types", units: "1", scratch: scratch, extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
-        let scenario = scratch.write("late-jam.toml", """
+        let subscriber = try Subscriber(
+            port: port, topic: "railgate/KZ-WAG-OUTAGE/telemetry", clientID: "outage-watcher", cleanSession: false)
+        let wagon = try WagonSimulator(
+            profile: "all-types", units: "1", scratch: scratch,
+            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
+        let scenario = scratch.write(
+            "late-jam.toml",
+            """
             [[step]]
             at_s = 4.0
             action = "stick_opening"
@@ -78,8 +90,11 @@ struct OutageTests {
             value = 1
             """)
         let gate = try GateSimulator(scratch: scratch, scenario: scenario)
-        let config = outageConfig(scratch: scratch, brokerPort: port, wagonPort: wagon.port, gateChip: gate.chip, maxBytes: 16 << 20, travelTimeoutMs: 1000)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let config = outageConfig(
+            scratch: scratch, brokerPort: port, wagonPort: wagon.port, gateChip: gate.chip, maxBytes: 16 << 20,
+            travelTimeoutMs: 1000)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 5 }
         try broker.stop()  // the link goes down
@@ -95,22 +110,29 @@ struct OutageTests {
         broker = try Broker(scratch: scratch, port: port, persistent: true)  // the link returns
         try subscriber.waitUntil(seconds: 60) { _ in
             subscriber.records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("fault") }
-                && subscriber.records.filter { $0["kind"] == .string("sample") && !beforeOutage.contains($0["seq"]?.intValue ?? 0) }.count >= 40
+                && subscriber.records.filter {
+                    $0["kind"] == .string("sample") && !beforeOutage.contains($0["seq"]?.intValue ?? 0)
+                }.count >= 40
         }
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
 
         let afterOutage = subscriber.records.filter { !beforeOutage.contains($0["seq"]?.intValue ?? 0) }
         let alarm = try #require(afterOutage.firstIndex { $0["event"] == .string("fault") })
-        #expect(afterOutage[alarm]["priority"] == .string("alarm") && afterOutage[alarm]["fault"] == .string("travel_timeout"))
+        #expect(
+            afterOutage[alarm]["priority"] == .string("alarm")
+                && afterOutage[alarm]["fault"] == .string("travel_timeout"))
         let firstEvent = try #require(afterOutage.firstIndex { $0["event"] == .string("opening") })
-        #expect(firstEvent < alarm && afterOutage[firstEvent + 1]["event"] == .string("fault"), "events in their order, together")
+        #expect(
+            firstEvent < alarm && afterOutage[firstEvent + 1]["event"] == .string("fault"),
+            "events in their order, together")
         let eventSeq = try #require(afterOutage[firstEvent]["seq"]?.intValue)
         let olderSamples = afterOutage.enumerated().filter { entry in
             entry.element["kind"] == .string("sample") && (entry.element["seq"]?.intValue ?? 0) < eventSeq
                 && (Timestamp(parsing: entry.element["ts"]?.stringValue ?? "").map { $0 > backlogSince } ?? false)
         }
-        #expect(olderSamples.count >= 10, "there was a backlog, made during the outage, older than the barrier's events")
+        #expect(
+            olderSamples.count >= 10, "there was a backlog, made during the outage, older than the barrier's events")
         #expect(olderSamples.allSatisfy { $0.offset > firstEvent }, "the events came before the older samples")
         #expect(contiguous(seqs(subscriber.records)), "no seq missing")
         #expect(seqs(subscriber.records).min() == 1)
@@ -121,31 +143,41 @@ struct OutageTests {
         let scratch = Scratch()
         var broker = try Broker(scratch: scratch, persistent: true)
         let port = broker.port
-        let subscriber = try Subscriber(port: port, topic: "railgate/KZ-WAG-OUTAGE/telemetry", clientID: "overflow-watcher", cleanSession: false)
-        let wagon = try WagonSimulator(profile: "all-types", units: "1", scratch: scratch, extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
+        let subscriber = try Subscriber(
+            port: port, topic: "railgate/KZ-WAG-OUTAGE/telemetry", clientID: "overflow-watcher", cleanSession: false)
+        let wagon = try WagonSimulator(
+            profile: "all-types", units: "1", scratch: scratch,
+            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
         let gate = try GateSimulator(scratch: scratch)
-        let config = outageConfig(scratch: scratch, brokerPort: port, wagonPort: wagon.port, gateChip: gate.chip, maxBytes: 65536)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let config = outageConfig(
+            scratch: scratch, brokerPort: port, wagonPort: wagon.port, gateChip: gate.chip, maxBytes: 65536)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 3 }
         try broker.stop()
         // Fill more than the 64 KiB buffer holds.
         let deadline = Date().addingTimeInterval(90)
         var dropped = 0
         while dropped == 0 {
-            let stats = try TestProcess.run(Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
+            let stats = try TestProcess.run(
+                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
             dropped = (try? JSONReader.parse(stats.output))?["buffer"]?["dropped_normal"]?.intValue ?? 0
             guard Date() < deadline else { throw TimedOut(description: "the buffer never overflowed") }
             usleep(200_000)
         }
         broker = try Broker(scratch: scratch, port: port, persistent: true)
-        try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.contains { $0["event"] == .string("buffer_overflow") } }
+        try subscriber.waitUntil(seconds: 60) { _ in
+            subscriber.records.contains { $0["event"] == .string("buffer_overflow") }
+        }
         let overflow = try #require(subscriber.records.first { $0["event"] == .string("buffer_overflow") })
         #expect((overflow["dropped_normal"]?.intValue ?? 0) >= dropped)
         #expect(overflow["dropped_alarm"] == .integer(0))
         #expect(overflow["source"] == .string("KZ-WAG-OUTAGE") && overflow["priority"] == .string("alarm"))
         #expect(subscriber.records.filter { $0["event"] == .string("buffer_overflow") }.count == 1)
         // The gate's first event (precious) was kept through the overflow.
-        #expect(subscriber.records.contains { $0["source"] == .string("north-barrier") && $0["event"] == .string("closed") })
+        #expect(
+            subscriber.records.contains { $0["source"] == .string("north-barrier") && $0["event"] == .string("closed") }
+        )
         _ = gateway
     }
 }

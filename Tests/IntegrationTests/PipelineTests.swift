@@ -79,12 +79,16 @@ struct PipelineTests {
         let broker = try Broker(scratch: scratch)
         let subscriber = try Subscriber(port: broker.port)
         let pins = pinnedValues.flatMap { ["--set", "\($0.0)=\($0.1)"] }
-        let simulator = try WagonSimulator(profile: "all-types", units: "1-2", scratch: scratch,
-                                           extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"] + pins)
-        let config = gatewayConfig(scratch: scratch, brokerPort: broker.port, devices: [
-            ("testbox-1", simulator.port, 1, "all-types"), ("axle-7", simulator.port, 2, "all-types"),
-        ])
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let simulator = try WagonSimulator(
+            profile: "all-types", units: "1-2", scratch: scratch,
+            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"] + pins)
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port,
+            devices: [
+                ("testbox-1", simulator.port, 1, "all-types"), ("axle-7", simulator.port, 2, "all-types"),
+            ])
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 12 }
         let records = subscriber.records
@@ -126,9 +130,12 @@ struct PipelineTests {
         let broker = try Broker(scratch: scratch)
         let subscriber = try Subscriber(port: broker.port)
         let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
-        let config = gatewayConfig(scratch: scratch, brokerPort: broker.port, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")])
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port,
+            devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")])
 
-        var gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        var gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 5 }
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
@@ -153,14 +160,17 @@ struct PipelineTests {
         let subscriber = try Subscriber(port: broker.port)
         var simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
         let port = simulator.port
-        let config = gatewayConfig(scratch: scratch, brokerPort: broker.port, devices: [("axlebox-1", port, 7, "axle-bearing-sensor")])
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port, devices: [("axlebox-1", port, 7, "axle-bearing-sensor")])
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.contains { $0["values"] != nil } }
 
         try simulator.kill()
         let failed: (JSON) -> Bool = { record in
             record["values"] == nil
-                && (record["errors"]?["bearing_temp_1"] == .string("timeout") || record["errors"]?["bearing_temp_1"] == .string("io"))
+                && (record["errors"]?["bearing_temp_1"] == .string("timeout")
+                    || record["errors"]?["bearing_temp_1"] == .string("io"))
         }
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.contains(where: failed) }
         let failedRecord = try #require(subscriber.records.first(where: failed))
@@ -168,7 +178,9 @@ struct PipelineTests {
 
         let countBeforeReturn = subscriber.records.count
         simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch, port: port)
-        try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.dropFirst(countBeforeReturn).contains { $0["values"] != nil } }
+        try subscriber.waitUntil(seconds: 60) { _ in
+            subscriber.records.dropFirst(countBeforeReturn).contains { $0["values"] != nil }
+        }
         #expect(gateway.isRunning, "the gateway kept running")
         #expect(contiguous(seqs(subscriber.records)))
         #expect(gateway.errorOutput.contains("is not answering"))

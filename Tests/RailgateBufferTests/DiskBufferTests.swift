@@ -20,7 +20,9 @@ final class StateDirectory {
         defer { closedir(stream) }
         var names: [String] = []
         while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if name.hasPrefix("segment-") { names.append(path + "/buffer/" + name) }
         }
         return names.sorted()
@@ -30,7 +32,8 @@ final class StateDirectory {
 func sample(_ index: Int, priority: Priority = .normal) -> Record {
     Record(
         timestamp: Timestamp(millisecondsSinceEpoch: 1_795_910_400_000 + Int64(index)), source: "axlebox-1",
-        body: .sample(values: [("bearing_temp_1", .number(40 + Double(index % 100) / 10))], errors: []), priority: priority)
+        body: .sample(values: [("bearing_temp_1", .number(40 + Double(index % 100) / 10))], errors: []),
+        priority: priority)
 }
 
 let everything = BatchLimits(maxRecords: .max, maxBytes: .max)
@@ -46,10 +49,13 @@ struct DiskBufferTests {
         try buffer.sync()
         let records = buffer.records(after: 0, limits: everything)
         #expect(records.map(\.seq) == Array(1...10))
-        #expect(String(decoding: records[0].bytes, as: UTF8.self) == String(decoding: sample(1).encoded(seq: 1), as: UTF8.self))
+        #expect(
+            String(decoding: records[0].bytes, as: UTF8.self)
+                == String(decoding: sample(1).encoded(seq: 1), as: UTF8.self))
         #expect(buffer.records(after: 4, limits: BatchLimits(maxRecords: 3, maxBytes: .max)).map(\.seq) == [5, 6, 7])
         let oneRecordBytes = records[0].bytes.count
-        #expect(buffer.records(after: 0, limits: BatchLimits(maxRecords: 100, maxBytes: oneRecordBytes * 2 + 1)).count == 2)
+        #expect(
+            buffer.records(after: 0, limits: BatchLimits(maxRecords: 100, maxBytes: oneRecordBytes * 2 + 1)).count == 2)
         buffer.close()
     }
 
@@ -146,7 +152,9 @@ struct DiskBufferTests {
         #expect(seqs.last == 100)
         #expect(buffer.stats().corruptBytesSkipped > 0)
         for record in buffer.records(after: 0, limits: everything) {
-            #expect(try JSONReader.parse(String(decoding: record.bytes, as: UTF8.self))["seq"] == .integer(Int64(record.seq)))
+            #expect(
+                try JSONReader.parse(String(decoding: record.bytes, as: UTF8.self))["seq"]
+                    == .integer(Int64(record.seq)))
         }
         #expect(try buffer.append(sample(101)) == 101)
         buffer.close()

@@ -7,13 +7,19 @@ import Testing
 func workload(_ index: Int) -> Record {
     let time = Timestamp(millisecondsSinceEpoch: 1_795_910_400_000 + Int64(index) * 1000)
     if index % 50 == 0 {
-        return Record(timestamp: time, source: "axlebox-1", body: .event(name: "alarm_above", fields: [("point", .string("t")), ("value", .number(91))]), priority: .alarm)
+        return Record(
+            timestamp: time, source: "axlebox-1",
+            body: .event(name: "alarm_above", fields: [("point", .string("t")), ("value", .number(91))]),
+            priority: .alarm)
     }
-    return Record(timestamp: time, source: index % 2 == 0 ? "axlebox-1" : "axlebox-2",
-                  body: .sample(values: [("bearing_temp_1", .number(40 + Double(index % 10)))], errors: []))
+    return Record(
+        timestamp: time, source: index % 2 == 0 ? "axlebox-1" : "axlebox-2",
+        body: .sample(values: [("bearing_temp_1", .number(40 + Double(index % 10)))], errors: []))
 }
 
-func parse(_ record: (seq: UInt64, bytes: [UInt8])) -> JSON { (try? JSONReader.parse(String(decoding: record.bytes, as: UTF8.self))) ?? .null }
+func parse(_ record: (seq: UInt64, bytes: [UInt8])) -> JSON {
+    (try? JSONReader.parse(String(decoding: record.bytes, as: UTF8.self))) ?? .null
+}
 
 @Suite("Full buffer")
 struct FullBufferTests {
@@ -21,7 +27,9 @@ struct FullBufferTests {
 
     func fill(_ policy: FullBufferPolicy, records: Int) throws -> (DiskBuffer, StateDirectory) {
         let directory = StateDirectory()
-        let buffer = try DiskBuffer(stateDirectory: directory.path, settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 60_000, whenFull: policy))
+        let buffer = try DiskBuffer(
+            stateDirectory: directory.path,
+            settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 60_000, whenFull: policy))
         for index in 1...records { try buffer.append(workload(index)) }
         try buffer.sync()
         return (buffer, directory)
@@ -36,11 +44,16 @@ struct FullBufferTests {
         let keptByDropping = dropped.records(after: 0, limits: everything).map(parse)
         let samples = kept.filter { $0["kind"] == .string("sample") }
         let firstSample = try #require(samples.first?["seq"]?.intValue)
-        let firstSampleByDropping = try #require(keptByDropping.first { $0["kind"] == .string("sample") }?["seq"]?.intValue)
+        let firstSampleByDropping = try #require(
+            keptByDropping.first { $0["kind"] == .string("sample") }?["seq"]?.intValue)
         #expect(thinned.stats().bytes <= capacity)
-        #expect(firstSample < firstSampleByDropping / 2, "thinning keeps older samples (from seq \(firstSample)) than dropping (\(firstSampleByDropping))")
+        #expect(
+            firstSample < firstSampleByDropping / 2,
+            "thinning keeps older samples (from seq \(firstSample)) than dropping (\(firstSampleByDropping))")
         // In the thinned stretch each source keeps every other sample: a stride of 4 seqs.
-        let oldestOfSource = samples.filter { $0["source"] == .string("axlebox-2") }.prefix(20).compactMap { $0["seq"]?.intValue }
+        let oldestOfSource = samples.filter { $0["source"] == .string("axlebox-2") }.prefix(20).compactMap {
+            $0["seq"]?.intValue
+        }
         let strides = Set(zip(oldestOfSource.dropFirst(), oldestOfSource).map { $0 - $1 })
         #expect(strides.isSubset(of: [4, 2 * 4, 4 + 2]), "strides \(strides) in \(oldestOfSource)")
         // Every alarm appended is still there.
@@ -55,7 +68,9 @@ struct FullBufferTests {
     @Test("drop_oldest evicts normal records at once; alarms go only when nothing else is left")
     func alarmsLast() throws {
         let directory = StateDirectory()
-        let buffer = try DiskBuffer(stateDirectory: directory.path, settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 60_000, whenFull: .dropOldest))
+        let buffer = try DiskBuffer(
+            stateDirectory: directory.path,
+            settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 60_000, whenFull: .dropOldest))
         defer { buffer.close() }
         for index in 1...2500 { try buffer.append(workload(index)) }
         #expect(buffer.stats().droppedNormal > 0 && buffer.stats().droppedAlarm == 0)
@@ -97,7 +112,8 @@ struct FullBufferTests {
         let buffer = try DiskBuffer(stateDirectory: directory.path, settings: BufferSettings(syncIntervalMs: 60_000))
         defer { buffer.close() }
         for index in 1...120 { try buffer.append(workload(index)) }
-        try buffer.append(Record(timestamp: .init(millisecondsSinceEpoch: 0), source: "gate", body: .event(name: "open", fields: [])))
+        try buffer.append(
+            Record(timestamp: .init(millisecondsSinceEpoch: 0), source: "gate", body: .event(name: "open", fields: [])))
         try buffer.sync()
         let urgent = buffer.urgentRecords(after: 0, excluding: [], limit: 10)
         #expect(urgent.map(\.seq) == [50, 100, 121])

@@ -12,9 +12,12 @@ struct BarrierStateMachineTests {
         transitions.map { $0.state.rawValue + ($0.fault.map { ":" + $0.rawValue } ?? "") }
     }
 
-    @Test("the initial state comes from the switches", arguments: [
-        (false, true, "closed"), (true, false, "open"), (true, true, "fault:both_limits"), (false, false, "closing"),
-    ])
+    @Test(
+        "the initial state comes from the switches",
+        arguments: [
+            (false, true, "closed"), (true, false, "open"), (true, true, "fault:both_limits"),
+            (false, false, "closing"),
+        ])
     func initialState(_ open: Bool, _ closed: Bool, _ expected: String) {
         var barrier = machine()
         let first = barrier.start(openActive: open, closedActive: closed, atMs: 0)

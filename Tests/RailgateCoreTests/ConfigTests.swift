@@ -53,7 +53,9 @@ struct ConfigTests {
         #expect(config.upstream.clientID == "railgate-KZ-WAG-00042")
         #expect(config.upstream.qos == 1)
         #expect(config.buffer.whenFull == .thin)
-        #expect(config.buses[0].transport == .rtu(device: "/dev/ttyS1", baud: 9600, parity: .none, dataBits: 8, stopBits: 1))
+        #expect(
+            config.buses[0].transport == .rtu(device: "/dev/ttyS1", baud: 9600, parity: .none, dataBits: 8, stopBits: 1)
+        )
         #expect(config.buses[0].timeoutMs == 500)
         #expect(config.devices[0].profile.points[0].scale == 0.1)
         #expect(config.devices[0].pollIntervalMs == 1000)
@@ -162,16 +164,20 @@ struct ConfigTests {
 
     @Test("a TOML syntax error is one problem with its line")
     func syntaxError() {
-        #expect(throws: ConfigErrors.self) { try ConfigLoader(files: MemoryFiles(files: [:])).parse("[gateway\nid = 1", file: "x.toml") }
+        #expect(throws: ConfigErrors.self) {
+            try ConfigLoader(files: MemoryFiles(files: [:])).parse("[gateway\nid = 1", file: "x.toml")
+        }
     }
 
-    @Test("upstream urls", arguments: [
-        ("none", UpstreamEndpoint.none),
-        ("mqtt://broker", .mqtt(host: "broker", port: 1883, tls: false)),
-        ("mqtts://broker.example.net", .mqtt(host: "broker.example.net", port: 8883, tls: true)),
-        ("mqtt://10.0.0.1:2883", .mqtt(host: "10.0.0.1", port: 2883, tls: false)),
-        ("mqtt://[::1]:1884", .mqtt(host: "::1", port: 1884, tls: false)),
-    ])
+    @Test(
+        "upstream urls",
+        arguments: [
+            ("none", UpstreamEndpoint.none),
+            ("mqtt://broker", .mqtt(host: "broker", port: 1883, tls: false)),
+            ("mqtts://broker.example.net", .mqtt(host: "broker.example.net", port: 8883, tls: true)),
+            ("mqtt://10.0.0.1:2883", .mqtt(host: "10.0.0.1", port: 2883, tls: false)),
+            ("mqtt://[::1]:1884", .mqtt(host: "::1", port: 1884, tls: false)),
+        ])
     func urls(_ text: String, _ expected: UpstreamEndpoint) {
         #expect(UpstreamEndpoint(url: text) == expected)
     }

@@ -4,18 +4,25 @@ import Testing
 
 @Suite("Deadband and alarms")
 struct EdgeFilterTests {
-    let profile = DeviceProfile(model: "AX-4", points: [
-        PointDefinition(name: "temp", table: .input, address: 0, type: .i16, scale: 0.1, deadband: 0.5, maxSilenceMs: 10_000, alarmAbove: 90),
-        PointDefinition(name: "pressure", table: .holding, address: 1, type: .f32, alarmBelow: 3.5, alarmHysteresis: 0.2),
-        PointDefinition(name: "door", table: .coil, address: 0, type: .bool),
-    ])
+    let profile = DeviceProfile(
+        model: "AX-4",
+        points: [
+            PointDefinition(
+                name: "temp", table: .input, address: 0, type: .i16, scale: 0.1, deadband: 0.5, maxSilenceMs: 10_000,
+                alarmAbove: 90),
+            PointDefinition(
+                name: "pressure", table: .holding, address: 1, type: .f32, alarmBelow: 3.5, alarmHysteresis: 0.2),
+            PointDefinition(name: "door", table: .coil, address: 0, type: .bool),
+        ])
 
     func poll(_ temp: Double?, pressure: Double = 5, door: Bool = false) -> Record {
         var values: [(String, PointValue)] = []
         var errors: [(String, ReadFailure)] = []
         if let temp { values.append(("temp", .number(temp))) } else { errors.append(("temp", .timeout)) }
         values += [("pressure", .number(pressure)), ("door", .bool(door))]
-        return Record(timestamp: Timestamp(millisecondsSinceEpoch: 0), source: "axlebox-1", body: .sample(values: values, errors: errors))
+        return Record(
+            timestamp: Timestamp(millisecondsSinceEpoch: 0), source: "axlebox-1",
+            body: .sample(values: values, errors: errors))
     }
 
     func names(_ record: Record?) -> [String] {
@@ -25,7 +32,9 @@ struct EdgeFilterTests {
 
     func events(_ records: [Record]) -> [String] {
         records.compactMap {
-            if case .event(let name, let fields) = $0.body { return name + ":" + (fields.first { $0.0 == "point" }?.1.plainText ?? "") }
+            if case .event(let name, let fields) = $0.body {
+                return name + ":" + (fields.first { $0.0 == "point" }?.1.plainText ?? "")
+            }
             return nil
         }
     }
@@ -35,20 +44,28 @@ struct EdgeFilterTests {
         var filter = EdgeFilter(profile: profile)
         #expect(names(filter.process(poll(40.0), nowMs: 0).sample) == ["temp", "pressure", "door"])
         #expect(names(filter.process(poll(40.4), nowMs: 1000).sample) == ["pressure", "door"])
-        #expect(names(filter.process(poll(39.6), nowMs: 2000).sample) == ["pressure", "door"], "0.4 below the last sent value")
+        #expect(
+            names(filter.process(poll(39.6), nowMs: 2000).sample) == ["pressure", "door"],
+            "0.4 below the last sent value")
         #expect(names(filter.process(poll(40.6), nowMs: 3000).sample) == ["temp", "pressure", "door"])
         #expect(names(filter.process(poll(40.6), nowMs: 12_999).sample) == ["pressure", "door"])
-        #expect(names(filter.process(poll(40.6), nowMs: 13_000).sample) == ["temp", "pressure", "door"], "silence ended")
+        #expect(
+            names(filter.process(poll(40.6), nowMs: 13_000).sample) == ["temp", "pressure", "door"], "silence ended")
     }
 
     @Test("a sample with nothing left to send is dropped, one with errors is kept")
     func emptySamples() {
-        let quiet = DeviceProfile(model: "x", points: [PointDefinition(name: "temp", table: .input, address: 0, type: .i16, deadband: 1)])
+        let quiet = DeviceProfile(
+            model: "x", points: [PointDefinition(name: "temp", table: .input, address: 0, type: .i16, deadband: 1)])
         var filter = EdgeFilter(profile: quiet)
-        let one = Record(timestamp: .init(millisecondsSinceEpoch: 0), source: "d", body: .sample(values: [("temp", .number(20))], errors: []))
+        let one = Record(
+            timestamp: .init(millisecondsSinceEpoch: 0), source: "d",
+            body: .sample(values: [("temp", .number(20))], errors: []))
         #expect(filter.process(one, nowMs: 0).sample != nil)
         #expect(filter.process(one, nowMs: 1000).sample == nil)
-        let failed = Record(timestamp: .init(millisecondsSinceEpoch: 0), source: "d", body: .sample(values: [], errors: [("temp", .crc)]))
+        let failed = Record(
+            timestamp: .init(millisecondsSinceEpoch: 0), source: "d",
+            body: .sample(values: [], errors: [("temp", .crc)]))
         #expect(filter.process(failed, nowMs: 2000).sample == failed)
     }
 
@@ -88,12 +105,17 @@ struct EdgeFilterTests {
     func eventShape() {
         var filter = EdgeFilter(profile: profile)
         let event = filter.process(poll(93.1), nowMs: 0).events[0]
-        #expect(event.text(seq: 5) == #"{"seq":5,"ts":"1970-01-01T00:00:00.000Z","kind":"event","source":"axlebox-1","event":"alarm_above","point":"temp","value":93.1,"threshold":90.0,"priority":"alarm"}"#)
+        #expect(
+            event.text(seq: 5)
+                == #"{"seq":5,"ts":"1970-01-01T00:00:00.000Z","kind":"event","source":"axlebox-1","event":"alarm_above","point":"temp","value":93.1,"threshold":90.0,"priority":"alarm"}"#
+        )
     }
 
     @Test("default hysteresis")
     func defaultHysteresis() {
-        #expect(PointDefinition(name: "t", table: .input, address: 0, type: .i16, scale: 0.1, alarmAbove: 90).hysteresis == 1.8)
+        #expect(
+            PointDefinition(name: "t", table: .input, address: 0, type: .i16, scale: 0.1, alarmAbove: 90).hysteresis
+                == 1.8)
         #expect(PointDefinition(name: "t", table: .input, address: 0, type: .u16, alarmBelow: 0).hysteresis == 1)
     }
 }

@@ -24,7 +24,8 @@ struct ReadPlannerTests {
 
     @Test("40 points in three clusters take three requests")
     func clusters() {
-        let points = (0..<15).map { point("a\($0)", .holding, $0) } + (0..<15).map { point("b\($0)", .holding, 200 + $0 * 2) }
+        let points =
+            (0..<15).map { point("a\($0)", .holding, $0) } + (0..<15).map { point("b\($0)", .holding, 200 + $0 * 2) }
             + (0..<10).map { point("c\($0)", .holding, 1000 + $0, .u16) }
         #expect(ReadPlanner.plan(points, maxGap: 8).count == 3)
     }
@@ -47,11 +48,13 @@ struct RecordTests {
     func sample() {
         let record = Record(
             timestamp: time, source: "axlebox-1",
-            body: .sample(values: [("bearing_temp_1", .number(41.5)), ("door_open", .bool(false)), ("sn", .text("A\"B"))],
-                          errors: [("bearing_temp_3", .timeout), ("x", .exception(2))]))
+            body: .sample(
+                values: [("bearing_temp_1", .number(41.5)), ("door_open", .bool(false)), ("sn", .text("A\"B"))],
+                errors: [("bearing_temp_3", .timeout), ("x", .exception(2))]))
         #expect(
             record.text(seq: 1042)
-                == #"{"seq":1042,"ts":"2026-11-29T00:00:00.123Z","kind":"sample","source":"axlebox-1","values":{"bearing_temp_1":41.5,"door_open":false,"sn":"A\"B"},"errors":{"bearing_temp_3":"timeout","x":"exception:2"}}"#)
+                == #"{"seq":1042,"ts":"2026-11-29T00:00:00.123Z","kind":"sample","source":"axlebox-1","values":{"bearing_temp_1":41.5,"door_open":false,"sn":"A\"B"},"errors":{"bearing_temp_3":"timeout","x":"exception:2"}}"#
+        )
         let allFailed = Record(timestamp: time, source: "d", body: .sample(values: [], errors: [("p", .io)]))
         #expect(!allFailed.text(seq: nil).contains("values"))
     }
@@ -60,11 +63,13 @@ struct RecordTests {
     func event() {
         let record = Record(
             timestamp: time, source: "axlebox-1",
-            body: .event(name: "alarm_above", fields: [("point", .string("bearing_temp_3")), ("value", .number(93.1))]),
+            body: .event(
+                name: "alarm_above", fields: [("point", .string("bearing_temp_3")), ("value", .number(93.1))]),
             priority: .alarm)
         #expect(
             record.text(seq: 7)
-                == #"{"seq":7,"ts":"2026-11-29T00:00:00.123Z","kind":"event","source":"axlebox-1","event":"alarm_above","point":"bearing_temp_3","value":93.1,"priority":"alarm"}"#)
+                == #"{"seq":7,"ts":"2026-11-29T00:00:00.123Z","kind":"event","source":"axlebox-1","event":"alarm_above","point":"bearing_temp_3","value":93.1,"priority":"alarm"}"#
+        )
     }
 
     @Test("timestamps format and parse in UTC")
@@ -93,7 +98,8 @@ struct RecordTests {
     @Test("JSON round-trips through the reader")
     func json() throws {
         let document = JSON.object([
-            ("a", .array([.integer(-1), .unsigned(.max), .number(1.5), .null, .bool(true)])), ("s", .string("é\n\"\u{01}")),
+            ("a", .array([.integer(-1), .unsigned(.max), .number(1.5), .null, .bool(true)])),
+            ("s", .string("é\n\"\u{01}")),
         ])
         #expect(try JSONReader.parse(document.serialized) == document)
         #expect(throws: JSONReader.SyntaxError.self) { try JSONReader.parse("{\"a\":}") }

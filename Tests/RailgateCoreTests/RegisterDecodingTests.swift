@@ -28,10 +28,18 @@ struct RegisterDecodingTests {
         Vector(type: .u32, order: .cdab, registers: [0x0304, 0x0102], expected: .unsigned(0x0102_0304)),
         Vector(type: .u32, order: .badc, registers: [0x0201, 0x0403], expected: .unsigned(0x0102_0304)),
         Vector(type: .u32, order: .dcba, registers: [0x0403, 0x0201], expected: .unsigned(0x0102_0304)),
-        Vector(type: .u64, order: .abcd, registers: [0x0102, 0x0304, 0x0506, 0x0708], expected: .unsigned(0x0102_0304_0506_0708)),
-        Vector(type: .u64, order: .cdab, registers: [0x0708, 0x0506, 0x0304, 0x0102], expected: .unsigned(0x0102_0304_0506_0708)),
-        Vector(type: .u64, order: .badc, registers: [0x0201, 0x0403, 0x0605, 0x0807], expected: .unsigned(0x0102_0304_0506_0708)),
-        Vector(type: .u64, order: .dcba, registers: [0x0807, 0x0605, 0x0403, 0x0201], expected: .unsigned(0x0102_0304_0506_0708)),
+        Vector(
+            type: .u64, order: .abcd, registers: [0x0102, 0x0304, 0x0506, 0x0708],
+            expected: .unsigned(0x0102_0304_0506_0708)),
+        Vector(
+            type: .u64, order: .cdab, registers: [0x0708, 0x0506, 0x0304, 0x0102],
+            expected: .unsigned(0x0102_0304_0506_0708)),
+        Vector(
+            type: .u64, order: .badc, registers: [0x0201, 0x0403, 0x0605, 0x0807],
+            expected: .unsigned(0x0102_0304_0506_0708)),
+        Vector(
+            type: .u64, order: .dcba, registers: [0x0807, 0x0605, 0x0403, 0x0201],
+            expected: .unsigned(0x0102_0304_0506_0708)),
         Vector(type: .u64, order: .abcd, registers: [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], expected: .unsigned(.max)),
         // i64 extremes.
         Vector(type: .i64, order: .abcd, registers: [0x8000, 0, 0, 0], expected: .integer(.min)),
@@ -75,7 +83,9 @@ struct RegisterDecodingTests {
     @Test("scale and offset give clean engineering values")
     func scaling() {
         #expect(RegisterCodec.value([415], as: .i16, order: .abcd, scale: 0.1, offset: 0) == .number(41.5))
-        #expect(RegisterCodec.value([UInt16(bitPattern: -183)], as: .i16, order: .abcd, scale: 0.1, offset: 0) == .number(-18.3))
+        #expect(
+            RegisterCodec.value([UInt16(bitPattern: -183)], as: .i16, order: .abcd, scale: 0.1, offset: 0)
+                == .number(-18.3))
         #expect(RegisterCodec.value([100], as: .u16, order: .abcd, scale: 0.5, offset: -40) == .number(10))
         #expect(RegisterCodec.value([4803], as: .u16, order: .abcd, scale: 0.01, offset: 0) == .number(48.03))
         #expect(RegisterCodec.value([7], as: .u16, order: .abcd, scale: 1, offset: 0) == .unsigned(7))
@@ -85,7 +95,8 @@ struct RegisterDecodingTests {
     @Test("scaled values survive the simulator's encoding", arguments: WordOrder.allCases)
     func scaledRoundTrip(_ order: WordOrder) {
         for type in [ValueType.i16, .u16, .i32, .u32, .i64, .f32, .f64] {
-            let point = PointDefinition(name: "p", table: .holding, address: 0, type: type, order: order, scale: 0.1, offset: 5)
+            let point = PointDefinition(
+                name: "p", table: .holding, address: 0, type: type, order: order, scale: 0.1, offset: 5)
             let registers = point.encode(.number(42.3))
             #expect(point.decode(registers).numeric.map { abs($0 - 42.3) < 1e-4 } == true, "\(type) \(order)")
         }

@@ -59,18 +59,20 @@ struct TOMLTests {
         #expect(second["name"]?.line == 21)
     }
 
-    @Test("syntax errors name their line", arguments: [
-        ("a = 1\nb = \n", 2),
-        ("a = 1\na = 2\n", 2),
-        ("[x]\n[x]\n", 2),
-        ("a = \"open\n", 1),
-        ("ok = true\nx = yes\n", 2),
-        ("a = 1 b = 2\n", 1),
-        ("a = 01\n", 1),
-        ("when = 2026-11-29\n", 1),
-        ("n = 1__0\n", 1),
-        ("[a]\nb = 1\n[a.b]\n", 3),
-    ])
+    @Test(
+        "syntax errors name their line",
+        arguments: [
+            ("a = 1\nb = \n", 2),
+            ("a = 1\na = 2\n", 2),
+            ("[x]\n[x]\n", 2),
+            ("a = \"open\n", 1),
+            ("ok = true\nx = yes\n", 2),
+            ("a = 1 b = 2\n", 1),
+            ("a = 01\n", 1),
+            ("when = 2026-11-29\n", 1),
+            ("n = 1__0\n", 1),
+            ("[a]\nb = 1\n[a.b]\n", 3),
+        ])
     func syntaxErrors(_ text: String, _ line: Int) {
         #expect(throws: TOMLSyntaxError.self) { try TOMLParser.parse(text) }
         do {

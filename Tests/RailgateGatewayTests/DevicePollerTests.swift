@@ -30,13 +30,15 @@ final class ScriptedTransport: ModbusTransport {
 struct DevicePollerTests {
     let device = DeviceConfig(
         name: "box", bus: "line", unit: 7, profileName: "p",
-        profile: DeviceProfile(model: "m", points: [
-            PointDefinition(name: "a", table: .input, address: 0, type: .u16),
-            PointDefinition(name: "b", table: .input, address: 1, type: .u16),
-            PointDefinition(name: "c", table: .holding, address: 204, type: .u16),
-            PointDefinition(name: "d", table: .holding, address: 205, type: .u16),
-            PointDefinition(name: "e", table: .holding, address: 206, type: .u16),
-        ]), pollIntervalMs: 1000)
+        profile: DeviceProfile(
+            model: "m",
+            points: [
+                PointDefinition(name: "a", table: .input, address: 0, type: .u16),
+                PointDefinition(name: "b", table: .input, address: 1, type: .u16),
+                PointDefinition(name: "c", table: .holding, address: 204, type: .u16),
+                PointDefinition(name: "d", table: .holding, address: 205, type: .u16),
+                PointDefinition(name: "e", table: .holding, address: 206, type: .u16),
+            ]), pollIntervalMs: 1000)
 
     func poll(_ transport: ScriptedTransport, retries: Int = 2) -> (DevicePoller, Record.Body) {
         let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())

@@ -32,7 +32,9 @@ struct FaultScenario {
             guard elapsed >= afterSeconds, forSeconds.map({ elapsed < afterSeconds + $0 }) ?? true else { return false }
             if let units, !units.contains(request.unit) { return false }
             if let table, request.readTable != table { return false }
-            if let address, !(request.address..<(request.address + max(1, request.count))).contains(address) { return false }
+            if let address, !(request.address..<(request.address + max(1, request.count))).contains(address) {
+                return false
+            }
             return true
         }
     }
@@ -59,11 +61,13 @@ struct FaultScenario {
             let text = table.string
             let known: Set = ["units", "kind", "after_s", "for_s", "code", "delay_ms", "table", "address"]
             for key in table.keys where !known.contains(key) {
-                problems.append(ConfigProblem(file: file, line: table[key]?.line, message: "unknown key '\(key)' in [[fault]]"))
+                problems.append(
+                    ConfigProblem(file: file, line: table[key]?.line, message: "unknown key '\(key)' in [[fault]]"))
             }
             var units: Set<Int>?
             if case .array(let list)? = table["units"]?.kind {
-                units = Set(list.compactMap { if case .integer(let unit) = $0.kind { return Int(unit) } else { return nil } })
+                units = Set(
+                    list.compactMap { if case .integer(let unit) = $0.kind { return Int(unit) } else { return nil } })
             }
             let kind: Kind
             switch text("kind") {
@@ -73,20 +77,26 @@ struct FaultScenario {
             case "crc": kind = .damaged(.badCRC)
             case "short": kind = .damaged(.truncated)
             default:
-                problems.append(ConfigProblem(file: file, line: table["kind"]?.line ?? table.line,
-                                              message: "kind must be dead, exception, slow, crc or short"))
+                problems.append(
+                    ConfigProblem(
+                        file: file, line: table["kind"]?.line ?? table.line,
+                        message: "kind must be dead, exception, slow, crc or short"))
                 continue
             }
             var tableFilter: RegisterTable?
             if let name = text("table") {
                 tableFilter = RegisterTable(rawValue: name)
                 if tableFilter == nil {
-                    problems.append(ConfigProblem(file: file, line: table["table"]?.line, message: "table must be coil, discrete, input or holding"))
+                    problems.append(
+                        ConfigProblem(
+                            file: file, line: table["table"]?.line,
+                            message: "table must be coil, discrete, input or holding"))
                 }
             }
-            scenario.faults.append(Fault(
-                units: units, kind: kind, afterSeconds: number("after_s") ?? 0, forSeconds: number("for_s"),
-                table: tableFilter, address: number("address").map { Int($0) }))
+            scenario.faults.append(
+                Fault(
+                    units: units, kind: kind, afterSeconds: number("after_s") ?? 0, forSeconds: number("for_s"),
+                    table: tableFilter, address: number("address").map { Int($0) }))
         }
         if !problems.isEmpty { throw ConfigErrors(problems) }
         return scenario

@@ -60,14 +60,17 @@ struct GateCommand: ParsableCommand {
         }
         server.levels[closedLine] = true
         let barrier = Barrier(openLine: openLine, closedLine: closedLine, script: script)
-        StandardStreams.out("railgate-sim: serving a gate chip with \(lines) lines on \(socket) (open line \(openLine), closed line \(closedLine))")
+        StandardStreams.out(
+            "railgate-sim: serving a gate chip with \(lines) lines on \(socket) (open line \(openLine), closed line \(closedLine))"
+        )
         server.serve(barrier: barrier)
     }
 }
 
 /// `railgate-sim gate-set`: drives one line of a running gate simulator.
 struct GateSetCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gate-set", abstract: "Drive one simulated input line.")
+    static let configuration = CommandConfiguration(
+        commandName: "gate-set", abstract: "Drive one simulated input line.")
 
     @Option(help: "The gate simulator's socket.")
     var socket: String
@@ -122,7 +125,9 @@ enum UnixSocket {
     static func connect(_ fd: Int32, to path: String) -> Bool {
         guard var address = address(path) else { return false }
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         } == 0
     }
 }
@@ -161,7 +166,8 @@ struct BarrierScript {
         script.bounceMs = Int(root.number("bounce_ms") ?? Double(script.bounceMs))
         script.repeatSeconds = root.number("repeat_s")
         if let period = script.repeatSeconds, period <= 0 {
-            problems.append(ConfigProblem(file: file, line: root["repeat_s"]?.line, message: "repeat_s must be positive"))
+            problems.append(
+                ConfigProblem(file: file, line: root["repeat_s"]?.line, message: "repeat_s must be positive"))
         }
         if case .array(let steps)? = root["step"]?.kind {
             for entry in steps {
@@ -179,8 +185,10 @@ struct BarrierScript {
                     }
                     action = .set(line: Int(line), level: value != 0)
                 default:
-                    problems.append(ConfigProblem(file: file, line: step["action"]?.line ?? step.line,
-                                                  message: "action must be open, close, stick_opening, stick_closing or set"))
+                    problems.append(
+                        ConfigProblem(
+                            file: file, line: step["action"]?.line ?? step.line,
+                            message: "action must be open, close, stick_opening, stick_closing or set"))
                     continue
                 }
                 script.steps.append((step.number("at_s") ?? 0, action))
@@ -280,7 +288,9 @@ final class SimulatedChipServer {
         guard fd >= 0, var address = UnixSocket.address(socketPath) else { throw Failure(code: errno) }
         unlink(socketPath)
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0, listen(fd, 16) == 0 else { throw Failure(code: errno) }
         listener = fd
@@ -294,7 +304,8 @@ final class SimulatedChipServer {
                 schedule.removeFirst()
                 setLevel(next.line, next.level, atNs: next.atNs)
             }
-            let timeoutMs = schedule.first.map { Int32(max(0, min(1000, ($0.atNs - now + 999_999) / 1_000_000))) } ?? 1000
+            let timeoutMs =
+                schedule.first.map { Int32(max(0, min(1000, ($0.atNs - now + 999_999) / 1_000_000))) } ?? 1000
             var descriptors = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
             descriptors += clients.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             guard poll(&descriptors, nfds_t(descriptors.count), timeoutMs) > 0 else { continue }
@@ -332,20 +343,30 @@ final class SimulatedChipServer {
                 let holder = clients.first { $0.lines.contains(offset) }
                 return .object([
                     ("offset", .integer(Int64(offset))),
-                    ("name", .string(offset == barrier.openLine ? "barrier-open" : offset == barrier.closedLine ? "barrier-closed" : "")),
-                    ("consumer", .string(holder?.consumer ?? "")), ("used", .bool(holder != nil)), ("level", .integer(levels[offset] ? 1 : 0)),
+                    (
+                        "name",
+                        .string(
+                            offset == barrier.openLine
+                                ? "barrier-open" : offset == barrier.closedLine ? "barrier-closed" : "")
+                    ),
+                    ("consumer", .string(holder?.consumer ?? "")), ("used", .bool(holder != nil)),
+                    ("level", .integer(levels[offset] ? 1 : 0)),
                 ])
             }
-            reply(fd, JSON.object([
-                ("name", .string(SimulatedChipProtocol.chipName)), ("label", .string(SimulatedChipProtocol.chipLabel)), ("lines", .array(lines)),
-            ]).serialized)
+            reply(
+                fd,
+                JSON.object([
+                    ("name", .string(SimulatedChipProtocol.chipName)),
+                    ("label", .string(SimulatedChipProtocol.chipLabel)), ("lines", .array(lines)),
+                ]).serialized)
         case "watch" where words.count >= 3:
             let requested = words.dropFirst(2).compactMap { Int($0) }
             if let bad = requested.first(where: { !levels.indices.contains($0) }) {
                 reply(fd, "error range \(bad) \(levels.count)")
                 return
             }
-            if let busy = requested.first(where: { line in clients.contains { $0.fd != fd && $0.lines.contains(line) } }),
+            if let busy = requested.first(where: { line in clients.contains { $0.fd != fd && $0.lines.contains(line) } }
+            ),
                 let holder = clients.first(where: { $0.lines.contains(busy) })
             {
                 reply(fd, "error busy \(busy) \(holder.consumer ?? "unknown")")

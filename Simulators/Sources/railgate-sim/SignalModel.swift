@@ -65,7 +65,8 @@ struct SimulatedPoint {
         signal = Signal.model(for: definition, unit: unit)
         self.pinned = pinned
         switch signal {
-        case .drifting(let center, let spread, _): value = center + Double.random(in: -spread...spread, using: &random) / 2
+        case .drifting(let center, let spread, _):
+            value = center + Double.random(in: -spread...spread, using: &random) / 2
         case .brakePipe(let nominal, _, _): value = nominal
         case .counter: value = Double(UInt16.random(in: 0...1000, using: &random))
         case .toggling: value = 0

@@ -53,10 +53,16 @@ struct WagonCommand: ParsableCommand {
     var trace = false
 
     func validate() throws {
-        guard (tcp == nil) != (rtu == nil) else { throw ValidationError("give exactly one of --tcp HOST:PORT or --rtu DEVICE") }
-        guard (unit == nil) != (units == nil) else { throw ValidationError("give exactly one of --unit N or --units A-B") }
+        guard (tcp == nil) != (rtu == nil) else {
+            throw ValidationError("give exactly one of --tcp HOST:PORT or --rtu DEVICE")
+        }
+        guard (unit == nil) != (units == nil) else {
+            throw ValidationError("give exactly one of --unit N or --units A-B")
+        }
         _ = try unitIDs()
-        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil { throw ValidationError("--tcp wants HOST:PORT, got '\(tcp)'") }
+        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil {
+            throw ValidationError("--tcp wants HOST:PORT, got '\(tcp)'")
+        }
     }
 
     func unitIDs() throws -> ClosedRange<Int> {
@@ -112,7 +118,9 @@ struct WagonCommand: ParsableCommand {
         let trace = self.trace
         let respond = { (request: ModbusIndication) -> ModbusResponse in
             if trace {
-                StandardStreams.out("request unit=\(request.unit) fc=\(request.functionCode) address=\(request.address) count=\(request.count)")
+                StandardStreams.out(
+                    "request unit=\(request.unit) fc=\(request.functionCode) address=\(request.address) count=\(request.count)"
+                )
             }
             guard let bank = wagon.banks[request.unit] else { return .silence }
             switch faults.fault(for: request, at: MonotonicClock.seconds() - start) {
@@ -133,7 +141,8 @@ struct WagonCommand: ParsableCommand {
                 printError("cannot serve on \(rtu): \(error)")
                 throw ExitCode(69)
             }
-            StandardStreams.out("railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(rtu) \(baud) baud")
+            StandardStreams.out(
+                "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(rtu) \(baud) baud")
             slave.serve(tickMs: 100, tick: tick, shouldStop: { false }, respond: respond)
             return
         }
@@ -145,7 +154,8 @@ struct WagonCommand: ParsableCommand {
             printError("cannot serve on \(tcp!): \(error)")
             throw ExitCode(69)
         }
-        StandardStreams.out("railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port)")
+        StandardStreams.out(
+            "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port)")
         slave.serve(tickMs: 100, tick: tick, shouldStop: { false }) { request in
             // A TCP gateway answers for units it does not know with exception 11 (target failed to respond).
             wagon.banks[request.unit] == nil ? .exception(0x0B) : respond(request)
@@ -193,7 +203,8 @@ struct SimulatedWagon {
     private func write() {
         for (unit, unitPoints) in points {
             for point in unitPoints {
-                banks[unit]!.set(point.definition.table, address: point.definition.address, point.definition.encode(point.current))
+                banks[unit]!.set(
+                    point.definition.table, address: point.definition.address, point.definition.encode(point.current))
             }
         }
     }

@@ -13,10 +13,15 @@ final class Broker: @unchecked Sendable {
 
     /// With `persistent`, sessions and queued messages survive a stop (SIGTERM) and restart.
     /// With `tls` (CA, certificate, key files) a second listener speaks TLS on `tlsPort`.
-    init(scratch: Scratch, port: Int? = nil, persistent: Bool = false, tls: (ca: String, certificate: String, key: String)? = nil) throws {
+    init(
+        scratch: Scratch, port: Int? = nil, persistent: Bool = false,
+        tls: (ca: String, certificate: String, key: String)? = nil
+    ) throws {
         let port = port ?? freePort()
         self.port = port
-        let config = scratch.write("mosquitto-\(port).conf", """
+        let config = scratch.write(
+            "mosquitto-\(port).conf",
+            """
             listener \(port) 127.0.0.1
             allow_anonymous true
             max_queued_messages 0
@@ -24,10 +29,12 @@ final class Broker: @unchecked Sendable {
             user root
             persistence_location \(scratch.path)/
             persistence_file mosquitto-\(port).db
-            """ + (tls.map { files in
-                let tlsPort = freePort()
-                return "\nlistener \(tlsPort) 127.0.0.1\ncafile \(files.ca)\ncertfile \(files.certificate)\nkeyfile \(files.key)\n"
-            } ?? ""))
+            """
+                + (tls.map { files in
+                    let tlsPort = freePort()
+                    return
+                        "\nlistener \(tlsPort) 127.0.0.1\ncafile \(files.ca)\ncertfile \(files.certificate)\nkeyfile \(files.key)\n"
+                } ?? ""))
         process = try TestProcess("/usr/sbin/mosquitto", ["-c", config], scratch: scratch, name: "mosquitto")
         tlsPort = (try? String(contentsOfFile: config, encoding: .utf8))?.split(separator: "\n")
             .filter { $0.hasPrefix("listener ") }.dropFirst().first.flatMap { Int($0.split(separator: " ")[1]) }
@@ -70,7 +77,9 @@ final class Subscriber: @unchecked Sendable {
     /// With a `clientID` and `cleanSession: false` the broker keeps the session while the
     /// subscriber is away (or the broker restarts with persistence) and queues its messages.
     init(port: Int, topic: String = "#", clientID: String? = nil, cleanSession: Bool = true) throws {
-        let client = try MQTTClient(clientID: clientID ?? "it-\(UUID().uuidString.prefix(8))", cleanSession: cleanSession) { [weak self] event in
+        let client = try MQTTClient(
+            clientID: clientID ?? "it-\(UUID().uuidString.prefix(8))", cleanSession: cleanSession
+        ) { [weak self] event in
             guard let self else { return }
             switch event {
             case .message(let topic, let payload, let retained):
@@ -109,7 +118,9 @@ final class Subscriber: @unchecked Sendable {
                 throw TimedOut(description: "condition not met within \(seconds) s; \(snapshot.count) messages")
             }
             lock.withLock {
-                if received.count == snapshot.count { lock.wait(until: min(deadline, MonotonicInstant.now().adding(milliseconds: 1000))) }
+                if received.count == snapshot.count {
+                    lock.wait(until: min(deadline, MonotonicInstant.now().adding(milliseconds: 1000)))
+                }
             }
         }
     }
@@ -126,7 +137,9 @@ final class WagonSimulator: @unchecked Sendable {
     let process: TestProcess
 
     convenience init(profile: String, units: String, scratch: Scratch, port: Int = 0, extra: [String] = []) throws {
-        try self.init(arguments: ["wagon", "--profile", profile, "--tcp", "127.0.0.1:\(port)"], units: units, scratch: scratch, extra: extra)
+        try self.init(
+            arguments: ["wagon", "--profile", profile, "--tcp", "127.0.0.1:\(port)"], units: units, scratch: scratch,
+            extra: extra)
     }
 
     init(arguments: [String], units: String, scratch: Scratch, extra: [String]) throws {
@@ -137,7 +150,9 @@ final class WagonSimulator: @unchecked Sendable {
     }
 
     /// The requests the simulator traced (`--trace`) so far.
-    var tracedRequests: [String] { process.output.split(separator: "\n").filter { $0.hasPrefix("request ") }.map(String.init) }
+    var tracedRequests: [String] {
+        process.output.split(separator: "\n").filter { $0.hasPrefix("request ") }.map(String.init)
+    }
 
     func kill() throws {
         process.signal(SIGKILL)
@@ -164,10 +179,14 @@ final class PtyPair: @unchecked Sendable {
         slaveSide = scratch.path + "/ttySIM"
         masterSide = scratch.path + "/ttyGW"
         process = try TestProcess(
-            "/usr/bin/socat", ["pty,raw,echo=0,link=\(slaveSide)", "pty,raw,echo=0,link=\(masterSide)"], scratch: scratch, name: "socat")
+            "/usr/bin/socat", ["pty,raw,echo=0,link=\(slaveSide)", "pty,raw,echo=0,link=\(masterSide)"],
+            scratch: scratch, name: "socat")
         let deadline = Date().addingTimeInterval(20)
-        while !(FileManager.default.fileExists(atPath: slaveSide) && FileManager.default.fileExists(atPath: masterSide)) {
-            guard process.isRunning, Date() < deadline else { throw TimedOut(description: "socat made no ptys: \(process.errorOutput)") }
+        while !(FileManager.default.fileExists(atPath: slaveSide) && FileManager.default.fileExists(atPath: masterSide))
+        {
+            guard process.isRunning, Date() < deadline else {
+                throw TimedOut(description: "socat made no ptys: \(process.errorOutput)")
+            }
             usleep(20_000)
         }
     }
@@ -175,8 +194,11 @@ final class PtyPair: @unchecked Sendable {
 
 extension WagonSimulator {
     /// A simulator on an RTU line (`--rtu DEVICE`).
-    convenience init(profile: String, units: String, rtu device: String, scratch: Scratch, extra: [String] = []) throws {
-        try self.init(arguments: ["wagon", "--profile", profile, "--rtu", device, "--baud", "19200", "--parity", "even"], units: units, scratch: scratch, extra: extra)
+    convenience init(profile: String, units: String, rtu device: String, scratch: Scratch, extra: [String] = []) throws
+    {
+        try self.init(
+            arguments: ["wagon", "--profile", profile, "--rtu", device, "--baud", "19200", "--parity", "even"],
+            units: units, scratch: scratch, extra: extra)
     }
 }
 
@@ -188,7 +210,8 @@ final class GateSimulator: @unchecked Sendable {
     init(scratch: Scratch, scenario: String? = nil) throws {
         socket = scratch.path + "/gate.sock"
         process = try TestProcess(
-            Binaries.simulator, ["gate", "--socket", socket] + (scenario.map { ["--scenario", $0] } ?? []), scratch: scratch, name: "gate")
+            Binaries.simulator, ["gate", "--socket", socket] + (scenario.map { ["--scenario", $0] } ?? []),
+            scratch: scratch, name: "gate")
         _ = try process.waitForOutputLine(containing: "serving")
     }
 

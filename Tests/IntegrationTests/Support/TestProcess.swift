@@ -8,7 +8,9 @@ enum Binaries {
         let runner = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
         var candidate = URL(fileURLWithPath: runner).deletingLastPathComponent()
         // The runner may sit inside an .xctest bundle directory.
-        while !FileManager.default.fileExists(atPath: candidate.appendingPathComponent("railgate").path), candidate.path != "/" {
+        while !FileManager.default.fileExists(atPath: candidate.appendingPathComponent("railgate").path),
+            candidate.path != "/"
+        {
             candidate.deleteLastPathComponent()
         }
         return candidate.path
@@ -81,9 +83,12 @@ final class TestProcess: @unchecked Sendable {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
-        let result = FileManager.default.changeCurrentDirectoryPath(projectRoot)
+        let result =
+            FileManager.default.changeCurrentDirectoryPath(projectRoot)
             ? posix_spawn(&child, executable, &actions, &attributes, argv, environ) : ENOENT
-        guard result == 0 else { throw TimedOut(description: "cannot start \(executable): \(String(cString: strerror(result)))") }
+        guard result == 0 else {
+            throw TimedOut(description: "cannot start \(executable): \(String(cString: strerror(result)))")
+        }
         pid = child
     }
 
@@ -125,17 +130,21 @@ final class TestProcess: @unchecked Sendable {
         while true {
             if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
             guard isRunning, Date() < deadline else {
-                throw TimedOut(description: "\(name) printed no line with '\(text)' (stderr: \(errorOutput.suffix(500)))")
+                throw TimedOut(
+                    description: "\(name) printed no line with '\(text)' (stderr: \(errorOutput.suffix(500)))")
             }
             usleep(20_000)
         }
     }
 
     /// Runs a command to completion and returns its exit status and output.
-    static func run(_ executable: String, _ arguments: [String], scratch: Scratch, seconds: Double = 60) throws
+    static func run(
+        _ executable: String, _ arguments: [String], scratch: Scratch, seconds: Double = 60
+    ) throws
         -> (status: Int32, output: String, error: String)
     {
-        let child = try TestProcess(executable, arguments, scratch: scratch, name: URL(fileURLWithPath: executable).lastPathComponent)
+        let child = try TestProcess(
+            executable, arguments, scratch: scratch, name: URL(fileURLWithPath: executable).lastPathComponent)
         let status = try child.waitForExit(seconds: seconds)
         return (status, child.output, child.errorOutput)
     }
@@ -168,6 +177,8 @@ func isListening(_ port: Int) -> Bool {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
     return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     } == 0
 }
