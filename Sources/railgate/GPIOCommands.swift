@@ -88,7 +88,8 @@ struct GPIOWatchCommand: ParsableCommand {
     @Option(help: "The chip: gpiochip0, /dev/gpiochip0, a label, a number, or sim:PATH.")
     var chip: String
 
-    @Option(name: .customLong("line"), help: "A line to watch (repeatable).")
+    @Option(
+        name: .customLong("line"), parsing: .upToNextOption, help: "Lines to watch: --line 17 18, or --line repeated.")
     var lines: [Int]
 
     @Flag(name: .customLong("active-low"), help: "The lines are active-low.")

@@ -24,13 +24,23 @@ enum Exit {
     static let config = ExitCode(78)
 }
 
-/// Loads a configuration for a command, printing every problem as `FILE:LINE: message` and
-/// exiting 78 if there is any.
-func loadConfig(_ path: String) throws -> GatewayConfig {
+/// Loads a configuration for a command, printing every problem as `FILE:LINE: message` on
+/// standard error (and, with `json`, as one document on standard output) and exiting 78 if
+/// there is any.
+func loadConfig(_ path: String, json: Bool = false) throws -> GatewayConfig {
     do {
         return try ConfigLoader(files: LocalFiles()).load(path)
     } catch {
         for problem in error.problems { StandardStreams.error(problem.description) }
+        if json {
+            let problems: [JSON] = error.problems.map { problem in
+                .object([
+                    ("file", .string(problem.file)), ("line", problem.line.map { .integer(Int64($0)) } ?? .null),
+                    ("message", .string(problem.message)),
+                ])
+            }
+            StandardStreams.out(JSON.object([("ok", .bool(false)), ("problems", .array(problems))]).serialized)
+        }
         throw Exit.config
     }
 }

@@ -57,7 +57,7 @@ struct CheckCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let loaded = try loadConfig(config)
+        let loaded = try loadConfig(config, json: json)
         if json {
             StandardStreams.out(
                 JSON.object([

@@ -43,6 +43,11 @@ struct CommandTests {
             }
             #expect(lines.count == expected.count, "one line per problem: \(result.error)")
         }
+        let json = try TestProcess.run(Binaries.railgate, ["check", "--config", file, "--json"], scratch: scratch)
+        #expect(json.status == 78)
+        let document = try JSONReader.parse(json.output)
+        #expect(document["ok"] == .bool(false))
+        #expect(document["problems"]?.arrayValue?.compactMap { $0["line"]?.intValue } == [2, 3, 6, 9, 10, 16, 20, 22])
     }
 
     @Test("check accepts the shipped example configurations")

@@ -118,7 +118,7 @@ struct GateTests {
         let gate = try GateSimulator(scratch: scratch)
         let watch = try TestProcess(
             Binaries.railgate,
-            ["gpio", "watch", "--chip", gate.chip, "--line", "17", "--line", "18", "--num-events", "2"],
+            ["gpio", "watch", "--chip", gate.chip, "--line", "17", "18", "--num-events", "2"],
             scratch: scratch, name: "watch")
         // The watch is live once the simulator lists its lines as used.
         let deadline = Date().addingTimeInterval(30)
