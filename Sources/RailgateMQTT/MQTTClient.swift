@@ -169,15 +169,6 @@ public final class MQTTClient: @unchecked Sendable {
         mosquitto_loop_stop(handle, false)
         loopRunning = false
     }
-
-    /// The libmosquitto version, "2.0.11".
-    public static var libraryVersion: String {
-        var major: Int32 = 0
-        var minor: Int32 = 0
-        var revision: Int32 = 0
-        mosquitto_lib_version(&major, &minor, &revision)
-        return "\(major).\(minor).\(revision)"
-    }
 }
 
 /// `mosquitto_lib_init` once per process (it is not thread-safe to call twice concurrently).
