@@ -26,7 +26,8 @@ persistence false
 CONF
 /usr/sbin/mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
 pids+=($!)
-"$bin/railgate-sim" wagon --profile axle-bearing-sensor --tcp 127.0.0.1:15020 --units 1-2 > "$work/sim-axle.log" 2>&1 &
+"$bin/railgate-sim" wagon --profile axle-bearing-sensor --tcp 127.0.0.1:15020 --units 1-2 \
+    --scenario Simulators/scenarios/hot-box.toml > "$work/sim-axle.log" 2>&1 &
 pids+=($!)
 "$bin/railgate-sim" wagon --profile brake-load-sensor --tcp 127.0.0.1:15021 --unit 3 > "$work/sim-brake.log" 2>&1 &
 pids+=($!)
@@ -38,7 +39,7 @@ for _ in $(seq 50); do
 done
 
 echo "demo: broker on 127.0.0.1:$broker_port, wagon sensors on 127.0.0.1:15020 (units 1-2) and :15021 (unit 3),"
-echo "demo: a border-gate barrier on sim:$work/gate.sock (a truck every 20 s)"
+echo "demo: a border-gate barrier on sim:$work/gate.sock (a truck every 20 s); axlebox-2 runs a hot box after a minute"
 mosquitto_sub -h 127.0.0.1 -p $broker_port -t 'railgate/#' -v &
 pids+=($!)
 "$bin/railgate" run --config Firmware-config/examples/demo.toml 2> >(sed 's/^/gateway: /' >&2) &

@@ -232,3 +232,53 @@ struct FaultySlaveTests {
         _ = simulator
     }
 }
+
+@Suite("Alarms end to end", .serialized)
+struct AlarmTests {
+    @Test("a bearing heating past alarm_above raises one alarm, and one alarm_clear when it cools")
+    func hotBox() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port)
+        let scenario = scratch.write(
+            "hot.toml",
+            """
+            [[ramp]]
+            point = "bearing_temp_3"
+            to = 95.0
+            after_s = 0.5
+            over_s = 1.5
+            [[ramp]]
+            point = "bearing_temp_3"
+            to = 40.0
+            after_s = 3.0
+            over_s = 1.5
+            """)
+        let simulator = try WagonSimulator(
+            profile: "axle-bearing-sensor", units: "2", scratch: scratch, extra: ["--scenario", scenario])
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port,
+            devices: [("axlebox-2", simulator.port, 2, "axle-bearing-sensor")], pollMs: 50)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        try subscriber.waitUntil(seconds: 60) { _ in
+            subscriber.records.contains { $0["event"] == .string("alarm_clear") }
+        }
+        // Twenty more polls after the clear: time enough for a flood to show itself.
+        let clearedAt = try #require(
+            subscriber.records.first { $0["event"] == .string("alarm_clear") }?["seq"]?.intValue)
+        try subscriber.waitUntil(seconds: 60) { _ in
+            subscriber.records.filter { ($0["seq"]?.intValue ?? 0) > clearedAt }.count >= 20
+        }
+        let alarms = subscriber.records.filter { $0["kind"] == .string("event") }
+        #expect(alarms.map { $0["event"]?.stringValue ?? "?" } == ["alarm_above", "alarm_clear"])
+        let raised = alarms[0]
+        #expect(raised["point"] == .string("bearing_temp_3") && raised["priority"] == .string("alarm"))
+        #expect((raised["value"]?.doubleValue ?? 0) > 90 && raised["threshold"] == .number(90))
+        #expect((alarms[1]["value"]?.doubleValue ?? 99) < 89.5, "cleared only past the hysteresis (the 0.5 deadband)")
+        // The alarming poll's sample carries the value whatever the deadband.
+        let sample = subscriber.records.first { $0["seq"]?.intValue == (raised["seq"]?.intValue ?? 0) + 1 }
+        #expect(sample?["values"]?["bearing_temp_3"] == raised["value"])
+        _ = gateway
+    }
+}

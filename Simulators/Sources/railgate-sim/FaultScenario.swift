@@ -12,7 +12,25 @@ import RailgateModbus
 ///     delay_ms = 300     # slow: how late the reply comes
 ///     table = "holding"  # optional: only requests of this table...
 ///     address = 42       # ...that cover this address
+///
+/// and moves points' values, to drive alarms (a bearing heating into a hot box):
+///
+///     [[ramp]]
+///     point = "bearing_temp_3"
+///     units = [2]        # all if absent
+///     to = 95.0          # engineering value reached...
+///     after_s = 30.0     # ...starting this long after the simulator started...
+///     over_s = 60.0      # ...over this long (then held there)
 struct FaultScenario {
+    /// A point's value moving linearly to `target`, then held.
+    struct Ramp {
+        var point: String
+        var units: Set<Int>?
+        var target: Double
+        var afterSeconds: Double
+        var overSeconds: Double
+    }
+
     enum Kind: Equatable {
         case dead
         case exception(UInt8)
@@ -40,6 +58,7 @@ struct FaultScenario {
     }
 
     var faults: [Fault] = []
+    var ramps: [Ramp] = []
 
     /// The first fault that applies to `request` now, if any.
     func fault(for request: ModbusIndication, at elapsed: Double) -> Kind? {
@@ -51,10 +70,32 @@ struct FaultScenario {
         let root = try TOMLParser.parse(text, file: file)
         var problems: [ConfigProblem] = []
         var scenario = FaultScenario()
-        for key in root.keys where key != "fault" {
+        for key in root.keys where key != "fault" && key != "ramp" {
             problems.append(ConfigProblem(file: file, line: root[key]?.line, message: "unknown key '\(key)'"))
         }
-        guard case .array(let entries)? = root["fault"]?.kind else { return scenario }
+        if case .array(let entries)? = root["ramp"]?.kind {
+            for case .table(let table) in entries.map(\.kind) {
+                guard let point = table.string("point"), let target = table.number("to") else {
+                    problems.append(
+                        ConfigProblem(file: file, line: table.line, message: "a [[ramp]] needs point and to"))
+                    continue
+                }
+                var units: Set<Int>?
+                if case .array(let list)? = table["units"]?.kind {
+                    units = Set(list.compactMap { if case .integer(let unit) = $0.kind { Int(unit) } else { nil } })
+                }
+                scenario.ramps.append(
+                    Ramp(
+                        point: point, units: units, target: target, afterSeconds: table.number("after_s") ?? 0,
+                        overSeconds: max(0.001, table.number("over_s") ?? 10)))
+            }
+            // A later ramp on the same point takes over from an earlier one.
+            scenario.ramps.sort { $0.afterSeconds < $1.afterSeconds }
+        }
+        guard case .array(let entries)? = root["fault"]?.kind else {
+            if !problems.isEmpty { throw ConfigErrors(problems) }
+            return scenario
+        }
         for entry in entries {
             guard case .table(let table) = entry.kind else { continue }
             let number = table.number

@@ -110,9 +110,10 @@ struct WagonCommand: ParsableCommand {
         var wagon = try SimulatedWagon(profile: definition, units: try unitIDs(), seed: seed, pinned: pinned)
         let start = MonotonicClock.seconds()
         var last = start
+        let ramps = faults.ramps
         let tick = {
             let now = MonotonicClock.seconds()
-            wagon.advance(t: now - start, dt: now - last)
+            wagon.advance(t: now - start, dt: now - last, ramps: ramps)
             last = now
         }
         let trace = self.trace
@@ -193,9 +194,22 @@ struct SimulatedWagon {
         write()
     }
 
-    mutating func advance(t: Double, dt: Double) {
+    /// Values where each ramp started, by unit and point.
+    private var rampStarts: [Int: [String: Double]] = [:]
+
+    mutating func advance(t: Double, dt: Double, ramps: [FaultScenario.Ramp]) {
         for unit in points.keys.sorted() {
             for index in points[unit]!.indices { points[unit]![index].advance(t: t, dt: dt, random: &random) }
+            for ramp in ramps where t >= ramp.afterSeconds && (ramp.units?.contains(unit) ?? true) {
+                guard let index = points[unit]!.firstIndex(where: { $0.definition.name == ramp.point }) else {
+                    continue
+                }
+                let key = "\(ramp.point)@\(ramp.afterSeconds)"
+                let from = rampStarts[unit, default: [:]][key] ?? points[unit]![index].current.numeric ?? ramp.target
+                rampStarts[unit, default: [:]][key] = from
+                let progress = min(1, (t - ramp.afterSeconds) / ramp.overSeconds)
+                points[unit]![index].pinned = .number(from + (ramp.target - from) * progress)
+            }
         }
         write()
     }
