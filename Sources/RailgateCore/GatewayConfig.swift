@@ -347,7 +347,9 @@ public struct ConfigLoader {
             controlSocket: reader.string("control_socket") ?? "/run/railgate/control.sock",
             logLevel: reader.choice("log_level", LogLevelName.allCases.map(\.rawValue)).flatMap(LogLevelName.init)
                 ?? .info,
-            profilePath: reader.stringArray("profile_path") ?? ["/etc/railgate/profiles"])
+            profilePath: reader.stringArray("profile_path") ?? [
+                "/etc/railgate/profiles", "/usr/share/railgate/profiles",
+            ])
         reader.finish()
         if settings.controlSocket.utf8.count > 107 {
             log.report(

@@ -20,7 +20,7 @@ struct WagonCommand: ParsableCommand {
     var profile: String
 
     @Option(name: .customLong("profile-path"), help: "Directory to look profile names up in (repeatable).")
-    var profilePath: [String] = ["Firmware-config/profiles", "/etc/railgate/profiles"]
+    var profilePath: [String] = ["Firmware-config/profiles", "/etc/railgate/profiles", "/usr/share/railgate/profiles"]
 
     @Option(help: "Serve Modbus TCP on HOST:PORT.")
     var tcp: String?
