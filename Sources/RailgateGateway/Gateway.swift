@@ -81,12 +81,16 @@ public final class Gateway: @unchecked Sendable {
             logger.warning("reload: state_dir and [buffer] changes take effect at the next restart")
         }
         logger.notice("reloading the configuration from \(fresh.file)")
-        stopServices()
+        // With the same upstream the MQTT session stays up (no offline/online flap for the
+        // consumers); only the birth message is published again, describing the new sources.
+        let sameUpstream = fresh.upstream == config.upstream && fresh.gateway.id == config.gateway.id
+        let kept = stopServices(keepingUplink: sameUpstream)
         lock.withLock { config = fresh }
-        startServices(fresh)
+        startServices(fresh, uplink: kept)
     }
 
-    private func startServices(_ config: GatewayConfig) {
+    /// Starts every service for `config`; an `uplink` kept across a reload is told the new sources.
+    private func startServices(_ config: GatewayConfig, uplink kept: Uplink? = nil) {
         let pollers = config.buses.compactMap { bus -> BusPoller? in
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { return nil }
@@ -96,7 +100,10 @@ public final class Gateway: @unchecked Sendable {
         let gates = config.gates.map { GateWatcher(gate: $0, sink: sink, logger: logger) }
         gates.forEach { $0.start() }
         var uplink: Uplink?
-        if case .mqtt = config.upstream.endpoint {
+        if let kept {
+            kept.announce(StatusMessage.birth(config: config, started: started))
+            uplink = kept
+        } else if case .mqtt = config.upstream.endpoint {
             let candidate = Uplink(config: config, buffer: buffer, started: started, logger: logger)
             do {
                 try candidate.start()
@@ -135,7 +142,9 @@ public final class Gateway: @unchecked Sendable {
         }
     }
 
-    private func stopServices() {
+    /// Stops the services; with `keepingUplink` the uplink runs on and is returned.
+    @discardableResult
+    private func stopServices(keepingUplink: Bool = false) -> Uplink? {
         let (pollers, gates, uplink, control, metrics) = lock.withLock {
             (self.pollers, self.gates, self.uplink, self.control, self.metrics)
         }
@@ -143,7 +152,7 @@ public final class Gateway: @unchecked Sendable {
         gates.forEach { $0.stop() }
         // Make the last polls durable so the uplink can still send them.
         try? buffer.sync()
-        uplink?.stop()
+        if !keepingUplink { uplink?.stop() }
         control?.stop()
         metrics?.stop()
         lock.withLock {
@@ -153,6 +162,7 @@ public final class Gateway: @unchecked Sendable {
             self.control = nil
             self.metrics = nil
         }
+        return keepingUplink ? uplink : nil
     }
 
     // MARK: Control socket

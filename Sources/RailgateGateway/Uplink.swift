@@ -32,7 +32,8 @@ final class Uplink: @unchecked Sendable {
     private let tls: Bool
     private let topics: Topics
     private let gatewayID: String
-    private let birth: [UInt8]
+    /// The retained birth message, published on every connect (guarded by `lock`).
+    private var birth: [UInt8]
     private let builder: BatchBuilder
     /// The batch limits for the records alone (the envelope's bytes taken off).
     private let limits: BatchLimits
@@ -139,6 +140,21 @@ final class Uplink: @unchecked Sendable {
         self.client = nil
     }
 
+    /// A new birth message (the sources changed on a reload): kept for the next connects and
+    /// published now if connected.
+    func announce(_ message: JSON) {
+        let connected: Bool = lock.withLock {
+            birth = message.bytes
+            return state == "connected"
+        }
+        guard connected, let client else { return }
+        do {
+            try client.publish(topic: topics.status, payload: message.bytes, qos: 1, retain: true)
+        } catch {
+            logger.warning("could not publish the new birth message: \(error)")
+        }
+    }
+
     func status() -> UplinkStatus {
         let acked = buffer.stats().ackedSeq
         return lock.withLock {
@@ -181,7 +197,7 @@ final class Uplink: @unchecked Sendable {
                 }
             }
             do {
-                try client?.publish(topic: topics.status, payload: birth, qos: 1, retain: true)
+                try client?.publish(topic: topics.status, payload: lock.withLock { birth }, qos: 1, retain: true)
             } catch {
                 logger.warning("could not publish the birth message: \(error)")
             }
