@@ -117,34 +117,35 @@ struct Frame {
     /// Appends the frame of `record` with `seq` to `output` (the record is encoded in place).
     /// Returns the frame's length.
     static func append(_ record: Record, seq: UInt64, to output: inout [UInt8]) -> Int {
-        let start = output.count
-        output.appendLittleEndian(UInt32(0))  // length, filled in below
-        output.appendLittleEndian(UInt32(0))  // CRC, filled in below
-        output.appendLittleEndian(seq)
-        output.append((record.priority == .alarm ? 1 : 0) | (record.isSample ? 2 : 0))
-        output.append(0)
-        output.appendLittleEndian(magic)
-        record.write(seq: seq, to: &output)
-        output.storeLittleEndian(UInt32(output.count - start - headerSize), at: start)
-        let crc = output.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[(start + 8)...])) }
-        output.storeLittleEndian(crc, at: start + 4)
-        return output.count - start
+        append(seq: seq, priority: record.priority, isSample: record.isSample, to: &output) {
+            record.write(seq: seq, to: &$0)
+        }
     }
 
     /// The frame's bytes, as `append` writes them (compaction copies kept frames this way).
     var bytes: [UInt8] {
         var frame: [UInt8] = []
         frame.reserveCapacity(length)
-        frame.appendLittleEndian(UInt32(payload.count))
-        frame.appendLittleEndian(UInt32(0))
-        frame.appendLittleEndian(seq)
-        frame.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0))
-        frame.append(0)
-        frame.appendLittleEndian(Frame.magic)
-        frame += payload
-        let crc = frame.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }
-        frame.storeLittleEndian(crc, at: 4)
+        _ = Frame.append(seq: seq, priority: priority, isSample: isSample, to: &frame) { $0 += payload }
         return frame
+    }
+
+    /// Appends a frame header, the payload `writePayload` appends, then fills in length and CRC.
+    private static func append(
+        seq: UInt64, priority: Priority, isSample: Bool, to output: inout [UInt8], writePayload: (inout [UInt8]) -> Void
+    ) -> Int {
+        let start = output.count
+        output.appendLittleEndian(UInt32(0))  // length, filled in below
+        output.appendLittleEndian(UInt32(0))  // CRC, filled in below
+        output.appendLittleEndian(seq)
+        output.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0))
+        output.append(0)
+        output.appendLittleEndian(magic)
+        writePayload(&output)
+        output.storeLittleEndian(UInt32(output.count - start - headerSize), at: start)
+        let crc = output.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[(start + 8)...])) }
+        output.storeLittleEndian(crc, at: start + 4)
+        return output.count - start
     }
 
     /// The record's `source`, read from its JSON without parsing all of it (for thinning).

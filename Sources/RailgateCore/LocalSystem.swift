@@ -51,3 +51,43 @@ public enum StandardStreams {
         return true
     }
 }
+
+/// Unix sockets by path: the control socket, the simulated GPIO chip, systemd's notify socket.
+public enum UnixSocket {
+    /// Calls `body` with `path` as a socket address and its length, or returns nil if the path is
+    /// too long for one. A leading "@" names the abstract namespace (as `$NOTIFY_SOCKET` may).
+    public static func withAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        let abstract = bytes.first == UInt8(ascii: "@")
+        if abstract { bytes[0] = 0 }
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { target in
+            for (index, byte) in bytes.enumerated() { target[index] = byte }
+        }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (abstract ? 0 : 1))
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) }
+        }
+    }
+
+    /// Connects `fd` to the socket at `path`; on false, errno says why (ENAMETOOLONG if too long).
+    public static func connect(_ fd: Int32, to path: String) -> Bool {
+        guard let result = withAddress(path, { Glibc.connect(fd, $0, $1) }) else {
+            errno = ENAMETOOLONG
+            return false
+        }
+        return result == 0
+    }
+
+    /// Binds `fd` to `path`, replacing a stale socket file; on false, errno says why.
+    public static func bind(_ fd: Int32, to path: String) -> Bool {
+        unlink(path)
+        guard let result = withAddress(path, { Glibc.bind(fd, $0, $1) }) else {
+            errno = ENAMETOOLONG
+            return false
+        }
+        return result == 0
+    }
+}

@@ -84,24 +84,13 @@ public struct Record: Sendable, Equatable {
             output += #"","kind":"sample","source":"#.utf8
             JSON.writeString(source, to: &output)
             if !values.isEmpty {
-                output += #","values":{"#.utf8
-                for (index, (name, value)) in values.enumerated() {
-                    if index > 0 { output.append(UInt8(ascii: ",")) }
-                    JSON.writeString(name, to: &output)
-                    output.append(UInt8(ascii: ":"))
-                    value.jsonValue.write(to: &output)
+                Record.writeObject("values", values, to: &output) { value, output in value.jsonValue.write(to: &output)
                 }
-                output.append(UInt8(ascii: "}"))
             }
             if !errors.isEmpty {
-                output += #","errors":{"#.utf8
-                for (index, (name, reason)) in errors.enumerated() {
-                    if index > 0 { output.append(UInt8(ascii: ",")) }
-                    JSON.writeString(name, to: &output)
-                    output.append(UInt8(ascii: ":"))
+                Record.writeObject("errors", errors, to: &output) { reason, output in
                     JSON.writeString(reason.description, to: &output)
                 }
-                output.append(UInt8(ascii: "}"))
             }
         case .event(let name, let fields):
             output += #"","kind":"event","source":"#.utf8
@@ -135,6 +124,23 @@ public struct Record: Sendable, Equatable {
             size += name.utf8.count + fields.reduce(0) { $0 + $1.0.utf8.count + 4 + $1.1.bytes.count }
         }
         return size
+    }
+
+    /// Appends `,"key":{"name":value,...}` for `members`, each value written by `writeValue`.
+    private static func writeObject<Value>(
+        _ key: String, _ members: [(String, Value)], to output: inout [UInt8],
+        writeValue: (Value, inout [UInt8]) -> Void
+    ) {
+        output.append(UInt8(ascii: ","))
+        JSON.writeString(key, to: &output)
+        output += ":{".utf8
+        for (index, (name, value)) in members.enumerated() {
+            if index > 0 { output.append(UInt8(ascii: ",")) }
+            JSON.writeString(name, to: &output)
+            output.append(UInt8(ascii: ":"))
+            writeValue(value, &output)
+        }
+        output.append(UInt8(ascii: "}"))
     }
 
     /// The record's UTF-8 JSON (with its sequence number when given), as stored and sent upstream.

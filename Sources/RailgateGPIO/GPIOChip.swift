@@ -117,3 +117,24 @@ public enum GPIOChips {
         return names.sorted { $0.count != $1.count ? $0.count < $1.count : $0 < $1 }
     }
 }
+
+extension GPIOChips {
+    /// Opens `gate`'s chip and requests its two limit-switch lines for edge events, honouring
+    /// `active_low`; returns them with whether each switch is active now.
+    public static func requestLimitSwitches(
+        of gate: GateConfig, consumer: String
+    ) throws(GPIOError)
+        -> (watch: any GPIOLineWatch, openActive: Bool, closedActive: Bool)
+    {
+        let chip = try open(gate.chip)
+        let watch = try chip.watch(
+            lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: consumer)
+        do {
+            let levels = try watch.levels()
+            return (watch, levels[gate.openLine] ?? false, levels[gate.closedLine] ?? false)
+        } catch {
+            watch.release()
+            throw error
+        }
+    }
+}

@@ -73,9 +73,9 @@ final class BusPoller: @unchecked Sendable {
             let due = poller.nextDue
             guard worker.wait(until: due) else { break }
             let started = MonotonicInstant.now()
-            let record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now()) {
-                if bus.interRequestDelayMs > 0 { usleep(UInt32(bus.interRequestDelayMs) * 1000) }
-            }
+            let record = poller.poll(
+                over: connection, retries: bus.retries, interRequestDelayMs: bus.interRequestDelayMs,
+                at: WallClock.now())
             let finished = MonotonicInstant.now()
             busyNanoseconds += finished.nanoseconds - started.nanoseconds
             let (sample, alarms) = poller.edge.process(record, nowMs: finished.nanoseconds / 1_000_000)

@@ -21,23 +21,7 @@ final class ControlServer: @unchecked Sendable {
     func start() throws(ControlSocketError) {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ControlSocketError(operation: "socket", path: path, code: errno) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            Glibc.close(fd)
-            throw ControlSocketError(operation: "bind (path too long)", path: path, code: ENAMETOOLONG)
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { target in
-            for (index, byte) in bytes.enumerated() { target[index] = byte }
-        }
-        unlink(path)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, listen(fd, 8) == 0 else {
+        guard UnixSocket.bind(fd, to: path), listen(fd, 8) == 0 else {
             let code = errno
             Glibc.close(fd)
             throw ControlSocketError(operation: "bind", path: path, code: code)

@@ -1,3 +1,4 @@
+import Glibc
 import RailgateCore
 import RailgateModbus
 
@@ -40,9 +41,9 @@ public final class DevicePoller {
     /// One poll: every request with up to `retries` retries on timeouts and garbled replies;
     /// a request refused with "illegal data address" is split into single points so that one
     /// bad address does not blind its neighbours. A device silent on its first request is not
-    /// asked the rest (each would cost the line a timeout). `pause` runs between requests.
+    /// asked the rest (each would cost the line a timeout). `interRequestDelayMs` separates requests.
     public func poll(
-        over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp, pause: () -> Void
+        over transport: any ModbusTransport, retries: Int, interRequestDelayMs: Int = 0, at timestamp: Timestamp
     ) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
@@ -51,7 +52,7 @@ public final class DevicePoller {
         func read(_ table: RegisterTable, _ address: Int, _ count: Int) -> Result<[UInt16], ModbusError> {
             var attempt = 0
             while true {
-                if !first { pause() }
+                if !first, interRequestDelayMs > 0 { usleep(UInt32(interRequestDelayMs) * 1000) }
                 first = false
                 stats.requests += 1
                 do throws(ModbusError) {

@@ -59,21 +59,16 @@ final class GateWatcher: @unchecked Sendable {
     }
 
     private func watch() throws(GPIOError) {
-        let chip = try GPIOChips.open(gate.chip)
-        let watch = try chip.watch(
-            lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-\(gate.name)")
+        let (watch, openActive, closedActive) = try GPIOChips.requestLimitSwitches(
+            of: gate, consumer: "railgate-\(gate.name)")
         defer { watch.release() }
-        let levels = try watch.levels()
         var machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
         let wasUnavailable = lock.withLock { () -> Bool in
             defer { lastError = nil }
             return lastError != nil
         }
         if wasUnavailable { logger.notice("gate \(gate.name): chip \(gate.chip) is back") }
-        emit(
-            machine.start(
-                openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false,
-                atMs: Self.nowMs()))
+        emit(machine.start(openActive: openActive, closedActive: closedActive, atMs: Self.nowMs()))
         while !worker.isStopping {
             let now = Self.nowMs()
             let wait = machine.nextDeadlineMs.map { max(0, min(500, $0 - now)) } ?? 500
@@ -113,14 +108,11 @@ final class GateWatcher: @unchecked Sendable {
 
     /// The barrier's state read once (for `run --once`): its initial-state event.
     static func readOnce(_ gate: GateConfig) throws(GPIOError) -> Record {
-        let chip = try GPIOChips.open(gate.chip)
-        let watch = try chip.watch(
-            lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-\(gate.name)")
-        defer { watch.release() }
-        let levels = try watch.levels()
+        let (watch, openActive, closedActive) = try GPIOChips.requestLimitSwitches(
+            of: gate, consumer: "railgate-\(gate.name)")
+        watch.release()
         var machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
-        let first = machine.start(
-            openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false, atMs: 0)[0]
+        let first = machine.start(openActive: openActive, closedActive: closedActive, atMs: 0)[0]
         return Record(
             timestamp: WallClock.now(), source: gate.name,
             body: .event(name: first.state.rawValue, fields: first.fields), priority: first.priority)

@@ -261,9 +261,9 @@ public enum SinglePoll {
                 let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
                 let record: Record
                 if let connection {
-                    record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now()) {
-                        if bus.interRequestDelayMs > 0 { usleep(UInt32(bus.interRequestDelayMs) * 1000) }
-                    }
+                    record = poller.poll(
+                        over: connection, retries: bus.retries, interRequestDelayMs: bus.interRequestDelayMs,
+                        at: WallClock.now())
                 } else {
                     let errors = device.profile.points.map { ($0.name, ReadFailure.io) }
                     record = Record(

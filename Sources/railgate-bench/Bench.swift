@@ -98,7 +98,7 @@ enum ModbusBench {
             baseline.append(Double(cycles) / c)
             let start = seconds()
             for _ in 0..<cycles {
-                let record = poller.poll(over: connection, retries: 0, at: WallClock.now()) {}
+                let record = poller.poll(over: connection, retries: 0, at: WallClock.now())
                 if case .sample(_, let errors) = record.body, !errors.isEmpty {
                     throw BenchError(description: "poll failed: \(errors)")
                 }

@@ -276,20 +276,15 @@ struct DoctorCommand: ParsableCommand {
                 continue
             }
             do {
-                let chip = try GPIOChips.open(gate.chip)
-                let watch = try chip.watch(
-                    lines: [gate.openLine, gate.closedLine], activeLow: gate.activeLow, consumer: "railgate-doctor")
-                let levels = try watch.levels()
+                let (watch, open, closed) = try GPIOChips.requestLimitSwitches(of: gate, consumer: "railgate-doctor")
                 watch.release()
-                let open = levels[gate.openLine] == true
-                let closed = levels[gate.closedLine] == true
                 let reading =
                     open && closed
                     ? "both switches active: a broken wire or a misadjusted switch"
                     : open ? "open" : closed ? "closed" : "between limits"
                 note(
                     open && closed ? .warn : .ok, subject,
-                    "\(chip.name) lines \(gate.openLine)/\(gate.closedLine) free; barrier reads \(reading)")
+                    "\(gate.chip) lines \(gate.openLine)/\(gate.closedLine) free; barrier reads \(reading)")
             } catch {
                 note(.fail, subject, error.description)
             }

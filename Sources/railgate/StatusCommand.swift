@@ -42,21 +42,7 @@ enum ControlClient {
         defer { close(fd) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw Failure(description: "socket path too long")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { target in
-            for (index, byte) in bytes.enumerated() { target[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard connected == 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        guard UnixSocket.connect(fd, to: path) else { throw Failure(description: String(cString: strerror(errno))) }
         StandardStreams.write(fd: fd, command + "\n")
         var reply: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)

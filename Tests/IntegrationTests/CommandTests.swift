@@ -91,15 +91,10 @@ struct CommandTests {
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let socket = scratch.path + "/control.sock"
-        var status: JSON = .null
-        let deadline = Date().addingTimeInterval(60)
-        repeat {
-            let result = try TestProcess.run(
-                Binaries.railgate, ["status", "--socket", socket, "--json"], scratch: scratch)
-            if result.status == 0 { status = (try? JSONReader.parse(result.output)) ?? .null }
-            if (status["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0) >= 2 { break }
-            usleep(100_000)
-        } while Date() < deadline
+        let status = try eventually("two polls in the daemon's status", seconds: 60) { () -> JSON? in
+            let status = try daemonStatus(scratch)
+            return (status["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0) >= 2 ? status : nil
+        }
         #expect(status["gateway"] == .string("KZ-WAG-TEST"))
         #expect(status["upstream"]?["state"] == .string("disabled"))
         #expect((status["buffer"]?["records"]?.intValue ?? 0) >= 2, "url = none keeps everything buffered")
@@ -173,17 +168,7 @@ struct CommandTests {
     func rawControlRequest(socket path: String, _ text: String) throws -> String {
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { target in
-            for (index, byte) in path.utf8.enumerated() { target[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard connected == 0 else { throw TimedOut(description: "cannot connect to \(path)") }
+        guard UnixSocket.connect(fd, to: path) else { throw TimedOut(description: "cannot connect to \(path)") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         if !text.isEmpty { _ = text.withCString { send(fd, $0, strlen($0), 0) } }
@@ -249,17 +234,14 @@ struct DoctorTests {
 
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
-        let deadline = Date().addingTimeInterval(30)
-        repeat {
-            report = try doctor()
-            if report.checks["daemon"] == ["ok"],
-                report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok", "ok"],
-                report.checks["gate north-barrier"] == ["ok"]
-            {
-                break
-            }
-            usleep(200_000)
-        } while Date() < deadline
+        report = try eventually("doctor seeing the daemon, its link and its gate", intervalMs: 200) {
+            let report = try doctor()
+            let seen =
+                report.checks["daemon"] == ["ok"]
+                && report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok", "ok"]
+                && report.checks["gate north-barrier"] == ["ok"]
+            return seen ? report : nil
+        }
         #expect(report.status == 0, "\(report.checks)")
         #expect(report.checks["daemon"] == ["ok"])
 
@@ -293,11 +275,7 @@ struct ReloadTests {
             } ?? []
         }
         func waitForDevices(_ expected: [String]) throws {
-            let deadline = Date().addingTimeInterval(30)
-            while try devices() != expected {
-                guard Date() < deadline else { throw TimedOut(description: "devices never became \(expected)") }
-                usleep(100_000)
-            }
+            try eventually("devices \(expected) in the status") { try devices() == expected ? () : nil }
         }
         try waitForDevices(["axlebox-1"])
 
@@ -360,14 +338,9 @@ struct ReloadTests {
     }
 
     func waitForLog(_ process: TestProcess, _ text: String) throws -> String {
-        let deadline = Date().addingTimeInterval(30)
-        while !process.errorOutput.contains(text) {
-            guard Date() < deadline else {
-                throw TimedOut(description: "no log line '\(text)': \(process.errorOutput.suffix(400))")
-            }
-            usleep(50_000)
+        try eventually("the log line '\(text)'", intervalMs: 50) {
+            process.errorOutput.contains(text) ? process.errorOutput : nil
         }
-        return process.errorOutput
     }
 }
 
@@ -430,14 +403,9 @@ struct TLSTests {
                 try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 2 }
                 #expect(subscriber.records.first?["source"] == .string("axlebox-1"))
             } else {
-                let deadline = Date().addingTimeInterval(30)
-                var upstream: JSON = .null
-                while Date() < deadline, upstream["last_error"] == nil || upstream["last_error"] == .null {
-                    let status = try TestProcess.run(
-                        Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"],
-                        scratch: scratch)
-                    upstream = (try? JSONReader.parse(status.output))?["upstream"] ?? .null
-                    usleep(200_000)
+                let upstream = try eventually("the refused handshake in the status", intervalMs: 200) { () -> JSON? in
+                    let upstream = try daemonStatus(scratch)["upstream"] ?? .null
+                    return upstream["last_error"]?.stringValue != nil ? upstream : nil
                 }
                 #expect(upstream["state"] != .string("connected"), "\(upstream.serialized)")
                 #expect(upstream["last_error"]?.stringValue != nil)

@@ -33,18 +33,10 @@ struct DiskTroubleTests {
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
-        func status() throws -> JSON {
-            let result = try TestProcess.run(
-                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
-            return (try? JSONReader.parse(result.output)) ?? .null
-        }
         func waitFor(_ seconds: Double, _ what: String, _ condition: (JSON) -> Bool) throws -> JSON {
-            let deadline = Date().addingTimeInterval(seconds)
-            while true {
-                let current = try status()
-                if condition(current) { return current }
-                guard Date() < deadline else { throw TimedOut(description: "\(what): \(current.serialized)") }
-                usleep(200_000)
+            try eventually(what, seconds: seconds, intervalMs: 200) {
+                let status = try daemonStatus(scratch)
+                return condition(status) ? status : nil
             }
         }
 

@@ -98,15 +98,12 @@ struct GateTests {
         let config = gateGatewayConfig(scratch: scratch, brokerPort: nil, chip: gate.chip)
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
-        var seen: [String] = []
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline, !(seen.contains("fault") && seen.last == "closed") {
-            let dump = try TestProcess.run(
-                Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
-            seen = dump.output.split(separator: "\n").compactMap {
-                try? JSONReader.parse(String($0))["event"]?.stringValue
+        let seen = try eventually("a fault, then closed, in the buffer", seconds: 60, intervalMs: 200) {
+            () -> [String]? in
+            let seen = try bufferedRecords(scratch.path + "/state", scratch: scratch).compactMap {
+                $0["event"]?.stringValue
             }
-            usleep(200_000)
+            return seen.contains("fault") && seen.last == "closed" ? seen : nil
         }
         #expect(seen == ["closed", "fault", "closed"])
         _ = gateway
@@ -121,11 +118,9 @@ struct GateTests {
             ["gpio", "watch", "--chip", gate.chip, "--line", "17", "18", "--num-events", "2"],
             scratch: scratch, name: "watch")
         // The watch is live once the simulator lists its lines as used.
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
+        try eventually("the watch holding its lines", intervalMs: 50) {
             let info = try TestProcess.run(Binaries.railgate, ["gpio", "info", "--chip", gate.chip], scratch: scratch)
-            if info.output.contains("\"railgate-watch\"") { break }
-            usleep(50_000)
+            return info.output.contains("\"railgate-watch\"") ? () : nil
         }
         for (line, value) in [(18, 0), (17, 1)] {
             let set = try TestProcess.run(
@@ -153,27 +148,20 @@ struct GateTests {
         let config = gateGatewayConfig(scratch: scratch, brokerPort: nil, chip: "sim:\(socket)")
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
-        var status: JSON = .null
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline, status["gates"]?.arrayValue?.first?["state"] != .string("unavailable") {
-            let result = try TestProcess.run(
-                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
-            status = (try? JSONReader.parse(result.output)) ?? .null
-            usleep(100_000)
+        func gateState(_ expected: String) throws -> JSON {
+            try eventually("the gate \(expected) in the status", intervalMs: 200) {
+                let status = try daemonStatus(scratch)
+                return status["gates"]?.arrayValue?.first?["state"] == .string(expected) ? status : nil
+            }
         }
+        var status = try gateState("unavailable")
         #expect(status["gates"]?.arrayValue?.first?["error"]?.stringValue?.contains("not found") == true)
         #expect(gateway.errorOutput.contains("gate north-barrier: GPIO chip 'sim:\(socket)' not found"))
         #expect(gateway.isRunning)
 
         // The chip appears (a hotplugged expander): the retry picks it up.
         let gate = try GateSimulator(scratch: scratch)
-        let appeared = Date().addingTimeInterval(30)
-        while Date() < appeared, status["gates"]?.arrayValue?.first?["state"] != .string("closed") {
-            let result = try TestProcess.run(
-                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
-            status = (try? JSONReader.parse(result.output)) ?? .null
-            usleep(200_000)
-        }
+        status = try gateState("closed")
         #expect(status["gates"]?.arrayValue?.first?["state"] == .string("closed"))
 
         // Now the daemon holds the lines: another user is refused, naming the holder.
@@ -216,18 +204,20 @@ struct GateTests {
         let config = gateGatewayConfig(scratch: scratch, brokerPort: nil, chip: chipName)
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
-        var seen: [String] = []
-        let deadline = Date().addingTimeInterval(30)
         var step = 0
-        while Date() < deadline, seen.count < 3 {
-            let dump = try TestProcess.run(
-                Binaries.railgate, ["buffer", "dump", "--state-dir", scratch.path + "/state"], scratch: scratch)
-            seen = dump.output.split(separator: "\n").compactMap {
-                try? JSONReader.parse(String($0))["event"]?.stringValue
+        let seen = try eventually("a barrier cycle on kernel lines") { () -> [String]? in
+            let seen = try bufferedRecords(scratch.path + "/state", scratch: scratch).compactMap {
+                $0["event"]?.stringValue
             }
-            if seen == ["closed"], step == 0 { try pull(18, "pull-down"); step = 1 }
-            if seen == ["closed", "opening"], step == 1 { try pull(17, "pull-up"); step = 2 }
-            usleep(100_000)
+            if seen == ["closed"], step == 0 {
+                try pull(18, "pull-down")
+                step = 1
+            }
+            if seen == ["closed", "opening"], step == 1 {
+                try pull(17, "pull-up")
+                step = 2
+            }
+            return seen.count >= 3 ? seen : nil
         }
         #expect(seen == ["closed", "opening", "open"])
         _ = gateway

@@ -50,21 +50,6 @@ func outageConfig(
 
 @Suite("Outage", .serialized)
 struct OutageTests {
-    /// Waits until the buffer (read with the daemon running) satisfies `condition`.
-    func waitForBuffer(_ state: String, scratch: Scratch, seconds: Double, _ condition: ([JSON]) -> Bool) throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while true {
-            let dump = try TestProcess.run(
-                Binaries.railgate, ["buffer", "dump", "--state-dir", state], scratch: scratch)
-            let records = dump.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0)) }
-            if condition(records) { return }
-            guard Date() < deadline else {
-                throw TimedOut(description: "buffer condition not met; \(records.count) records buffered")
-            }
-            usleep(200_000)
-        }
-    }
-
     /// During the outage the barrier jams while opening (a travel_timeout alarm) and is freed
     /// back to closed: an alarm and events, newer than a backlog of samples.
     @Test("after an outage, alarms and events arrive before the older backlog, and no seq is missing")
@@ -103,9 +88,11 @@ struct OutageTests {
         let backlogSince = Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch + 1000)
         let beforeOutage = Set(seqs(subscriber.records))
         // The barrier cycles during the outage, with samples buffered before and after it.
-        try waitForBuffer(scratch.path + "/state", scratch: scratch, seconds: 60) { records in
-            records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("fault") }
-                && records.filter { $0["kind"] == .string("sample") }.count >= 40
+        try eventually("the barrier's cycle and 40 samples in the buffer", seconds: 60, intervalMs: 200) {
+            () -> Void? in
+            let records = try bufferedRecords(scratch.path + "/state", scratch: scratch)
+            let cycled = records.contains { $0["event"] == .string("closed") && $0["previous"] == .string("fault") }
+            return cycled && records.filter { $0["kind"] == .string("sample") }.count >= 40 ? () : nil
         }
         broker = try Broker(scratch: scratch, port: port, persistent: true)  // the link returns
         try subscriber.waitUntil(seconds: 60) { _ in
@@ -156,14 +143,9 @@ struct OutageTests {
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.records.count >= 3 }
         try broker.stop()
         // Fill more than the 64 KiB buffer holds.
-        let deadline = Date().addingTimeInterval(90)
-        var dropped = 0
-        while dropped == 0 {
-            let stats = try TestProcess.run(
-                Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock", "--json"], scratch: scratch)
-            dropped = (try? JSONReader.parse(stats.output))?["buffer"]?["dropped_normal"]?.intValue ?? 0
-            guard Date() < deadline else { throw TimedOut(description: "the buffer never overflowed") }
-            usleep(200_000)
+        let dropped = try eventually("the buffer overflowing", seconds: 90, intervalMs: 200) { () -> Int? in
+            let dropped = try daemonStatus(scratch)["buffer"]?["dropped_normal"]?.intValue ?? 0
+            return dropped > 0 ? dropped : nil
         }
         broker = try Broker(scratch: scratch, port: port, persistent: true)
         try subscriber.waitUntil(seconds: 60) { _ in

@@ -42,7 +42,7 @@ struct DevicePollerTests {
 
     func poll(_ transport: ScriptedTransport, retries: Int = 2) -> (DevicePoller, Record.Body) {
         let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())
-        let record = poller.poll(over: transport, retries: retries, at: Timestamp(millisecondsSinceEpoch: 0)) {}
+        let record = poller.poll(over: transport, retries: retries, at: Timestamp(millisecondsSinceEpoch: 0))
         return (poller, record.body)
     }
 
@@ -99,11 +99,11 @@ struct DevicePollerTests {
         let now = MonotonicInstant.now()
         for _ in 0..<5 {
             transport.failures["input@0"] = [.timeout]
-            _ = poller.poll(over: transport, retries: 0, at: Timestamp(millisecondsSinceEpoch: 0)) {}
+            _ = poller.poll(over: transport, retries: 0, at: Timestamp(millisecondsSinceEpoch: 0))
         }
         poller.scheduleNext(after: now, now: now, maxBackoffMs: 5000)
         #expect(poller.nextDue.milliseconds(since: now) == 5000, "doubling, capped")
-        _ = poller.poll(over: transport, retries: 0, at: Timestamp(millisecondsSinceEpoch: 0)) {}
+        _ = poller.poll(over: transport, retries: 0, at: Timestamp(millisecondsSinceEpoch: 0))
         poller.scheduleNext(after: now, now: now, maxBackoffMs: 5000)
         #expect(poller.nextDue.milliseconds(since: now) == 1000, "back on its interval once it answers")
     }

@@ -109,29 +109,6 @@ extension String {
     var trimmingCharacters: String { String(self.filter { $0 != "\n" && $0 != "\r" }) }
 }
 
-/// Binding and connecting Unix stream sockets.
-enum UnixSocket {
-    static func address(_ path: String) -> sockaddr_un? {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { target in
-            for (index, byte) in bytes.enumerated() { target[index] = byte }
-        }
-        return address
-    }
-
-    static func connect(_ fd: Int32, to path: String) -> Bool {
-        guard var address = address(path) else { return false }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        } == 0
-    }
-}
-
 /// A barrier scenario: when the motor is told to open or close, and what goes wrong.
 ///
 ///     travel_s = 3.0       # time between leaving one limit and reaching the other
@@ -285,14 +262,7 @@ final class SimulatedChipServer {
         levels = [Bool](repeating: false, count: lineCount)
         path = socketPath
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0, var address = UnixSocket.address(socketPath) else { throw Failure(code: errno) }
-        unlink(socketPath)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, listen(fd, 16) == 0 else { throw Failure(code: errno) }
+        guard fd >= 0, UnixSocket.bind(fd, to: socketPath), listen(fd, 16) == 0 else { throw Failure(code: errno) }
         listener = fd
         signal(SIGPIPE, SIG_IGN)
     }
