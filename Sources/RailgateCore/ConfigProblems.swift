@@ -142,6 +142,23 @@ struct TableReader {
         return strings
     }
 
+    /// An array of integers (decimal, hex `0x7FFF`, ...), each with its line; nil if absent.
+    mutating func integerArray(_ key: String) -> [(value: Int64, line: Int)]? {
+        guard let value = take(key, required: false) else { return nil }
+        guard case .array(let elements) = value.kind else {
+            return wrongType(key, value, expected: "an array of integers")
+        }
+        var integers: [(value: Int64, line: Int)] = []
+        for element in elements {
+            guard case .integer(let number) = element.kind else {
+                log.report(element.line, "\(key) must hold integers only, found \(element.typeName)")
+                return nil
+            }
+            integers.append((number, element.line))
+        }
+        return integers
+    }
+
     /// The sub-table at `key` (for `[gateway]` and friends), or nil if absent.
     mutating func table(_ key: String) -> TOMLTable? {
         guard let value = take(key, required: false) else { return nil }

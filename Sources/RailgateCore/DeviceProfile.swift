@@ -17,11 +17,15 @@ public struct PointDefinition: Sendable, Equatable {
     public var alarmBelow: Double?
     /// How far back over the threshold clears an alarm (see `hysteresis` for the default).
     public var alarmHysteresis: Double?
+    /// `invalid`: raw bit patterns (see `RegisterCodec.rawPattern`) that mean "no reading"; such a
+    /// read is reported in `errors` as `invalid`, never as a value.
+    public var invalid: [UInt64]
 
     public init(
         name: String, table: RegisterTable, address: Int, type: ValueType, order: WordOrder = .abcd,
         scale: Double = 1, offset: Double = 0, unit: String? = nil, deadband: Double? = nil,
-        maxSilenceMs: Int? = nil, alarmAbove: Double? = nil, alarmBelow: Double? = nil, alarmHysteresis: Double? = nil
+        maxSilenceMs: Int? = nil, alarmAbove: Double? = nil, alarmBelow: Double? = nil, alarmHysteresis: Double? = nil,
+        invalid: [UInt64] = []
     ) {
         self.name = name
         self.table = table
@@ -36,6 +40,7 @@ public struct PointDefinition: Sendable, Equatable {
         self.alarmAbove = alarmAbove
         self.alarmBelow = alarmBelow
         self.alarmHysteresis = alarmHysteresis
+        self.invalid = invalid
     }
 
     /// Registers (or bits) the point occupies: `address ..< address + count`.
@@ -45,6 +50,20 @@ public struct PointDefinition: Sendable, Equatable {
     public func decode(_ registers: some Collection<UInt16>) -> PointValue {
         if table.holdsBits { return .bool(registers.first! != 0) }
         return RegisterCodec.value(registers, as: type, order: order, scale: scale, offset: offset)
+    }
+
+    /// What a poll reports for the point's registers: its engineering value, or why there is none:
+    /// `invalid` when the raw pattern is one of the point's sentinels, `nan` or `inf` when a float
+    /// (or a scaled value) is not finite. Numbers that go upstream are always finite.
+    public func reading(_ registers: some Collection<UInt16>) -> Result<PointValue, ReadFailure> {
+        if !table.holdsBits, !invalid.isEmpty, type.sentinelBits != nil,
+            invalid.contains(RegisterCodec.rawPattern(registers, as: type, order: order))
+        {
+            return .failure(.invalid)
+        }
+        let value = decode(registers)
+        if case .number(let number) = value, !number.isFinite { return .failure(number.isNaN ? .nan : .inf) }
+        return .success(value)
     }
 
     /// Registers holding `value`: the inverse of `decode`, for simulators.
@@ -60,11 +79,25 @@ public struct DeviceProfile: Sendable, Equatable {
     public var points: [PointDefinition]
     /// The file it was read from, for messages.
     public var file: String
+    /// `max_registers_per_request`: the most registers this model answers in one read (nil: 125).
+    public var maxRegistersPerRequest: Int?
+    /// `max_bits_per_request`: the most coils or discrete inputs in one read (nil: 2000).
+    public var maxBitsPerRequest: Int?
 
-    public init(model: String, points: [PointDefinition], file: String = "<profile>") {
+    public init(
+        model: String, points: [PointDefinition], file: String = "<profile>", maxRegistersPerRequest: Int? = nil,
+        maxBitsPerRequest: Int? = nil
+    ) {
         self.model = model
         self.points = points
         self.file = file
+        self.maxRegistersPerRequest = maxRegistersPerRequest
+        self.maxBitsPerRequest = maxBitsPerRequest
+    }
+
+    /// The largest point of `table`'s kind (registers or bits) and its name, for checking limits.
+    public func largestPoint(holdingBits: Bool) -> PointDefinition? {
+        points.filter { $0.table.holdsBits == holdingBits }.max { $0.count < $1.count }
     }
 
     /// Parses and validates a profile; throws `ConfigErrors` listing every problem.
@@ -73,6 +106,9 @@ public struct DeviceProfile: Sendable, Equatable {
         let root = try TOMLParser.parse(text, file: file)
         var reader = TableReader(root, context: "the profile", log: log)
         let model = reader.string("model", required: true) ?? ""
+        let maxRegisters = reader.integer(
+            "max_registers_per_request", in: 1...RegisterTable.holding.maxItemsPerRequest, as: Int.self)
+        let maxBits = reader.integer("max_bits_per_request", in: 1...RegisterTable.coil.maxItemsPerRequest, as: Int.self)
         let pointTables = reader.tables("point")
         reader.finish()
         if pointTables.isEmpty { log.report(nil, "the profile defines no [[point]]") }
@@ -88,8 +124,16 @@ public struct DeviceProfile: Sendable, Equatable {
             seen[point.name] = table.line
             points.append(point)
         }
+        let profile = DeviceProfile(
+            model: model, points: points, file: file, maxRegistersPerRequest: maxRegisters, maxBitsPerRequest: maxBits)
+        if let maxRegisters, let point = profile.largestPoint(holdingBits: false), point.count > maxRegisters {
+            log.report(
+                reader.line(of: "max_registers_per_request"),
+                "max_registers_per_request = \(maxRegisters) is less than point '\(point.name)' needs (\(point.type): \(point.count) registers in one read)"
+            )
+        }
         if !log.problems.isEmpty { throw ConfigErrors(log.problems) }
-        return DeviceProfile(model: model, points: points, file: file)
+        return profile
     }
 
     private static func parsePoint(_ table: TOMLTable, log: ProblemLog) -> PointDefinition? {
@@ -118,6 +162,7 @@ public struct DeviceProfile: Sendable, Equatable {
         let alarmAbove = reader.double("alarm_above")
         let alarmBelow = reader.double("alarm_below")
         let hysteresis = reader.double("alarm_hysteresis")
+        let invalidList = reader.integerArray("invalid")
         reader.finish()
         if let hysteresis, hysteresis < 0 {
             log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis must not be negative")
@@ -145,6 +190,30 @@ public struct DeviceProfile: Sendable, Equatable {
                     reader.line(of: "type"),
                     "scale, offset, deadband and alarms apply to numeric types only, not \(type)")
             }
+            if let orderText, let order = WordOrder(rawValue: orderText), !type.allowedOrders.contains(order) {
+                let allowed = type.allowedOrders.map(\.rawValue).joined(separator: ", ")
+                log.report(
+                    reader.line(of: "order"),
+                    "order = \"\(orderText)\" has no meaning for \(type) (it takes \(allowed))")
+            }
+        }
+        var invalid: [UInt64] = []
+        if let invalidList, let type {
+            if let bits = type.sentinelBits, tableName.flatMap(RegisterTable.init(rawValue:))?.holdsBits != true {
+                for (number, line) in invalidList {
+                    if let pattern = sentinelPattern(number, bits: bits, signed: type.isSignedInteger) {
+                        invalid.append(pattern)
+                    } else {
+                        let range =
+                            type.isSignedInteger
+                            ? "\(-(Int64(1) << (bits - 1)))...0x\(String((UInt64(1) << bits) - 1, radix: 16, uppercase: true))"
+                            : "0...0x\(String((UInt64(1) << bits) - 1, radix: 16, uppercase: true))"
+                        log.report(line, "invalid value \(number) does not fit \(type)'s raw \(bits) bits (\(range))")
+                    }
+                }
+            } else {
+                log.report(reader.line(of: "invalid"), "invalid applies to number types on registers only, not \(type)")
+            }
         }
         guard log.problems.count == problemsBefore, let name, let tableName,
             let table = RegisterTable(rawValue: tableName),
@@ -154,7 +223,19 @@ public struct DeviceProfile: Sendable, Equatable {
             name: name, table: table, address: address, type: type,
             order: orderText.flatMap(WordOrder.init(rawValue:)) ?? .abcd, scale: scale, offset: offset, unit: unit,
             deadband: deadband, maxSilenceMs: maxSilence, alarmAbove: alarmAbove, alarmBelow: alarmBelow,
-            alarmHysteresis: hysteresis)
+            alarmHysteresis: hysteresis, invalid: invalid)
+    }
+
+    /// The raw pattern a sentinel from the profile stands for: a 16- or 32-bit pattern
+    /// (0...0xFFFF, 0...0xFFFFFFFF), or for a signed type also its signed value (-32768 for an
+    /// i16's 0x8000); any 64-bit integer for 64-bit types (negative ones as two's complement,
+    /// since TOML integers stop at 2^63-1). Nil when it does not fit.
+    static func sentinelPattern(_ number: Int64, bits: Int, signed: Bool) -> UInt64? {
+        if bits == 64 { return UInt64(bitPattern: number) }
+        let mask = (UInt64(1) << bits) - 1
+        if number >= 0 { return UInt64(number) <= mask ? UInt64(number) : nil }
+        guard signed, number >= -(Int64(1) << (bits - 1)) else { return nil }
+        return UInt64(bitPattern: number) & mask
     }
 }
 

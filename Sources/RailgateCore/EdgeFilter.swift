@@ -2,7 +2,9 @@
 ///
 /// - Deadband: a point with `deadband` is sent when it moved more than the deadband since it was
 ///   last sent, or when `max_silence_ms` passed (60 s if the profile gives none). Points without
-///   a deadband are sent every poll.
+///   a deadband are sent every poll. A point that lands in `errors` (a failed read, `nan`, `inf`,
+///   an `invalid` sentinel) starts its deadband afresh: its next good value goes out at once,
+///   whatever the value sent before the gap.
 /// - Alarms: `alarm_above` is raised when the value goes above the threshold and cleared only when
 ///   it falls below `threshold - hysteresis`; `alarm_below` likewise upwards. A value hovering at
 ///   the threshold raises one alarm, not a flood. A point's value is always sent with an alarm
@@ -57,6 +59,8 @@ public struct EdgeFilter: Sendable {
                 lastSent[name] = (value, nowMs)
             }
         }
+        // Upstream saw no value for these: the next good one is news, however close to the last.
+        for (name, _) in errors { lastSent[name] = nil }
         guard !kept.isEmpty || !errors.isEmpty else { return (nil, events) }
         var filtered = sample
         filtered.body = .sample(values: kept, errors: errors)

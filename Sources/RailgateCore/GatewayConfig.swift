@@ -136,15 +136,31 @@ public struct DeviceConfig: Sendable, Equatable {
     public var profileName: String
     public var profile: DeviceProfile
     public var pollIntervalMs: Int
+    /// `max_registers_per_request` of this device; overrides the profile's.
+    public var maxRegistersPerRequest: Int?
+    /// `max_bits_per_request` of this device; overrides the profile's.
+    public var maxBitsPerRequest: Int?
 
-    public init(name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int)
-    {
+    public init(
+        name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int,
+        maxRegistersPerRequest: Int? = nil, maxBitsPerRequest: Int? = nil
+    ) {
         self.name = name
         self.bus = bus
         self.unit = unit
         self.profileName = profileName
         self.profile = profile
         self.pollIntervalMs = pollIntervalMs
+        self.maxRegistersPerRequest = maxRegistersPerRequest
+        self.maxBitsPerRequest = maxBitsPerRequest
+    }
+
+    /// The limits the read planner keeps to: the device's, else its profile's, else the protocol's.
+    public var requestLimits: RequestLimits {
+        RequestLimits(
+            registers: maxRegistersPerRequest ?? profile.maxRegistersPerRequest
+                ?? RequestLimits.protocolMaximum.registers,
+            bits: maxBitsPerRequest ?? profile.maxBitsPerRequest ?? RequestLimits.protocolMaximum.bits)
     }
 }
 
@@ -245,6 +261,10 @@ public struct ConfigLoader {
             let unit = reader.integer("unit", in: 0...255, required: true, as: Int.self)
             let profileName = reader.string("profile", required: true)
             let interval = reader.integer("poll_interval_ms", in: 10...86_400_000, as: Int.self) ?? 1000
+            let maxRegisters = reader.integer(
+                "max_registers_per_request", in: 1...RegisterTable.holding.maxItemsPerRequest, as: Int.self)
+            let maxBits = reader.integer(
+                "max_bits_per_request", in: 1...RegisterTable.coil.maxItemsPerRequest, as: Int.self)
             reader.finish()
             if let name {
                 if Names.isValid(name) {
@@ -301,11 +321,19 @@ public struct ConfigLoader {
                     profileCache[profileName] = .some(profile)
                 }
             }
+            if let maxRegisters, let profile, let point = profile.largestPoint(holdingBits: false),
+                point.count > maxRegisters
+            {
+                log.report(
+                    reader.line(of: "max_registers_per_request"),
+                    "max_registers_per_request = \(maxRegisters) is less than point '\(point.name)' of profile '\(profileName ?? "?")' needs (\(point.type): \(point.count) registers in one read)"
+                )
+            }
             if let name, let busName, let unit, let profileName, let profile, bus != nil {
                 devices.append(
                     DeviceConfig(
                         name: name, bus: busName, unit: unit, profileName: profileName, profile: profile,
-                        pollIntervalMs: interval))
+                        pollIntervalMs: interval, maxRegistersPerRequest: maxRegisters, maxBitsPerRequest: maxBits))
             }
         }
         var gates: [GateConfig] = []

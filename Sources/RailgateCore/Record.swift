@@ -16,6 +16,12 @@ public enum ReadFailure: Error, Sendable, Hashable, CustomStringConvertible {
     case crc
     /// Anything else: connection lost or refused, short or malformed reply.
     case io
+    /// A float point read NaN (not a number: JSON has none, so it is never sent as a value).
+    case nan
+    /// A float point read +Inf or -Inf, or scaling overflowed to it.
+    case inf
+    /// The raw value is one of the point's `invalid` sentinels ("no sensor", "no reading").
+    case invalid
 
     public var description: String {
         switch self {
@@ -23,6 +29,9 @@ public enum ReadFailure: Error, Sendable, Hashable, CustomStringConvertible {
         case .exception(let code): "exception:\(code)"
         case .crc: "crc"
         case .io: "io"
+        case .nan: "nan"
+        case .inf: "inf"
+        case .invalid: "invalid"
         }
     }
 }

@@ -12,7 +12,8 @@ public enum RegisterTable: String, Sendable, CaseIterable, Hashable {
 /// The type a point's registers are decoded as (`type` in a profile).
 public enum ValueType: Sendable, Hashable, CustomStringConvertible {
     case bool, u16, i16, u32, i32, u64, i64, f32, f64
-    /// `string:N`: N registers, two characters each, high byte first.
+    /// `string:N`: N registers, two characters each (high byte first, or low byte first with
+    /// `order = "BADC"`), cut at the first NUL.
     case string(registers: Int)
 
     /// Parses a profile's `type` value: `u16`, `f32`, `string:8`, ...
@@ -67,6 +68,36 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
         default: false
         }
     }
+
+    /// The `order` values meaningful for this type (`check` refuses the others):
+    /// - 32- and 64-bit numbers: all four.
+    /// - `u16`, `i16`: `ABCD` (high byte first) and `BADC`/`DCBA` (low byte first, the same for
+    ///   one register); `CDAB` swaps words, which one register does not have.
+    /// - `string:N`: `ABCD` and `BADC`/`DCBA` (low byte of each register first); text is always
+    ///   read in register address order, so `CDAB` has no meaning.
+    /// - `bool`: `ABCD` only (any non-zero register or bit is true; bytes have no order).
+    public var allowedOrders: [WordOrder] {
+        switch self {
+        case .bool: [.abcd]
+        case .u16, .i16, .string: [.abcd, .badc, .dcba]
+        case .u32, .i32, .f32, .u64, .i64, .f64: WordOrder.allCases
+        }
+    }
+
+    /// Bits of the raw pattern `invalid` sentinels are compared with: 16, 32 or 64; nil where
+    /// sentinels do not apply (`bool`, `string:N`).
+    public var sentinelBits: Int? {
+        switch self {
+        case .u16, .i16: 16
+        case .u32, .i32, .f32: 32
+        case .u64, .i64, .f64: 64
+        case .bool, .string: nil
+        }
+    }
+
+    /// Whether the raw pattern is signed, so that `invalid` may also give the signed value
+    /// (`-32768` for an `i16`'s `0x8000`).
+    public var isSignedInteger: Bool { self == .i16 || self == .i32 || self == .i64 }
 
     /// Whether the decoded value is a number that `scale`, `offset`, deadbands and alarms apply to.
     public var isNumeric: Bool {
@@ -159,24 +190,32 @@ public enum PointValue: Sendable, Equatable, CustomStringConvertible {
 
 /// Pure decoding of raw registers into engineering values, and the inverse for simulators.
 public enum RegisterCodec {
-    /// The raw (unscaled) value of `registers` read as `type` in `order`.
+    /// The raw bit pattern of a number: its big-endian bytes after `order` as one unsigned integer
+    /// (the register itself for a 16-bit type in `ABCD`). `invalid` sentinels are compared with it.
+    /// - Precondition: `registers.count == type.registerCount`, a number type.
+    public static func rawPattern(_ registers: some Collection<UInt16>, as type: ValueType, order: WordOrder) -> UInt64 {
+        precondition(registers.count == type.registerCount, "wrong register count for \(type)")
+        if type.registerCount == 1 {
+            let word = registers.first!
+            return UInt64(order.bytesSwapped ? word.byteSwapped : word)
+        }
+        return order.bigEndianBytes(from: registers).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    /// The raw (unscaled) value of `registers` read as `type` in `order`. Strings: see `text(_:order:)`.
     /// - Precondition: `registers.count == type.registerCount`.
     public static func raw(_ registers: some Collection<UInt16>, as type: ValueType, order: WordOrder) -> PointValue {
         precondition(registers.count == type.registerCount, "wrong register count for \(type)")
         switch type {
         case .bool:
             return .bool(registers.first! != 0)
-        case .u16:
-            return .unsigned(UInt64(registers.first!))
-        case .i16:
-            return .integer(Int64(Int16(bitPattern: registers.first!)))
         case .string:
-            var bytes = WordOrder.abcd.bigEndianBytes(from: registers)
-            while let last = bytes.last, last == 0 || last == 0x20 { bytes.removeLast() }
-            return .text(String(decoding: bytes, as: UTF8.self))
-        case .u32, .i32, .f32, .u64, .i64, .f64:
-            let bits = order.bigEndianBytes(from: registers).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            return .text(text(registers, order: order))
+        case .u16, .i16, .u32, .i32, .f32, .u64, .i64, .f64:
+            let bits = rawPattern(registers, as: type, order: order)
             switch type {
+            case .u16: return .unsigned(bits)
+            case .i16: return .integer(Int64(Int16(bitPattern: UInt16(truncatingIfNeeded: bits))))
             case .u32, .u64: return .unsigned(bits)
             case .i32: return .integer(Int64(Int32(bitPattern: UInt32(truncatingIfNeeded: bits))))
             case .i64: return .integer(Int64(bitPattern: bits))
@@ -184,6 +223,21 @@ public enum RegisterCodec {
             default: return .number(Double(bitPattern: bits))
             }
         }
+    }
+
+    /// The text of a `string:N` point as devices send it: two bytes a register, high byte first
+    /// (`ABCD`) or low byte first (`BADC`, `DCBA`), registers in address order; cut at the first
+    /// NUL; trailing spaces and 0xFF padding dropped. Bytes that are valid UTF-8 are read as UTF-8;
+    /// otherwise every byte is read as ISO 8859-1 (Latin-1), so no byte is lost or replaced by
+    /// U+FFFD (old field devices write Latin-1 names: 0xC4 reads "Ä").
+    public static func text(_ registers: some Collection<UInt16>, order: WordOrder) -> String {
+        var bytes = (order.bytesSwapped ? WordOrder.badc : WordOrder.abcd).bigEndianBytes(from: registers)
+        if let nul = bytes.firstIndex(of: 0) { bytes.removeSubrange(nul...) }
+        while let last = bytes.last, last == 0x20 || last == 0xFF { bytes.removeLast() }
+        if let utf8 = String(validating: bytes, as: UTF8.self) { return utf8 }
+        var latin1 = String.UnicodeScalarView()
+        latin1.append(contentsOf: bytes.map { Unicode.Scalar($0) })
+        return String(latin1)
     }
 
     /// The engineering value: `raw * scale + offset` for numbers, rounded to the decimals that
@@ -209,15 +263,15 @@ public enum RegisterCodec {
         if case .string(let count) = type {
             var bytes = Array(value.description.utf8.prefix(count * 2))
             bytes += [UInt8](repeating: 0, count: count * 2 - bytes.count)
-            return WordOrder.abcd.registers(fromBigEndian: bytes)
+            return (order.bytesSwapped ? WordOrder.badc : WordOrder.abcd).registers(fromBigEndian: bytes)
         }
         let engineering = value.numeric ?? 0
         let raw = type.isNumeric ? (engineering - offset) / scale : engineering
         let bits: UInt64
         switch type {
         case .bool: return [raw != 0 ? 1 : 0]
-        case .u16: return [UInt16(clamping: Int64(saturating: raw.rounded()))]
-        case .i16: return [UInt16(bitPattern: Int16(clamping: Int64(saturating: raw.rounded())))]
+        case .u16: bits = UInt64(UInt16(clamping: Int64(saturating: raw.rounded())))
+        case .i16: bits = UInt64(UInt16(bitPattern: Int16(clamping: Int64(saturating: raw.rounded()))))
         case .u32: bits = UInt64(UInt32(clamping: Int64(saturating: raw.rounded())))
         case .i32: bits = UInt64(UInt32(bitPattern: Int32(clamping: Int64(saturating: raw.rounded()))))
         case .u64:

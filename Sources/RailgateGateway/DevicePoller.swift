@@ -25,7 +25,9 @@ public struct DeviceStats: Sendable, Equatable {
 /// `sample` record. Owned by its bus's thread.
 public final class DevicePoller {
     public let device: DeviceConfig
-    public let requests: [ReadRequest]
+    /// The read plan: planned once from the profile within the device's request limits, then
+    /// refined by what the device refused (see `poll`).
+    public private(set) var requests: [ReadRequest]
     public private(set) var stats = DeviceStats()
     var nextDue: MonotonicInstant
     /// Deadbands and alarms: what of each poll goes upstream.
@@ -33,15 +35,22 @@ public final class DevicePoller {
 
     public init(device: DeviceConfig, maxGap: Int, firstDue: MonotonicInstant) {
         self.device = device
-        requests = ReadPlanner.plan(device.profile.points, maxGap: maxGap)
+        requests = ReadPlanner.plan(device.profile.points, maxGap: maxGap, limits: device.requestLimits)
         nextDue = firstDue
         edge = EdgeFilter(profile: device.profile)
     }
 
-    /// One poll: every request with up to `retries` retries on timeouts and garbled replies;
-    /// a request refused with "illegal data address" is split into single points so that one
-    /// bad address does not blind its neighbours. A device silent on its first request is not
-    /// asked the rest (each would cost the line a timeout). `interRequestDelayMs` separates requests.
+    /// One poll: every request with up to `retries` retries on timeouts and garbled replies.
+    /// A request of several points refused with exception 2 (illegal data address), 3 (illegal
+    /// data value: many devices answer so to a read longer than they serve) or 4 (slave device
+    /// failure) is halved, and the halves again, until the parts are answered or a single point
+    /// is refused alone: one bad address does not blind its neighbours, and a size limit is found
+    /// in a few requests, not one per point. The parts replace the request in `requests`, so a
+    /// refusal is paid for once (a split after exception 4 is kept only if a part was answered,
+    /// as a device failing everything says nothing about its requests). Each point's registers
+    /// go through `PointDefinition.reading`: NaN, infinities and `invalid` sentinels land in
+    /// errors. A device silent on its first request is not asked the rest (each would cost the
+    /// line a timeout). `interRequestDelayMs` separates requests.
     public func poll(
         over transport: any ModbusTransport, retries: Int, interRequestDelayMs: Int = 0, at timestamp: Timestamp
     ) -> Record {
@@ -64,37 +73,49 @@ public final class DevicePoller {
                 }
             }
         }
-        for request in requests {
+        // Requests the device refused are halved until the parts are answered; what is learnt
+        // replaces the request in the plan, so later polls ask for the parts straight away.
+        var answered = false
+        var halted: ModbusError?
+        func readPart(_ request: ReadRequest) -> (parts: [ReadRequest], answered: Bool) {
+            if let halted {
+                for index in request.pointIndices { results[index] = .failure(halted.readFailure) }
+                return ([request], false)
+            }
             switch read(request.table, request.address, request.count) {
             case .success(let registers):
+                answered = true
                 for index in request.pointIndices {
                     let point = points[index]
                     let start = point.address - request.address
-                    results[index] = .success(point.decode(registers[start..<(start + point.count)]))
+                    results[index] = point.reading(registers[start..<(start + point.count)])
                 }
-            case .failure(let error) where error.kind == .exception(2) && request.pointIndices.count > 1:
+                return ([request], true)
+            case .failure(let error) where Self.isRefusal(error) && request.pointIndices.count > 1:
                 failure = error
-                for index in request.pointIndices {
-                    let point = points[index]
-                    switch read(point.table, point.address, point.count) {
-                    case .success(let registers): results[index] = .success(point.decode(registers))
-                    case .failure(let single): results[index] = .failure(single.readFailure)
-                    }
-                }
+                let (low, high) = request.halves(of: points)!
+                let first = readPart(low)
+                let second = readPart(high)
+                let partAnswered = first.answered || second.answered
+                // A split is kept when the refusal is about the request (exception 2: an address;
+                // 3: the size), or when a part was answered; a device failing everything with
+                // exception 4 keeps its plan.
+                let keep = partAnswered || error.kind != .exception(4)
+                return (keep ? first.parts + second.parts : [request], partAnswered)
             case .failure(let error):
                 failure = error
                 for index in request.pointIndices { results[index] = .failure(error.readFailure) }
-                let nothingRead = !results.contains { if case .success? = $0 { true } else { false } }
-                if error.kind == .connection || error.kind == .setup || (error.kind == .timeout && nothingRead) {
+                if error.kind == .connection || error.kind == .setup || (error.kind == .timeout && !answered) {
                     // The link is down, or the device is silent from its first request: the remaining
                     // requests would fail the same way, each costing a timeout of the shared line.
-                    for other in requests where results[other.pointIndices[0]] == nil {
-                        for index in other.pointIndices { results[index] = .failure(error.readFailure) }
-                    }
+                    halted = error
                 }
+                return ([request], false)
             }
-            if results.allSatisfy({ $0 != nil }) { break }
         }
+        var plan: [ReadRequest] = []
+        for request in requests { plan += readPart(request).parts }
+        if plan != requests { requests = plan }
         var values: [(String, PointValue)] = []
         var errors: [(String, ReadFailure)] = []
         for (index, result) in results.enumerated() {
@@ -113,6 +134,12 @@ public final class DevicePoller {
             stats.consecutiveFailures = values.isEmpty ? stats.consecutiveFailures + 1 : 0
         }
         return Record(timestamp: timestamp, source: device.name, body: .sample(values: values, errors: errors))
+    }
+
+    /// Whether the device refused the request itself (exception 2, 3 or 4), so that smaller
+    /// requests may be answered.
+    static func isRefusal(_ error: ModbusError) -> Bool {
+        error.kind == .exception(2) || error.kind == .exception(3) || error.kind == .exception(4)
     }
 
     /// When to poll next: on the interval grid, or backed off (doubling, capped) while the device

@@ -62,7 +62,7 @@ struct RegisterDecodingTests {
         Vector(type: .bool, order: .abcd, registers: [0], expected: .bool(false)),
         // Strings: two characters a register, high byte first; trailing NULs and spaces dropped.
         Vector(type: .string(registers: 2), order: .abcd, registers: [0x4158, 0x2D34], expected: .text("AX-4")),
-        Vector(type: .string(registers: 3), order: .dcba, registers: [0x4B5A, 0x2000, 0x0000], expected: .text("KZ")),
+        Vector(type: .string(registers: 3), order: .dcba, registers: [0x5A4B, 0x0020, 0x0000], expected: .text("KZ")),
         Vector(type: .string(registers: 2), order: .abcd, registers: [0x4120, 0x4200], expected: .text("A B")),
     ]
 
