@@ -108,7 +108,8 @@ public struct DeviceProfile: Sendable, Equatable {
         let model = reader.string("model", required: true) ?? ""
         let maxRegisters = reader.integer(
             "max_registers_per_request", in: 1...RegisterTable.holding.maxItemsPerRequest, as: Int.self)
-        let maxBits = reader.integer("max_bits_per_request", in: 1...RegisterTable.coil.maxItemsPerRequest, as: Int.self)
+        let maxBits = reader.integer(
+            "max_bits_per_request", in: 1...RegisterTable.coil.maxItemsPerRequest, as: Int.self)
         let pointTables = reader.tables("point")
         reader.finish()
         if pointTables.isEmpty { log.report(nil, "the profile defines no [[point]]") }

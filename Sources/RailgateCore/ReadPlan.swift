@@ -41,8 +41,9 @@ public struct RequestLimits: Sendable, Equatable {
     public var registers: Int
     public var bits: Int
 
-    public init(registers: Int = RegisterTable.holding.maxItemsPerRequest, bits: Int = RegisterTable.coil.maxItemsPerRequest)
-    {
+    public init(
+        registers: Int = RegisterTable.holding.maxItemsPerRequest, bits: Int = RegisterTable.coil.maxItemsPerRequest
+    ) {
         self.registers = registers
         self.bits = bits
     }

@@ -193,7 +193,8 @@ public enum RegisterCodec {
     /// The raw bit pattern of a number: its big-endian bytes after `order` as one unsigned integer
     /// (the register itself for a 16-bit type in `ABCD`). `invalid` sentinels are compared with it.
     /// - Precondition: `registers.count == type.registerCount`, a number type.
-    public static func rawPattern(_ registers: some Collection<UInt16>, as type: ValueType, order: WordOrder) -> UInt64 {
+    public static func rawPattern(_ registers: some Collection<UInt16>, as type: ValueType, order: WordOrder) -> UInt64
+    {
         precondition(registers.count == type.registerCount, "wrong register count for \(type)")
         if type.registerCount == 1 {
             let word = registers.first!

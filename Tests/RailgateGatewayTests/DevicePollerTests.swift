@@ -85,7 +85,9 @@ struct DevicePollerTests {
         #expect(errors(body) == ["d": "exception:2"])
         #expect(values(body) == ["a", "b", "c", "e"])
         #expect(
-            transport.log == ["input@0x2", "holding@204x3", "holding@204x1", "holding@205x2", "holding@205x1", "holding@206x1"])
+            transport.log == [
+                "input@0x2", "holding@204x3", "holding@204x1", "holding@205x2", "holding@205x1", "holding@206x1",
+            ])
     }
 
     @Test("a device silent on its first request is not asked the rest, and is backed off")
