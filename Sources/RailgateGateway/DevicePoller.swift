@@ -28,6 +28,8 @@ public final class DevicePoller {
     /// The read plan: planned once from the profile within the device's request limits, then
     /// refined by what the device refused (see `poll`).
     public private(set) var requests: [ReadRequest]
+    /// The longest read the device has answered, for bits (true) and registers (false).
+    private var largestAnswered: [Bool: Int] = [:]
     public private(set) var stats = DeviceStats()
     var nextDue: MonotonicInstant
     /// Deadbands and alarms: what of each poll goes upstream.
@@ -77,31 +79,31 @@ public final class DevicePoller {
         // replaces the request in the plan, so later polls ask for the parts straight away.
         var answered = false
         var halted: ModbusError?
-        func readPart(_ request: ReadRequest) -> (parts: [ReadRequest], answered: Bool) {
+        func readPart(_ request: ReadRequest) -> [(request: ReadRequest, answered: Bool)] {
             if let halted {
                 for index in request.pointIndices { results[index] = .failure(halted.readFailure) }
-                return ([request], false)
+                return [(request, false)]
             }
             switch read(request.table, request.address, request.count) {
             case .success(let registers):
                 answered = true
+                largestAnswered[request.table.holdsBits] = max(
+                    largestAnswered[request.table.holdsBits] ?? 0, request.count)
                 for index in request.pointIndices {
                     let point = points[index]
                     let start = point.address - request.address
                     results[index] = point.reading(registers[start..<(start + point.count)])
                 }
-                return ([request], true)
+                return [(request, true)]
             case .failure(let error) where Self.isRefusal(error) && request.pointIndices.count > 1:
                 failure = error
                 let (low, high) = request.halves(of: points)!
-                let first = readPart(low)
-                let second = readPart(high)
-                let partAnswered = first.answered || second.answered
+                let parts = readPart(low) + readPart(high)
                 // A split is kept when the refusal is about the request (exception 2: an address;
                 // 3: the size), or when a part was answered; a device failing everything with
                 // exception 4 keeps its plan.
-                let keep = partAnswered || error.kind != .exception(4)
-                return (keep ? first.parts + second.parts : [request], partAnswered)
+                let partAnswered = parts.contains { $0.answered }
+                return partAnswered || error.kind != .exception(4) ? parts : [(request, false)]
             case .failure(let error):
                 failure = error
                 for index in request.pointIndices { results[index] = .failure(error.readFailure) }
@@ -110,12 +112,29 @@ public final class DevicePoller {
                     // requests would fail the same way, each costing a timeout of the shared line.
                     halted = error
                 }
-                return ([request], false)
+                return [(request, false)]
             }
         }
-        var plan: [ReadRequest] = []
-        for request in requests { plan += readPart(request).parts }
-        if plan != requests { requests = plan }
+        var plan: [(request: ReadRequest, answered: Bool)] = []
+        for request in requests {
+            for part in readPart(request) {
+                // Answered neighbours with no register between them are joined again, up to the
+                // longest read the device has answered: halving around one bad address leaves
+                // pieces that need not stay apart.
+                if let last = plan.last, last.answered, part.answered, last.request.table == part.request.table,
+                    last.request.address + last.request.count == part.request.address,
+                    last.request.count + part.request.count <= largestAnswered[part.request.table.holdsBits] ?? 0
+                {
+                    var joined = last.request
+                    joined.count += part.request.count
+                    joined.pointIndices += part.request.pointIndices
+                    plan[plan.count - 1] = (joined, true)
+                } else {
+                    plan.append(part)
+                }
+            }
+        }
+        if plan.map(\.request) != requests { requests = plan.map(\.request) }
         var values: [(String, PointValue)] = []
         var errors: [(String, ReadFailure)] = []
         for (index, result) in results.enumerated() {
