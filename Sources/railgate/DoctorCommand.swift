@@ -217,7 +217,11 @@ struct DoctorCommand: ParsableCommand {
             }
             note(.ok, subject, "\(ModbusEndpoint(bus.transport)) open")
             for device in devices {
-                guard let request = ReadPlanner.plan(device.profile.points, maxGap: bus.maxGap).first else { continue }
+                guard
+                    let request = ReadPlanner.plan(
+                        device.profile.points, maxGap: bus.maxGap, limits: device.requestLimits
+                    ).first
+                else { continue }
                 do {
                     _ = try connection.read(
                         request.table, unit: device.unit, address: request.address, count: request.count)

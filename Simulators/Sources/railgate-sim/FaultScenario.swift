@@ -12,6 +12,8 @@ import RailgateModbus
 ///     delay_ms = 300     # slow: how late the reply comes
 ///     table = "holding"  # optional: only requests of this table...
 ///     address = 42       # ...that cover this address
+///     count_above = 50   # optional: only requests for more items than this (a device that
+///                        # refuses long reads: kind = "exception", code = 3)
 ///
 /// and moves points' values, to drive alarms (a bearing heating into a hot box):
 ///
@@ -20,7 +22,8 @@ import RailgateModbus
 ///     units = [2]        # all if absent
 ///     to = 95.0          # engineering value reached...
 ///     after_s = 30.0     # ...starting this long after the simulator started...
-///     over_s = 60.0      # ...over this long (then held there)
+///     over_s = 60.0      # ...over this long (then held there); a ramp from or to nan or
+///                        # inf jumps at after_s (a sensor dropping out or coming back)
 struct FaultScenario {
     /// A point's value moving linearly to `target`, then held.
     struct Ramp {
@@ -45,11 +48,13 @@ struct FaultScenario {
         var forSeconds: Double?
         var table: RegisterTable?
         var address: Int?
+        var countAbove: Int?
 
         func applies(to request: ModbusIndication, at elapsed: Double) -> Bool {
             guard elapsed >= afterSeconds, forSeconds.map({ elapsed < afterSeconds + $0 }) ?? true else { return false }
             if let units, !units.contains(request.unit) { return false }
             if let table, request.readTable != table { return false }
+            if let countAbove, request.count <= countAbove { return false }
             if let address, !(request.address..<(request.address + max(1, request.count))).contains(address) {
                 return false
             }
@@ -100,7 +105,9 @@ struct FaultScenario {
             guard case .table(let table) = entry.kind else { continue }
             let number = table.number
             let text = table.string
-            let known: Set = ["units", "kind", "after_s", "for_s", "code", "delay_ms", "table", "address"]
+            let known: Set = [
+                "units", "kind", "after_s", "for_s", "code", "delay_ms", "table", "address", "count_above",
+            ]
             for key in table.keys where !known.contains(key) {
                 problems.append(
                     ConfigProblem(file: file, line: table[key]?.line, message: "unknown key '\(key)' in [[fault]]"))
@@ -137,7 +144,8 @@ struct FaultScenario {
             scenario.faults.append(
                 Fault(
                     units: units, kind: kind, afterSeconds: number("after_s") ?? 0, forSeconds: number("for_s"),
-                    table: tableFilter, address: number("address").map { Int($0) }))
+                    table: tableFilter, address: number("address").map { Int($0) },
+                    countAbove: number("count_above").map { Int($0) }))
         }
         if !problems.isEmpty { throw ConfigErrors(problems) }
         return scenario

@@ -46,6 +46,15 @@ struct WagonCommand: ParsableCommand {
     @Option(name: .customLong("set"), help: "Pin a point to a value: NAME=VALUE (repeatable).")
     var pins: [String] = []
 
+    @Option(
+        name: .customLong("raw"),
+        help: """
+            Pin raw registers, written after the points' values: TABLE:ADDRESS=WORD[,WORD...] \
+            (repeatable; words decimal or 0x hex), e.g. holding:10=0x5841,0xFFFF for text a device \
+            sends low byte first and pads with 0xFF, or input:0=0x7FFF for a "no sensor" sentinel.
+            """)
+    var rawPins: [String] = []
+
     @Option(help: "Fault scenario file (see Simulators/scenarios).")
     var scenario: String?
 
@@ -107,7 +116,16 @@ struct WagonCommand: ParsableCommand {
                 throw ExitCode(78)
             }
         }
-        var wagon = try SimulatedWagon(profile: definition, units: try unitIDs(), seed: seed, pinned: pinned)
+        var raw: [RawPin] = []
+        for text in rawPins {
+            guard let pin = RawPin(text) else {
+                printError("--raw \(text): expected TABLE:ADDRESS=WORD[,WORD...], e.g. holding:10=0x4142,0xFFFF")
+                throw ExitCode(64)
+            }
+            raw.append(pin)
+        }
+        var wagon = try SimulatedWagon(
+            profile: definition, units: try unitIDs(), seed: seed, pinned: pinned, raw: raw)
         let start = MonotonicClock.seconds()
         var last = start
         let ramps = faults.ramps
@@ -163,6 +181,8 @@ struct WagonCommand: ParsableCommand {
         }
     }
 
+    /// `--set NAME=VALUE`: a number (`nan`, `inf` and `-inf` too, to serve non-finite floats), a
+    /// boolean or text, as the point's type reads it.
     static func parsePinned(_ text: String, for point: PointDefinition) -> PointValue {
         if point.type == .bool || point.table.holdsBits { return .bool(text == "true" || text == "1") }
         if case .string = point.type { return .text(text) }
@@ -172,13 +192,42 @@ struct WagonCommand: ParsableCommand {
     }
 }
 
+/// `--raw TABLE:ADDRESS=WORD[,WORD...]`: registers served as given, whatever the points say.
+struct RawPin {
+    var table: RegisterTable
+    var address: Int
+    var words: [UInt16]
+
+    init?(_ text: String) {
+        let sides = text.split(separator: "=", maxSplits: 1)
+        let place = sides.first?.split(separator: ":") ?? []
+        guard sides.count == 2, place.count == 2, let table = RegisterTable(rawValue: String(place[0])),
+            let address = Int(place[1]), (0...65535).contains(address)
+        else { return nil }
+        var words: [UInt16] = []
+        for item in sides[1].split(separator: ",") {
+            let word = item.hasPrefix("0x") ? UInt16(item.dropFirst(2), radix: 16) : UInt16(item)
+            guard let word else { return nil }
+            words.append(word)
+        }
+        guard !words.isEmpty, address + words.count <= 65536 else { return nil }
+        self.table = table
+        self.address = address
+        self.words = words
+    }
+}
+
 /// The simulated slaves of one `wagon` invocation: one data bank and point state per unit id.
 struct SimulatedWagon {
     let banks: [Int: ModbusDataBank]
     private var points: [Int: [SimulatedPoint]]
     private var random: SplitMix64
+    private let raw: [RawPin]
 
-    init(profile: DeviceProfile, units: ClosedRange<Int>, seed: UInt64, pinned: [String: PointValue]) throws {
+    init(
+        profile: DeviceProfile, units: ClosedRange<Int>, seed: UInt64, pinned: [String: PointValue],
+        raw: [RawPin] = []
+    ) throws {
         var generator = SplitMix64(seed: seed)
         var banks: [Int: ModbusDataBank] = [:]
         var points: [Int: [SimulatedPoint]] = [:]
@@ -190,6 +239,7 @@ struct SimulatedWagon {
         }
         self.banks = banks
         self.points = points
+        self.raw = raw
         random = generator
         write()
     }
@@ -208,7 +258,9 @@ struct SimulatedWagon {
                 let from = rampStarts[unit, default: [:]][key] ?? points[unit]![index].current.numeric ?? ramp.target
                 rampStarts[unit, default: [:]][key] = from
                 let progress = min(1, (t - ramp.afterSeconds) / ramp.overSeconds)
-                points[unit]![index].pinned = .number(from + (ramp.target - from) * progress)
+                // A ramp from or to NaN or an infinity jumps (a sensor that drops out or comes back).
+                let jumps = progress >= 1 || !from.isFinite || !ramp.target.isFinite
+                points[unit]![index].pinned = .number(jumps ? ramp.target : from + (ramp.target - from) * progress)
             }
         }
         write()
@@ -220,6 +272,7 @@ struct SimulatedWagon {
                 banks[unit]!.set(
                     point.definition.table, address: point.definition.address, point.definition.encode(point.current))
             }
+            for pin in raw { banks[unit]!.set(pin.table, address: pin.address, pin.words) }
         }
     }
 }
