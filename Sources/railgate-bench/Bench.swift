@@ -117,6 +117,44 @@ enum ModbusBench {
             "railgate poller:        \(Int(median(railgate))) cycles/s (\(Int(median(railgate) * Double(requests.count))) requests/s)"
         )
         StandardStreams.out("ratio railgate / C: \(format(ratio)) (target >= 0.9)")
+        try refusedReads()
+    }
+
+    /// Requests per poll for 60 consecutive holding registers on a device that answers exception 3
+    /// (illegal data value) to reads of more than 50, served over Modbus TCP by the simulator's
+    /// slave (`ModbusTCPSlave`, as `railgate-sim wagon --scenario long-reads-refused.toml`).
+    static func refusedReads() throws {
+        let points = (0..<60).map { PointDefinition(name: "r\($0)", table: .holding, address: $0, type: .u16) }
+        let slave = try ModbusTCPSlave(host: "127.0.0.1", port: 0)
+        let bank = try ModbusDataBank()
+        bank.set(.holding, address: 0, (0..<60).map { UInt16(1000 + $0) })
+        let port = slave.port
+        nonisolated(unsafe) let server = (slave, bank)
+        detach {
+            server.0.serve(tickMs: 1000, tick: {}, shouldStop: { false }) { request in
+                request.count > 50 ? .exception(3) : .reply(server.1)
+            }
+        }
+        let device = DeviceConfig(
+            name: "meter", bus: "b", unit: 1, profileName: "sixty", profile: DeviceProfile(model: "m", points: points),
+            pollIntervalMs: 1000)
+        let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())
+        let connection = try ModbusConnection(endpoint: .tcp(host: "127.0.0.1", port: port), responseTimeoutMs: 1000)
+        var perPoll: [Int] = []
+        for _ in 0..<20 {
+            let before = poller.stats.requests
+            let record = poller.poll(over: connection, retries: 0, at: WallClock.now())
+            guard case .sample(let values, let errors) = record.body, errors.isEmpty,
+                values.enumerated().allSatisfy({ $0.element.1 == .unsigned(UInt64(1000 + $0.offset)) })
+            else { throw BenchError(description: "the refused-reads poll read wrong: \(record.text(seq: nil))") }
+            perPoll.append(poller.stats.requests - before)
+        }
+        connection.disconnect()
+        StandardStreams.out(
+            "\n== Modbus: 60 holding registers, device answers exception 3 to reads over 50 registers")
+        StandardStreams.out(
+            "requests per poll: first poll \(perPoll[0]), later polls \(median(perPoll.dropFirst().map(Double.init))) (target 2); one request per point would be 61"
+        )
     }
 }
 
