@@ -28,8 +28,9 @@ public final class DevicePoller {
     /// The read plan: planned once from the profile within the device's request limits, then
     /// refined by what the device refused (see `poll`).
     public private(set) var requests: [ReadRequest]
-    /// The longest read the device has answered, for bits (true) and registers (false).
-    private var largestAnswered: [Bool: Int] = [:]
+    /// The longest reads the device has answered, of bits and of registers.
+    private var largestAnsweredBits = 0
+    private var largestAnsweredRegisters = 0
     public private(set) var stats = DeviceStats()
     var nextDue: MonotonicInstant
     /// Deadbands and alarms: what of each poll goes upstream.
@@ -87,8 +88,11 @@ public final class DevicePoller {
             switch read(request.table, request.address, request.count) {
             case .success(let registers):
                 answered = true
-                largestAnswered[request.table.holdsBits] = max(
-                    largestAnswered[request.table.holdsBits] ?? 0, request.count)
+                if request.table.holdsBits {
+                    largestAnsweredBits = max(largestAnsweredBits, request.count)
+                } else {
+                    largestAnsweredRegisters = max(largestAnsweredRegisters, request.count)
+                }
                 for index in request.pointIndices {
                     let point = points[index]
                     let start = point.address - request.address
@@ -115,26 +119,15 @@ public final class DevicePoller {
                 return [(request, false)]
             }
         }
-        var plan: [(request: ReadRequest, answered: Bool)] = []
+        var outcomes: [[(request: ReadRequest, answered: Bool)]] = []
+        outcomes.reserveCapacity(requests.count)
+        var split = false
         for request in requests {
-            for part in readPart(request) {
-                // Answered neighbours with no register between them are joined again, up to the
-                // longest read the device has answered: halving around one bad address leaves
-                // pieces that need not stay apart.
-                if let last = plan.last, last.answered, part.answered, last.request.table == part.request.table,
-                    last.request.address + last.request.count == part.request.address,
-                    last.request.count + part.request.count <= largestAnswered[part.request.table.holdsBits] ?? 0
-                {
-                    var joined = last.request
-                    joined.count += part.request.count
-                    joined.pointIndices += part.request.pointIndices
-                    plan[plan.count - 1] = (joined, true)
-                } else {
-                    plan.append(part)
-                }
-            }
+            let parts = readPart(request)
+            split = split || parts.count > 1
+            outcomes.append(parts)
         }
-        if plan.map(\.request) != requests { requests = plan.map(\.request) }
+        if split { learn(outcomes) }
         var values: [(String, PointValue)] = []
         var errors: [(String, ReadFailure)] = []
         for (index, result) in results.enumerated() {
@@ -153,6 +146,28 @@ public final class DevicePoller {
             stats.consecutiveFailures = values.isEmpty ? stats.consecutiveFailures + 1 : 0
         }
         return Record(timestamp: timestamp, source: device.name, body: .sample(values: values, errors: errors))
+    }
+
+    /// Replaces the plan with the parts a poll's refused requests were split into. Answered
+    /// neighbours with no register between them are joined again, up to the longest read the
+    /// device has answered: halving around one bad address leaves pieces that need not stay apart.
+    private func learn(_ outcomes: [[(request: ReadRequest, answered: Bool)]]) {
+        var plan: [(request: ReadRequest, answered: Bool)] = []
+        for part in outcomes.joined() {
+            let longest = part.request.table.holdsBits ? largestAnsweredBits : largestAnsweredRegisters
+            if let last = plan.last, last.answered, part.answered, last.request.table == part.request.table,
+                last.request.address + last.request.count == part.request.address,
+                last.request.count + part.request.count <= longest
+            {
+                var joined = last.request
+                joined.count += part.request.count
+                joined.pointIndices += part.request.pointIndices
+                plan[plan.count - 1] = (joined, true)
+            } else {
+                plan.append(part)
+            }
+        }
+        requests = plan.map(\.request)
     }
 
     /// Whether the device refused the request itself (exception 2, 3 or 4), so that smaller
