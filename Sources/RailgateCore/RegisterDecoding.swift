@@ -61,7 +61,7 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Whether `order` applies (it does for values of more than one register).
+    /// Whether the type is a number of two or four registers (every `order` applies to it).
     public var isMultiRegisterNumber: Bool {
         switch self {
         case .u32, .i32, .f32, .u64, .i64, .f64: true

@@ -84,6 +84,7 @@ final class BusPoller: @unchecked Sendable {
                 sink.accept(alarm)
             }
             if let sample { sink.accept(sample) }
+            for note in poller.takePlanNotes() { logger.notice("\(note)") }
             let down = poller.stats.consecutiveFailures > 0
             if down != wasDown || (down && poller.stats.consecutiveFailures == 1) {
                 if down {

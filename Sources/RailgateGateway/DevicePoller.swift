@@ -29,6 +29,7 @@ public final class DevicePoller {
     /// refined by what the device refused (see `poll`).
     public private(set) var requests: [ReadRequest]
     /// The longest reads the device has answered, of bits and of registers.
+    private var planNotes: [String] = []
     private var largestAnsweredBits = 0
     private var largestAnsweredRegisters = 0
     public private(set) var stats = DeviceStats()
@@ -152,6 +153,15 @@ public final class DevicePoller {
     /// neighbours with no register between them are joined again, up to the longest read the
     /// device has answered: halving around one bad address leaves pieces that need not stay apart.
     private func learn(_ outcomes: [[(request: ReadRequest, answered: Bool)]]) {
+        let before = requests
+        defer {
+            if requests != before {
+                let refused = zip(before, outcomes).filter { $0.1.count > 1 }.map { Self.describe($0.0) }
+                planNotes.append(
+                    "device \(device.name) (unit \(device.unit)) refused \(refused.joined(separator: ", ")): "
+                        + "reading \(requests.map(Self.describe).joined(separator: ", ")) from now on")
+            }
+        }
         var plan: [(request: ReadRequest, answered: Bool)] = []
         for part in outcomes.joined() {
             let longest = part.request.table.holdsBits ? largestAnsweredBits : largestAnsweredRegisters
@@ -168,6 +178,18 @@ public final class DevicePoller {
             }
         }
         requests = plan.map(\.request)
+    }
+
+    /// "holding 0-59": a request for log lines.
+    static func describe(_ request: ReadRequest) -> String {
+        "\(request.table.rawValue) \(request.address)-\(request.address + request.count - 1)"
+    }
+
+    /// Log lines about plan changes since the last call (a refused read split and learnt), for
+    /// the bus poller to log once each.
+    public func takePlanNotes() -> [String] {
+        defer { planNotes = [] }
+        return planNotes
     }
 
     /// Whether the device refused the request itself (exception 2, 3 or 4), so that smaller

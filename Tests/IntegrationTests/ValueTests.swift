@@ -135,6 +135,11 @@ struct ValueTests {
             let values = (0..<60).map { sample["values"]?["r\($0)"]?.intValue }
             #expect(values == (0..<60).map { 1000 + $0 })
         }
+        let told = gateway.errorOutput.split(separator: "\n").filter { $0.contains("refused") }
+        #expect(
+            told == [
+                "NOTICE railgate: device meter (unit 1) refused holding 0-59: reading holding 0-29, holding 30-59 from now on"
+            ], "the technician is told once")
         _ = gateway
     }
 }

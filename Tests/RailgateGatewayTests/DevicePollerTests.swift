@@ -190,6 +190,11 @@ struct RequestSplittingTests {
         }
         #expect(poller.requests.map(\.address) == [0, 30])
         #expect(poller.stats.errors == 0)
+        #expect(
+            poller.takePlanNotes() == [
+                "device box (unit 1) refused holding 0-59: reading holding 0-29, holding 30-59 from now on"
+            ])
+        #expect(poller.takePlanNotes().isEmpty, "said once")
     }
 
     @Test("a smaller limit needs a few more halvings: 125 points, at most 20 registers a read")
