@@ -38,6 +38,41 @@ struct ValueTests {
         try simulator.kill()
     }
 
+    @Test("railgate check: an order a type cannot have, a sentinel out of range, a limit too small, with file:line")
+    func check() throws {
+        let scratch = Scratch()
+        let profile = scratch.write(
+            "meter.toml",
+            """
+            model = "m"
+            max_registers_per_request = 2
+            [[point]]
+            name = "count"
+            table = "holding"
+            address = 0
+            type = "u16"
+            order = "CDAB"
+            invalid = [0x1FFFF]
+            [[point]]
+            name = "serial"
+            table = "holding"
+            address = 10
+            type = "string:4"
+            order = "DCBA"
+            """)
+        let config = gatewayConfig(scratch: scratch, brokerPort: nil, devices: [("meter", 1502, 1, profile)])
+        let result = try TestProcess.run(Binaries.railgate, ["check", "--config", config], scratch: scratch)
+        #expect(result.status == 78)
+        let lines = result.error.split(separator: "\n").map(String.init)
+        #expect(lines.contains("\(profile):8: order = \"CDAB\" has no meaning for u16 (it takes ABCD, BADC, DCBA)"))
+        #expect(lines.contains("\(profile):9: invalid value 131071 does not fit u16's raw 16 bits (0...0xFFFF)"))
+        #expect(
+            lines.contains(
+                "\(profile):2: max_registers_per_request = 2 is less than point 'serial' needs (string:4: 4 registers in one read)"
+            ))
+        #expect(lines.count == 4, "the three, and the device line naming the profile: \(result.error)")
+    }
+
     @Test("daemon: 21.4, NaN for 3 s, then 21.5 with deadband 0.5: 21.5 goes out on the next poll")
     func deadbandAfterNaN() throws {
         let scratch = Scratch()
