@@ -57,12 +57,12 @@ final class AlarmStore: @unchecked Sendable {
         lock.withLock { raised.mapValues { $0.values.sorted { $0.point < $1.point } } }
     }
 
-    /// Keeps the alarms of `config`'s devices whose points still alarm on the same side, at the
-    /// same threshold, with the same hysteresis; drops (and logs) the others; returns what the
-    /// bus pollers are to restore. Called before the services of `config` start.
-    func retain(for config: GatewayConfig) -> [String: [EdgeFilter.RaisedAlarm]] {
+    /// Keeps the alarms of `devices` (the configuration about to run) whose points still alarm
+    /// on the same side, at the same threshold, with the same hysteresis; drops (and logs) the
+    /// others; returns what the bus pollers are to restore. Called before the services start.
+    func retain(devices configured: [DeviceConfig]) -> [String: [EdgeFilter.RaisedAlarm]] {
         let (kept, dropped) = lock.withLock {
-            devices = Dictionary(config.devices.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            devices = Dictionary(configured.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             var kept: [String: [String: EdgeFilter.RaisedAlarm]] = [:]
             var dropped: [(String, EdgeFilter.RaisedAlarm)] = []
             for (device, alarms) in raised {

@@ -164,16 +164,24 @@ final class Supervisor: @unchecked Sendable {
     private var deaths: [ObjectIdentifier: Int] = [:]
     private var fatal: String?
     private let wake: @Sendable () -> Void
+    private let initialBackoffMs: Int
+    private let maxBackoffMs: Int
 
-    static let initialBackoffMs = 1000
-    static let maxBackoffMs = 30_000
     /// A service that ran this long before it ended starts its back-off afresh.
     static let healthyRunMs: Int64 = 60_000
 
-    /// - Parameter wake: called (on the dying service's thread) when something is due, so the
-    ///   thread that restarts services need not poll.
-    init(logger: Logger, wake: @escaping @Sendable () -> Void = {}) {
+    /// - Parameters:
+    ///   - initialBackoffMs: the wait before the first restart; it doubles with each quick death,
+    ///     up to `maxBackoffMs`.
+    ///   - wake: called (on the dying service's thread) when something is due, so the thread that
+    ///     restarts services need not poll.
+    init(
+        logger: Logger, initialBackoffMs: Int = 1000, maxBackoffMs: Int = 30_000,
+        wake: @escaping @Sendable () -> Void = {}
+    ) {
         self.logger = logger
+        self.initialBackoffMs = initialBackoffMs
+        self.maxBackoffMs = maxBackoffMs
         self.wake = wake
     }
 
@@ -188,7 +196,7 @@ final class Supervisor: @unchecked Sendable {
             let delay: Int = lock.withLock {
                 let count = ranMs >= Self.healthyRunMs ? 1 : (deaths[id] ?? 0) + 1
                 deaths[id] = count
-                let delay = min(Self.initialBackoffMs << min(count - 1, 16), Self.maxBackoffMs)
+                let delay = min(initialBackoffMs << min(count - 1, 16), maxBackoffMs)
                 ended.removeAll { $0.service === service }
                 ended.append((service, MonotonicInstant.now().adding(milliseconds: delay)))
                 return delay

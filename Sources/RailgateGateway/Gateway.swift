@@ -198,7 +198,7 @@ public final class Gateway: @unchecked Sendable {
     /// Each service is registered as it starts, so a failure part-way leaves nothing unstoppable.
     /// - Throws: `ThreadError` if a service's thread could not be created.
     private func startServices(_ config: GatewayConfig, uplink kept: Uplink? = nil) throws(ThreadError) {
-        let alarms = alarmStore.retain(for: config)
+        let alarms = alarmStore.retain(devices: config.devices)
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { continue }
