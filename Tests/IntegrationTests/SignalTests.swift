@@ -251,3 +251,86 @@ struct AlarmPersistenceTests {
         _ = simulator
     }
 }
+
+@Suite("Stop deadline", .serialized)
+struct StopDeadlineTests {
+    @Test("a bus stuck in a 60 s request past the 20 s stop deadline: buffer synced, the bus named, exit 70")
+    func stuckServiceIsCutShort() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        // A Modbus TCP peer that accepts (in the kernel's backlog) and never answers.
+        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                bind(silent, pointer, length)
+                return getsockname(silent, pointer, &length)
+            }
+        }
+        #expect(listen(silent, 8) == 0)
+        let silentPort = Int(UInt16(bigEndian: address.sin_port))
+        let config = scratch.write(
+            "gateway.toml",
+            """
+            [gateway]
+            id = "KZ-WAG-TEST"
+            state_dir = "\(scratch.path)/state"
+            control_socket = "\(scratch.path)/control.sock"
+            profile_path = ["Firmware-config/profiles"]
+
+            [buffer]
+            sync_interval_ms = 100
+
+            [upstream]
+            url = "none"
+
+            [[bus]]
+            name = "stuck-line"
+            transport = "tcp"
+            host = "127.0.0.1"
+            port = \(silentPort)
+            timeout_ms = 60000
+            retries = 0
+
+            [[bus]]
+            name = "good-line"
+            transport = "tcp"
+            host = "127.0.0.1"
+            port = \(simulator.port)
+            timeout_ms = 300
+
+            [[device]]
+            name = "silent-box"
+            bus = "stuck-line"
+            unit = 1
+            profile = "axle-bearing-sensor"
+            poll_interval_ms = 100
+
+            [[device]]
+            name = "axlebox-1"
+            bus = "good-line"
+            unit = 7
+            profile = "axle-bearing-sensor"
+            poll_interval_ms = 100
+            """)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let handedOut = try eventually("records in the buffer") { () -> Int? in
+            let next = try daemonStatus(scratch)["buffer"]?["next_seq"]?.intValue ?? 0
+            return next > 10 ? next - 1 : nil
+        }
+        gateway.signal(SIGTERM)
+        let started = Date()
+        let status = try gateway.waitForExit(seconds: 40)
+        let took = Date().timeIntervalSince(started)
+        #expect(status == 70, "\(gateway.errorOutput.suffix(1000))")
+        #expect(took >= 19 && took < 29, "cut short at the 20 s deadline, inside TimeoutStopSec: \(took) s")
+        #expect(gateway.errorOutput.contains("bus stuck-line did not stop within 20 s"), "\(gateway.errorOutput)")
+        let kept = Set(seqs(try bufferedRecords(scratch.path + "/state", scratch: scratch)))
+        #expect(kept.isSuperset(of: 1...handedOut), "missing: \(Set(1...handedOut).subtracting(kept).sorted())")
+    }
+}
