@@ -252,7 +252,7 @@ struct AlarmPersistenceTests {
     }
 }
 
-@Suite("Stop deadline", .serialized)
+@Suite("Daemon skeleton: threads and the stop deadline", .serialized)
 struct StopDeadlineTests {
     @Test("a bus stuck in a 60 s request past the 20 s stop deadline: buffer synced, the bus named, exit 70")
     func stuckServiceIsCutShort() throws {
@@ -332,5 +332,28 @@ struct StopDeadlineTests {
         #expect(gateway.errorOutput.contains("bus stuck-line did not stop within 20 s"), "\(gateway.errorOutput)")
         let kept = Set(seqs(try bufferedRecords(scratch.path + "/state", scratch: scratch)))
         #expect(kept.isSuperset(of: 1...handedOut), "missing: \(Set(1...handedOut).subtracting(kept).sorted())")
+    }
+
+    @Test("no thread to be had at start-up: exit 71 naming the service and the errno; nothing runs inline")
+    func noThreadAtStartUp() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: nil, devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")])
+        // Threads get RLIMIT_STACK (4 GB here) as their stack, more than RLIMIT_AS (3 GB) leaves:
+        // every pthread_create fails with EAGAIN, as on a box out of memory.
+        let result = try TestProcess.run(
+            "/bin/sh",
+            ["-c", "ulimit -s 4000000 && ulimit -v 3000000 && exec \(Binaries.railgate) run --config \(config)"],
+            scratch: scratch)
+        #expect(result.status == 71, "\(result.error)")
+        #expect(
+            result.error.contains(
+                "cannot start a thread for bus bus-\(simulator.port): pthread_create: Resource temporarily unavailable (errno 11); exiting"
+            ), "\(result.error)")
+        #expect(!result.error.contains("not answering"), "no poll ran inline")
+        let stats = try TestProcess.run(
+            Binaries.railgate, ["buffer", "stats", "--json", "--state-dir", scratch.path + "/state"], scratch: scratch)
+        #expect((try? JSONReader.parse(stats.output))?["records"]?.intValue == 0, "no record was polled")
     }
 }
