@@ -32,6 +32,58 @@ public struct EdgeFilter: Sendable {
     /// The alarms active now, by point.
     public var alarms: [String: AlarmSide] { activeAlarms }
 
+    /// An alarm raised on one point, with the configuration it was raised under: what the daemon
+    /// keeps in `state_dir` so that a restart or a reload neither raises it again nor loses its clear.
+    public struct RaisedAlarm: Sendable, Equatable {
+        public var point: String
+        public var side: AlarmSide
+        /// The point's `alarm_above` or `alarm_below` when it was raised.
+        public var threshold: Double
+        /// The point's hysteresis when it was raised (see `PointDefinition.hysteresis`).
+        public var hysteresis: Double
+
+        public init(point: String, side: AlarmSide, threshold: Double, hysteresis: Double) {
+            self.point = point
+            self.side = side
+            self.threshold = threshold
+            self.hysteresis = hysteresis
+        }
+
+        /// Whether `definition` still alarms on this side, at this threshold, with this hysteresis.
+        public func stillApplies(to definition: PointDefinition) -> Bool {
+            guard definition.name == point, definition.hysteresis == hysteresis else { return false }
+            switch side {
+            case .above: return definition.alarmAbove == threshold
+            case .below: return definition.alarmBelow == threshold
+            }
+        }
+    }
+
+    /// The alarms active now, each with its threshold and hysteresis, in point name order.
+    public var raisedAlarms: [RaisedAlarm] {
+        activeAlarms.keys.sorted().compactMap { name in
+            guard let side = activeAlarms[name], let point = points[name] else { return nil }
+            guard let threshold = side == .above ? point.alarmAbove : point.alarmBelow else { return nil }
+            return RaisedAlarm(point: name, side: side, threshold: threshold, hysteresis: point.hysteresis)
+        }
+    }
+
+    /// Takes `alarms` as already raised (kept from before a restart or a reload): no event is
+    /// emitted for them again, and the clear comes when the value goes back. An alarm whose point
+    /// is gone or whose threshold or hysteresis changed is not taken, and returned.
+    @discardableResult
+    public mutating func restore(_ alarms: [RaisedAlarm]) -> [RaisedAlarm] {
+        var refused: [RaisedAlarm] = []
+        for alarm in alarms {
+            guard let point = points[alarm.point], alarm.stillApplies(to: point) else {
+                refused.append(alarm)
+                continue
+            }
+            activeAlarms[alarm.point] = alarm.side
+        }
+        return refused
+    }
+
     /// Filters one poll's sample and returns the sample to send (nil if nothing in it is worth
     /// sending) and the alarm events it caused, in point order.
     /// - Parameters:

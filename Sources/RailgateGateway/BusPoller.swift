@@ -30,7 +30,11 @@ final class BusPoller: @unchecked Sendable {
     private var utilisation = 0.0
     private var snapshot: [(name: String, stats: DeviceStats)]
 
-    init(bus: BusConfig, devices: [DeviceConfig], sink: any RecordSink, logger: Logger) {
+    /// - Parameter alarms: alarms raised before (a restart or reload), by device and point: not raised again.
+    init(
+        bus: BusConfig, devices: [DeviceConfig], sink: any RecordSink, logger: Logger,
+        alarms: [String: [EdgeFilter.RaisedAlarm]] = [:]
+    ) {
         self.bus = bus
         self.sink = sink
         self.logger = logger
@@ -39,11 +43,13 @@ final class BusPoller: @unchecked Sendable {
             let stagger = device.pollIntervalMs * index / max(1, devices.count)
             return DevicePoller(device: device, maxGap: bus.maxGap, firstDue: now.adding(milliseconds: stagger))
         }
+        for poller in pollers { poller.edge.restore(alarms[poller.device.name] ?? []) }
         snapshot = pollers.map { ($0.device.name, $0.stats) }
     }
 
-    func start() {
-        worker.start { [self] in run() }
+    /// Starts polling on the bus's own thread, supervised by `supervisor` (restarted if it ends).
+    func start(supervisor: Supervisor? = nil) throws(ThreadError) {
+        try worker.start(name: "bus \(bus.name)", supervisor: supervisor) { [self] in run() }
     }
 
     /// Stops after the request in progress (at most one timeout) and waits for the thread.

@@ -4,7 +4,8 @@ import RailgateCore
 
 /// The daemon's control socket: a Unix stream socket where a client writes one command line
 /// (`status`) and reads one JSON document back. Anything else gets `{"error":...}`; a client
-/// that sends nothing is dropped after a second. Runs on its own thread.
+/// that has not sent its line within a second (silent, or trickling bytes) is dropped. Runs on
+/// its own thread; a stop waits for no client longer than 200 ms.
 final class ControlServer: @unchecked Sendable {
     let path: String
     private let logger: Logger
@@ -17,8 +18,11 @@ final class ControlServer: @unchecked Sendable {
         self.respond = respond
     }
 
-    /// Binds the socket (replacing a stale one left by a crash) and starts serving.
-    func start() throws(ControlSocketError) {
+    /// Binds the socket (replacing a stale one left by a crash) and starts serving on a thread
+    /// supervised by `supervisor`.
+    /// - Throws: `ControlSocketError` if the socket cannot be made or bound, `ThreadError` if no
+    ///   thread could be created.
+    func start(supervisor: Supervisor? = nil) throws {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ControlSocketError(operation: "socket", path: path, code: errno) }
         guard UnixSocket.bind(fd, to: path), listen(fd, 8) == 0 else {
@@ -28,11 +32,17 @@ final class ControlServer: @unchecked Sendable {
         }
         chmod(path, 0o660)
         let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
-        server.start { [self] client in
-            let reply =
-                readCommand(client).map(respond)
-                ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
-            StandardStreams.write(fd: client, reply.serialized + "\n")
+        do {
+            try server.start(name: "control socket", supervisor: supervisor) { [self] client in
+                let reply =
+                    readCommand(client).map(respond)
+                    ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
+                StandardStreams.write(fd: client.fd, reply.serialized + "\n")
+            }
+        } catch {
+            Glibc.close(fd)
+            unlink(path)
+            throw error
         }
         self.server = server
     }
@@ -44,13 +54,13 @@ final class ControlServer: @unchecked Sendable {
         self.server = nil
     }
 
-    /// The first line the client sends (at most 1 KiB), or nil on silence or garbage.
-    private func readCommand(_ fd: Int32) -> String? {
+    /// The first line the client sends (at most 1 KiB) before its deadline, or nil on silence,
+    /// a trickle that does not finish the line in time, or garbage.
+    private func readCommand(_ client: ClientConnection) -> String? {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 256)
         while bytes.count < 1024 {
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count < 0, errno == EINTR { continue }
+            guard let count = chunk.withUnsafeMutableBytes({ client.receive(into: $0) }) else { return nil }
             guard count > 0 else { break }
             bytes += chunk[0..<count]
             if bytes.contains(10) { break }

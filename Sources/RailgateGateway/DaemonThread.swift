@@ -1,57 +1,130 @@
 import Glibc
+import Logging
 import RailgateCore
+
+/// A thread could not be created: the service it was for does not run.
+public struct ThreadError: Error, CustomStringConvertible, Sendable {
+    /// The thread's name (the service it was for).
+    public var name: String
+    /// The error `pthread_create` returned (EAGAIN: out of threads or memory; EINVAL: bad attributes).
+    public var code: Int32
+
+    public var description: String {
+        "cannot start a thread for \(name): pthread_create: \(String(cString: strerror(code))) (errno \(code))"
+    }
+}
 
 /// An OS thread for a service that blocks in C calls (a Modbus bus, the uplink's publisher,
 /// the control socket): kept off Swift's 2-thread cooperative pool. `join()` waits for it.
+///
+/// The one way the daemon starts a thread: creation either succeeds or throws, it never runs the
+/// body somewhere else. The thread inherits the creating thread's signal mask (the daemon blocks
+/// its signals before the first thread exists). The C function is `pthread_create`.
 final class DaemonThread: @unchecked Sendable {
     private var thread = pthread_t()
-    private var started = false
+    private var joinable = true
 
-    /// Starts `body` on a new thread.
-    init(_ body: @escaping @Sendable () -> Void) {
+    /// Starts `body` on a new thread for the service `name` (named in a failure).
+    /// - Parameter stackBytes: the thread's stack size, or nil for the system's default.
+    /// - Throws: `ThreadError` with `pthread_create`'s error; nothing runs then.
+    init(name: String, stackBytes: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(ThreadError) {
         final class Box {
             let body: @Sendable () -> Void
             init(body: @escaping @Sendable () -> Void) { self.body = body }
         }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        if let stackBytes {
+            let code = pthread_attr_setstacksize(&attributes, stackBytes)
+            guard code == 0 else { throw ThreadError(name: name, code: code) }
+        }
         let box = Unmanaged.passRetained(Box(body: body)).toOpaque()
-        started =
-            pthread_create(
-                &thread, nil,
-                { argument in
-                    let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-                    box.body()
-                    return nil
-                }, box) == 0
-        if !started {
+        let code = pthread_create(
+            &thread, &attributes,
+            { argument in
+                let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
+        guard code == 0 else {
             Unmanaged<Box>.fromOpaque(box).release()
-            body()  // No thread to be had: run inline rather than lose the service.
+            throw ThreadError(name: name, code: code)
         }
     }
 
+    /// Waits for the thread to end (once; later calls return at once).
     func join() {
-        guard started else { return }
+        guard joinable else { return }
         pthread_join(thread, nil)
-        started = false
+        joinable = false
     }
 }
 
 /// The life of a service that runs on its own thread: started once, asked to stop, joined.
 /// Its `lock` guards the service's own state too, so a stop wakes any wait on it at once.
+///
+/// Supervised: when the body returns while nobody asked the service to stop, the service tells
+/// its `Supervisor`, which logs it and restarts it (the same body, on a new thread) after a
+/// back-off, or has the daemon exit non-zero, as the service's `policy` says.
 final class ServiceThread: @unchecked Sendable {
     let lock = ConditionLock()
     private var stopping = false
     private var thread: DaemonThread?
+    private var body: (@Sendable () -> Void)?
+    private(set) var name = "service"
+    private(set) var policy = Supervisor.Policy.restart
+    private var supervisor: Supervisor?
 
-    func start(_ body: @escaping @Sendable () -> Void) {
-        thread = DaemonThread(body)
+    /// Starts `body` on a new thread.
+    /// - Parameters:
+    ///   - name: what the logs call the service ("bus line-1").
+    ///   - supervisor: told if `body` returns before `stop()`; nil: nobody is told.
+    /// - Throws: `ThreadError` if no thread could be created; the service does not run.
+    func start(
+        name: String, supervisor: Supervisor? = nil, policy: Supervisor.Policy = .restart,
+        _ body: @escaping @Sendable () -> Void
+    ) throws(ThreadError) {
+        lock.withLock {
+            self.name = name
+            self.body = body
+            self.supervisor = supervisor
+            self.policy = policy
+        }
+        try launch()
+    }
+
+    private func launch() throws(ThreadError) {
+        guard let body = lock.withLock({ self.body }) else { return }
+        let started = MonotonicInstant.now()
+        let thread = try DaemonThread(name: name) { [self] in
+            body()
+            let (stopping, supervisor) = lock.withLock { (self.stopping, self.supervisor) }
+            if !stopping { supervisor?.serviceEnded(self, ranMs: MonotonicInstant.now().milliseconds(since: started)) }
+        }
+        lock.withLock { self.thread = thread }
+    }
+
+    /// Runs the body again on a new thread, after it ended unexpectedly (called by the supervisor,
+    /// on the thread that starts and stops services). Does nothing once `stop()` was called.
+    func restart() throws(ThreadError) {
+        let old: DaemonThread? = lock.withLock {
+            guard !stopping else { return nil }
+            return thread
+        }
+        guard let old else { return }
+        old.join()
+        try launch()
     }
 
     /// Asks the service to stop and waits for its thread.
     func stop() {
-        lock.withLock {
+        let (thread, supervisor) = lock.withLock {
             stopping = true
             lock.broadcast()
+            return (self.thread, self.supervisor)
         }
+        supervisor?.forget(self)
         thread?.join()
     }
 
@@ -66,9 +139,139 @@ final class ServiceThread: @unchecked Sendable {
     }
 }
 
-/// Accepts connections on a listening socket from its own thread, one at a time, each with 1 s
-/// (2 s for HTTP) receive and send timeouts, and hands it to `handle`, which closes nothing: the
-/// server closes the connection after. Stops within 200 ms; closes the listener.
+/// Notices service threads that end while the daemon is not stopping them, logs each, and
+/// restarts it after a back-off (1 s, doubling to 30 s while it keeps dying within a minute of
+/// its start) or, for a service whose policy is `exitDaemon`, asks the daemon to exit non-zero so
+/// that systemd restarts the whole process.
+///
+/// Threads: `serviceEnded` is called on the dying service's thread; `restartDue` and
+/// `nextRestart` on the one thread that starts and stops services (the daemon's main thread), so a
+/// restart never races a stop.
+final class Supervisor: @unchecked Sendable {
+    /// What to do when a service's thread ends by itself.
+    enum Policy: Sendable, Equatable {
+        /// Start it again after a back-off; the rest of the daemon runs on.
+        case restart
+        /// Stop the daemon with a non-zero exit status.
+        case exitDaemon
+    }
+
+    private let logger: Logger
+    private let lock = ConditionLock()
+    /// Services that ended, with when each may be restarted.
+    private var ended: [(service: ServiceThread, due: MonotonicInstant)] = []
+    /// Consecutive quick deaths per service, for the back-off.
+    private var deaths: [ObjectIdentifier: Int] = [:]
+    private var fatal: String?
+    private let wake: @Sendable () -> Void
+    private let initialBackoffMs: Int
+    private let maxBackoffMs: Int
+
+    /// A service that ran this long before it ended starts its back-off afresh.
+    static let healthyRunMs: Int64 = 60_000
+
+    /// - Parameters:
+    ///   - initialBackoffMs: the wait before the first restart; it doubles with each quick death,
+    ///     up to `maxBackoffMs`.
+    ///   - wake: called (on the dying service's thread) when something is due, so the thread that
+    ///     restarts services need not poll.
+    init(
+        logger: Logger, initialBackoffMs: Int = 1000, maxBackoffMs: Int = 30_000,
+        wake: @escaping @Sendable () -> Void = {}
+    ) {
+        self.logger = logger
+        self.initialBackoffMs = initialBackoffMs
+        self.maxBackoffMs = maxBackoffMs
+        self.wake = wake
+    }
+
+    /// Called by a service thread whose body returned while not stopping.
+    func serviceEnded(_ service: ServiceThread, ranMs: Int64) {
+        let id = ObjectIdentifier(service)
+        switch service.policy {
+        case .exitDaemon:
+            logger.critical("service \(service.name) ended unexpectedly; the daemon exits for systemd to restart it")
+            lock.withLock { fatal = fatal ?? "service \(service.name) ended unexpectedly" }
+        case .restart:
+            let delay: Int = lock.withLock {
+                let count = ranMs >= Self.healthyRunMs ? 1 : (deaths[id] ?? 0) + 1
+                deaths[id] = count
+                let delay = min(initialBackoffMs << min(count - 1, 16), maxBackoffMs)
+                ended.removeAll { $0.service === service }
+                ended.append((service, MonotonicInstant.now().adding(milliseconds: delay)))
+                return delay
+            }
+            logger.error("service \(service.name) ended unexpectedly; restarting it in \(delay) ms")
+        }
+        wake()
+    }
+
+    /// Forgets `service` (it is being stopped on purpose).
+    func forget(_ service: ServiceThread) {
+        lock.withLock {
+            ended.removeAll { $0.service === service }
+            deaths[ObjectIdentifier(service)] = nil
+        }
+    }
+
+    /// Why the daemon must exit, if a service whose policy is `exitDaemon` ended.
+    var fatalReason: String? { lock.withLock { fatal } }
+
+    /// When the next restart is due, if one is pending.
+    var nextRestart: MonotonicInstant? { lock.withLock { ended.map(\.due).min() } }
+
+    /// Restarts every service whose back-off has passed. A thread that cannot be created counts
+    /// as another death (logged; tried again after a longer back-off).
+    func restartDue(now: MonotonicInstant = .now()) {
+        let due: [ServiceThread] = lock.withLock {
+            let due = ended.filter { $0.due <= now }.map(\.service)
+            ended.removeAll { $0.due <= now }
+            return due
+        }
+        for service in due {
+            do {
+                try service.restart()
+                logger.notice("service \(service.name) restarted")
+            } catch {
+                logger.error("service \(service.name) could not be restarted: \(error)")
+                serviceEnded(service, ranMs: 0)
+            }
+        }
+    }
+}
+
+/// One accepted client of a `ConnectionServer`: its socket and the moment the server gives up on it.
+struct ClientConnection {
+    let fd: Int32
+    /// The whole exchange must be over by then (a client that trickles bytes is cut off).
+    let deadline: MonotonicInstant
+    fileprivate let worker: ServiceThread
+
+    /// Receives what the client sent so far into `buffer`, waiting in slices of at most 100 ms
+    /// until the deadline or a stop of the server. Returns the byte count, 0 when the client
+    /// closed, or nil on the deadline, a stop or an error. The C functions are `poll` and `recv`.
+    func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        while !worker.isStopping {
+            let left = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
+            guard left > 0 else { return nil }
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, Int32(min(100, left / 1_000_000 + 1)))
+            if ready < 0, errno == EINTR { continue }
+            guard ready >= 0 else { return nil }
+            if ready == 0 { continue }
+            let count = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+            if count < 0, errno == EINTR || errno == EAGAIN { continue }
+            return count < 0 ? nil : count
+        }
+        return nil
+    }
+}
+
+/// Accepts connections on a listening socket from its own thread, one at a time, and hands each
+/// to `handle`, which closes nothing: the server closes the connection after. Each connection
+/// gets `timeoutSeconds` in all to send its request (`ClientConnection.receive`) and as the send
+/// timeout, so a client that trickles bytes holds the server at most that long, and a stop at
+/// most 200 ms. Stops within 200 ms plus one send; closes the listener.
 final class ConnectionServer: @unchecked Sendable {
     private let worker = ServiceThread()
     private let listener: Int32
@@ -79,8 +282,12 @@ final class ConnectionServer: @unchecked Sendable {
         self.timeoutSeconds = timeoutSeconds
     }
 
-    func start(_ handle: @escaping @Sendable (Int32) -> Void) {
-        worker.start { [self] in
+    /// Starts accepting on a thread named `name`, supervised by `supervisor`.
+    /// - Throws: `ThreadError` if no thread could be created.
+    func start(
+        name: String, supervisor: Supervisor? = nil, _ handle: @escaping @Sendable (ClientConnection) -> Void
+    ) throws(ThreadError) {
+        try worker.start(name: name, supervisor: supervisor) { [self] in
             while !worker.isStopping {
                 var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
                 guard poll(&descriptor, 1, 200) > 0 else { continue }
@@ -90,7 +297,10 @@ final class ConnectionServer: @unchecked Sendable {
                 var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
                 setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                handle(client)
+                handle(
+                    ClientConnection(
+                        fd: client, deadline: MonotonicInstant.now().adding(milliseconds: timeoutSeconds * 1000),
+                        worker: worker))
                 close(client)
             }
         }

@@ -24,8 +24,9 @@ final class GateWatcher: @unchecked Sendable {
         self.logger = logger
     }
 
-    func start() {
-        worker.start { [self] in run() }
+    /// Starts watching on the gate's own thread, supervised by `supervisor` (restarted if it ends).
+    func start(supervisor: Supervisor? = nil) throws(ThreadError) {
+        try worker.start(name: "gate \(gate.name)", supervisor: supervisor) { [self] in run() }
     }
 
     func stop() { worker.stop() }

@@ -8,10 +8,18 @@ import RailgateModbus
 /// uplink and the control socket until SIGTERM or SIGINT; SIGHUP reloads the configuration
 /// (an invalid one is refused and the running one kept). This is the one place where the
 /// services are wired together.
+///
+/// Supervision: a bus poller, gate watcher, control socket or metrics thread that ends while
+/// not asked to is logged and restarted after a back-off (`Supervisor`); a thread that cannot be
+/// created at start or reload makes the daemon exit 71. A stop (or the stop half of a reload)
+/// that takes longer than `stopDeadlineMs` is cut short: the buffer is synced, the service that
+/// did not stop is logged, and the daemon exits 70, for systemd to restart it.
 public final class Gateway: @unchecked Sendable {
     private var config: GatewayConfig
     private let buffer: DiskBuffer
     private let sink: BufferSink
+    private let alarmStore: AlarmStore
+    private let records: AlarmTrackingSink
     private let logger: Logger
     private let started = WallClock.now()
     private let startedMonotonic = MonotonicInstant.now()
@@ -21,24 +29,59 @@ public final class Gateway: @unchecked Sendable {
     private var uplink: Uplink?
     private var control: ControlServer?
     private var metrics: MetricsServer?
+    private let supervisor: Supervisor
+    /// The service being stopped now, for the log line when the stop deadline passes.
+    private var stopping: String?
 
-    /// Opens the buffer for `config`; throws if the state directory cannot be used.
+    /// The whole stop (or the stop half of a reload) must be over within this, well inside the
+    /// unit's `TimeoutStopSec` (30 s), so the daemon exits on its own with the buffer synced.
+    public static let stopDeadlineMs = 20_000
+    /// Exit status when the stop deadline passed or a service whose policy is `exitDaemon` ended (EX_SOFTWARE).
+    public static let exitServiceFailed: Int32 = 70
+    /// Exit status when a service thread could not be created (EX_OSERR).
+    public static let exitNoThread: Int32 = 71
+
+    /// The signals the daemon takes with `sigwait`: SIGTERM, SIGINT (stop), SIGHUP (reload), and
+    /// SIGUSR1 (the supervisor's wake-up).
+    static let handledSignals = [SIGTERM, SIGINT, SIGHUP, SIGUSR1]
+
+    /// Blocks the daemon's signals in the calling thread and ignores SIGPIPE. Call first thing
+    /// in `railgate run`, before the buffer or anything else starts a thread: every thread then
+    /// inherits the mask, so no signal can reach a thread that would die of it; a signal that
+    /// arrives during start-up waits, pending, until `run()` takes it. The C function is
+    /// `pthread_sigmask`.
+    public static func blockSignals() {
+        var signals = signalSet()
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        Glibc.signal(SIGPIPE, SIG_IGN)
+    }
+
+    private static func signalSet() -> sigset_t {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in handledSignals { sigaddset(&signals, signal) }
+        return signals
+    }
+
+    /// Opens the buffer for `config` and loads the alarm state; throws if the state directory
+    /// cannot be used. Call after `blockSignals()`: the buffer starts its sync thread here.
     public init(config: GatewayConfig, logger: Logger) throws(BufferError) {
         self.config = config
         self.logger = logger
         buffer = try DiskBuffer(stateDirectory: config.gateway.stateDir, settings: config.buffer)
         sink = BufferSink(buffer: buffer, logger: logger)
+        alarmStore = AlarmStore(stateDirectory: config.gateway.stateDir, logger: logger)
+        records = AlarmTrackingSink(inner: sink, buffer: buffer, store: alarmStore, logger: logger)
+        let mainThread = pthread_self()
+        supervisor = Supervisor(logger: logger) { _ = pthread_kill(mainThread, SIGUSR1) }
     }
 
     /// Runs until SIGTERM/SIGINT, then stops polling, flushes what the broker will take,
-    /// persists the buffer and returns 0. Call from the main thread.
+    /// persists the buffer and returns 0; returns 70 or 71 when a service failed (see the type's
+    /// doc). Call from the thread that called `init`, after `blockSignals()`.
     public func run() -> Int32 {
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, signal) }
-        // Blocked before any thread starts, so every thread inherits the mask and only sigwait sees them.
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        Glibc.signal(SIGPIPE, SIG_IGN)
+        Self.blockSignals()  // Idempotent; in case the caller did not.
+        var signals = Self.signalSet()
 
         let stats = buffer.stats()
         logger.info(
@@ -48,25 +91,86 @@ public final class Gateway: @unchecked Sendable {
             logger.warning(
                 "buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
         }
-        startServices(config)
+        do {
+            try startServices(config)
+        } catch {
+            logger.critical("\(error); exiting")
+            return stop(exitCode: Self.exitNoThread)
+        }
         SystemdNotifier.notify(
             "READY=1\nSTATUS=polling \(config.devices.count) devices, watching \(config.gates.count) gates")
         while true {
-            var received: Int32 = 0
-            guard sigwait(&signals, &received) == 0 else { continue }
-            if received == SIGHUP {
-                reload()
-                continue
+            if let reason = supervisor.fatalReason {
+                logger.critical("\(reason): stopping")
+                return stop(exitCode: Self.exitServiceFailed)
             }
-            logger.notice("signal \(received): stopping")
-            SystemdNotifier.notify("STOPPING=1")
-            stopServices()
-            buffer.close()
-            return 0
+            supervisor.restartDue()
+            let received = Self.waitForSignal(&signals, until: supervisor.nextRestart)
+            switch received {
+            case SIGHUP:
+                do {
+                    try reload()
+                } catch {
+                    logger.critical("reload: \(error); exiting")
+                    return stop(exitCode: Self.exitNoThread)
+                }
+            case SIGTERM, SIGINT:
+                logger.notice("signal \(received): stopping")
+                return stop(exitCode: 0)
+            default:
+                continue  // The supervisor's wake-up, or a restart is due.
+            }
         }
     }
 
-    private func reload() {
+    /// The next of `signals`, or 0 when `deadline` passes first (or the wait was interrupted).
+    private static func waitForSignal(_ signals: inout sigset_t, until deadline: MonotonicInstant?) -> Int32 {
+        guard let deadline else {
+            var received: Int32 = 0
+            return sigwait(&signals, &received) == 0 ? received : 0
+        }
+        let left = max(0, deadline.nanoseconds - MonotonicInstant.now().nanoseconds)
+        var timeout = timespec(tv_sec: Int(left / 1_000_000_000), tv_nsec: Int(left % 1_000_000_000))
+        let received = sigtimedwait(&signals, nil, &timeout)
+        return received > 0 ? received : 0
+    }
+
+    /// Stops every service within the stop deadline, closes the buffer, returns `exitCode`.
+    private func stop(exitCode: Int32) -> Int32 {
+        SystemdNotifier.notify("STOPPING=1")
+        withStopDeadline { stopServices() }
+        buffer.close()
+        return exitCode
+    }
+
+    /// Runs `body` (stopping services) with a watchdog: if it is not over within
+    /// `stopDeadlineMs`, the watchdog logs the service that did not stop, syncs the buffer and
+    /// ends the process with status 70.
+    private func withStopDeadline(_ body: () -> Void) {
+        let watchdog = ServiceThread()
+        let deadline = MonotonicInstant.now().adding(milliseconds: Self.stopDeadlineMs)
+        do {
+            try watchdog.start(name: "stop deadline") { [self] in
+                guard watchdog.wait(until: deadline) else { return }
+                let service = lock.withLock { stopping } ?? "a service"
+                logger.critical(
+                    "\(service) did not stop within \(Self.stopDeadlineMs / 1000) s; syncing the buffer and exiting \(Self.exitServiceFailed)"
+                )
+                do {
+                    try buffer.sync()
+                } catch {
+                    logger.critical("could not sync the buffer: \(error)")
+                }
+                _exit(Self.exitServiceFailed)
+            }
+        } catch {
+            logger.error("\(error): stopping without a deadline")
+        }
+        body()
+        watchdog.stop()
+    }
+
+    private func reload() throws(ThreadError) {
         SystemdNotifier.notify("RELOADING=1")
         defer { SystemdNotifier.notify("READY=1") }
         let fresh: GatewayConfig
@@ -84,30 +188,39 @@ public final class Gateway: @unchecked Sendable {
         // With the same upstream the MQTT session stays up (no offline/online flap for the
         // consumers); only the birth message is published again, describing the new sources.
         let sameUpstream = fresh.upstream == config.upstream && fresh.gateway.id == config.gateway.id
-        let kept = stopServices(keepingUplink: sameUpstream)
+        var kept: Uplink?
+        withStopDeadline { kept = stopServices(keepingUplink: sameUpstream) }
         lock.withLock { config = fresh }
-        startServices(fresh, uplink: kept)
+        try startServices(fresh, uplink: kept)
     }
 
     /// Starts every service for `config`; an `uplink` kept across a reload is told the new sources.
-    private func startServices(_ config: GatewayConfig, uplink kept: Uplink? = nil) {
-        let pollers = config.buses.compactMap { bus -> BusPoller? in
+    /// Each service is registered as it starts, so a failure part-way leaves nothing unstoppable.
+    /// - Throws: `ThreadError` if a service's thread could not be created.
+    private func startServices(_ config: GatewayConfig, uplink kept: Uplink? = nil) throws(ThreadError) {
+        let alarms = alarmStore.retain(devices: config.devices)
+        for bus in config.buses {
             let devices = config.devices(on: bus.name)
-            guard !devices.isEmpty else { return nil }
-            return BusPoller(bus: bus, devices: devices, sink: sink, logger: logger)
+            guard !devices.isEmpty else { continue }
+            let poller = BusPoller(bus: bus, devices: devices, sink: records, logger: logger, alarms: alarms)
+            lock.withLock { pollers.append(poller) }
+            try poller.start(supervisor: supervisor)
         }
-        pollers.forEach { $0.start() }
-        let gates = config.gates.map { GateWatcher(gate: $0, sink: sink, logger: logger) }
-        gates.forEach { $0.start() }
-        var uplink: Uplink?
+        for gate in config.gates {
+            let watcher = GateWatcher(gate: gate, sink: records, logger: logger)
+            lock.withLock { gates.append(watcher) }
+            try watcher.start(supervisor: supervisor)
+        }
         if let kept {
             kept.announce(StatusMessage.birth(config: config, started: started))
-            uplink = kept
+            lock.withLock { uplink = kept }
         } else if case .mqtt = config.upstream.endpoint {
             let candidate = Uplink(config: config, buffer: buffer, started: started, logger: logger)
             do {
                 try candidate.start()
-                uplink = candidate
+                lock.withLock { uplink = candidate }
+            } catch let error as ThreadError {
+                throw error
             } catch {
                 logger.error("uplink cannot start: \(error); records stay buffered")
             }
@@ -118,27 +231,24 @@ public final class Gateway: @unchecked Sendable {
             self?.answer(command) ?? .object([("error", .string("shutting down"))])
         }
         do {
-            try control.start()
+            try control.start(supervisor: supervisor)
+            lock.withLock { self.control = control }
+        } catch let error as ThreadError {
+            throw error
         } catch {
             logger.error("control socket unavailable (railgate status will not reach this daemon): \(error)")
         }
-        var metrics: MetricsServer?
         if let listen = config.metricsListen {
             let server = MetricsServer(listen: listen) { [weak self] in self?.metricsText() ?? "" }
             do {
-                try server.start()
-                metrics = server
+                try server.start(supervisor: supervisor)
+                lock.withLock { metrics = server }
                 logger.info("Prometheus metrics at http://\(listen)/metrics")
+            } catch let error as ThreadError {
+                throw error
             } catch {
                 logger.error("metrics endpoint unavailable: \(error)")
             }
-        }
-        lock.withLock {
-            self.pollers = pollers
-            self.gates = gates
-            self.uplink = uplink
-            self.control = control
-            self.metrics = metrics
         }
     }
 
@@ -148,21 +258,33 @@ public final class Gateway: @unchecked Sendable {
         let (pollers, gates, uplink, control, metrics) = lock.withLock {
             (self.pollers, self.gates, self.uplink, self.control, self.metrics)
         }
-        pollers.forEach { $0.stop() }
-        gates.forEach { $0.stop() }
+        for poller in pollers { stopping("bus \(poller.bus.name)") { poller.stop() } }
+        for gate in gates { stopping("gate \(gate.gate.name)") { gate.stop() } }
         // Make the last polls durable so the uplink can still send them.
-        try? buffer.sync()
-        if !keepingUplink { uplink?.stop() }
-        control?.stop()
-        metrics?.stop()
+        stopping("the buffer's sync") {
+            do {
+                try buffer.sync()
+            } catch {
+                logger.error("could not sync the buffer: \(error)")
+            }
+        }
+        if !keepingUplink, let uplink { stopping("the uplink") { uplink.stop() } }
+        if let control { stopping("the control socket") { control.stop() } }
+        if let metrics { stopping("the metrics endpoint") { metrics.stop() } }
         lock.withLock {
             self.pollers = []
             self.gates = []
             self.uplink = nil
             self.control = nil
             self.metrics = nil
+            stopping = nil
         }
         return keepingUplink ? uplink : nil
+    }
+
+    private func stopping(_ service: String, _ body: () -> Void) {
+        lock.withLock { stopping = service }
+        body()
     }
 
     // MARK: Control socket
@@ -255,8 +377,13 @@ public enum SinglePoll {
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { continue }
-            let connection = try? ModbusConnection(
-                endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+            var connection: ModbusConnection?
+            do {
+                connection = try ModbusConnection(
+                    endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+            } catch {
+                StandardStreams.error("bus \(bus.name): \(error); its devices are reported unread (io)")
+            }
             for device in devices {
                 let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
                 let record: Record

@@ -18,7 +18,9 @@ final class MetricsServer: @unchecked Sendable {
         self.render = render
     }
 
-    func start() throws(ControlSocketError) {
+    /// Listens and serves on a thread supervised by `supervisor`.
+    /// - Throws: `ControlSocketError` if it cannot listen, `ThreadError` if no thread could be created.
+    func start(supervisor: Supervisor? = nil) throws {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
@@ -36,7 +38,12 @@ final class MetricsServer: @unchecked Sendable {
             throw ControlSocketError(operation: "listen on", path: "\(host):\(port)", code: code)
         }
         let server = ConnectionServer(listener: fd, timeoutSeconds: 2)
-        server.start { [self] client in answer(client) }
+        do {
+            try server.start(name: "metrics", supervisor: supervisor) { [self] client in answer(client.fd) }
+        } catch {
+            close(fd)
+            throw error
+        }
         self.server = server
     }
 

@@ -87,7 +87,9 @@ final class Uplink: @unchecked Sendable {
     }
 
     /// Sets up the session and starts connecting and publishing in the background.
-    func start() throws(MQTTError) {
+    /// - Throws: `MQTTError` if libmosquitto refuses the settings, `ThreadError` if the publisher
+    ///   thread cannot be created.
+    func start() throws {
         let client = try MQTTClient(clientID: settings.clientID) { [weak self] event in self?.handle(event) }
         try client.setWill(
             topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: 1, retain: true)
@@ -106,7 +108,13 @@ final class Uplink: @unchecked Sendable {
         self.client = client
         logger.info("uplink connecting to \(tls ? "mqtts" : "mqtt")://\(host):\(port) as \(settings.clientID)")
         try client.start(host: host, port: port, keepaliveSeconds: settings.keepaliveSeconds)
-        thread = DaemonThread { [self] in publishLoop() }
+        do {
+            thread = try DaemonThread(name: "uplink") { [self] in publishLoop() }
+        } catch {
+            client.disconnect()
+            self.client = nil
+            throw error
+        }
     }
 
     /// Stops publishing, waits up to `graceMs` for batches in flight to be acknowledged, marks

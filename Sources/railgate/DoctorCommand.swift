@@ -93,7 +93,12 @@ struct DoctorCommand: ParsableCommand {
         var filesystem = statvfs()
         if statvfs(directory, &filesystem) == 0 {
             let free = Int(filesystem.f_bavail) * Int(filesystem.f_frsize)
-            let buffered = (try? DiskBuffer(stateDirectory: directory, settings: config.buffer, readOnly: true))
+            var buffered: DiskBuffer?
+            do {
+                buffered = try DiskBuffer(stateDirectory: directory, settings: config.buffer, readOnly: true)
+            } catch {
+                note(.warn, "buffer", "cannot be read: \(error); check the files under \(directory)/buffer")
+            }
             let used = buffered?.stats().bytes ?? 0
             if free + used < config.buffer.maxBytes {
                 note(
@@ -131,12 +136,18 @@ struct DoctorCommand: ParsableCommand {
 
     /// The daemon's status document if it is running.
     private func checkDaemon(_ config: GatewayConfig, _ note: (Verdict, String, String) -> Void) -> JSON? {
-        guard let reply = try? ControlClient.request("status", socket: config.gateway.controlSocket, timeoutSeconds: 3),
-            let status = try? JSONReader.parse(reply), status["gateway"] != nil
-        else {
+        let status: JSON
+        do {
+            let reply = try ControlClient.request("status", socket: config.gateway.controlSocket, timeoutSeconds: 3)
+            status = try JSONReader.parse(reply)
+            guard status["gateway"] != nil else {
+                throw ControlClient.Failure(description: "answered \(reply.prefix(80))")
+            }
+        } catch {
             note(
                 .warn, "daemon",
-                "not running (no answer on \(config.gateway.controlSocket)); start it: systemctl start railgate")
+                "not running (no answer on \(config.gateway.controlSocket): \(error)); start it: systemctl start railgate"
+            )
             return nil
         }
         let uptime = Int(status["uptime_s"]?.doubleValue ?? 0)

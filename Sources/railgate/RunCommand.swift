@@ -8,8 +8,10 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run the gateway in the foreground (what systemd starts).",
         discussion: """
-            SIGTERM or SIGINT: stop polling, flush what the broker takes, persist, exit 0. \
-            SIGHUP: reload the configuration; an invalid one is refused and the running one kept.
+            SIGTERM or SIGINT: stop polling, flush what the broker takes, persist, exit 0 (70 if \
+            a service did not stop within 20 s: the buffer is synced first). SIGHUP: reload the \
+            configuration; an invalid one is refused and the running one kept. Exit 71 if a \
+            service thread cannot be created.
             """)
 
     @Option(help: "The gateway configuration (TOML).")
@@ -22,6 +24,11 @@ struct RunCommand: ParsableCommand {
     var once = false
 
     func run() throws {
+        if !once {
+            // Before anything can start a thread (the buffer's sync thread starts when it opens):
+            // every thread inherits the mask, and signals sent during start-up wait for the daemon.
+            Gateway.blockSignals()
+        }
         let loaded = try loadConfig(config)
         if once {
             let (records, allAnswered) = SinglePoll.pollAll(loaded)
