@@ -126,6 +126,9 @@ public struct BusConfig: Sendable, Equatable {
     public var interRequestDelayMs: Int
     /// The longest a device that answers nothing waits between attempts (the back-off's cap).
     public var maxBackoffMs: Int
+    /// The pause after each (re)connect before the first request, for devices that ignore the
+    /// first requests of a connection (`connect_delay_ms`).
+    public var connectDelayMs: Int
 }
 
 /// `[[device]]`: a slave on a bus, read per its profile.
@@ -136,15 +139,21 @@ public struct DeviceConfig: Sendable, Equatable {
     public var profileName: String
     public var profile: DeviceProfile
     public var pollIntervalMs: Int
+    /// The unit id a TCP gateway answers with whatever unit was asked (`reply_unit`, often 0 or
+    /// 255); nil when the reply carries the device's own unit id.
+    public var replyUnit: Int?
 
-    public init(name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int)
-    {
+    public init(
+        name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int,
+        replyUnit: Int? = nil
+    ) {
         self.name = name
         self.bus = bus
         self.unit = unit
         self.profileName = profileName
         self.profile = profile
         self.pollIntervalMs = pollIntervalMs
+        self.replyUnit = replyUnit
     }
 }
 
@@ -245,6 +254,7 @@ public struct ConfigLoader {
             let unit = reader.integer("unit", in: 0...255, required: true, as: Int.self)
             let profileName = reader.string("profile", required: true)
             let interval = reader.integer("poll_interval_ms", in: 10...86_400_000, as: Int.self) ?? 1000
+            let replyUnit = reader.integer("reply_unit", in: 0...255, as: Int.self)
             reader.finish()
             if let name {
                 if Names.isValid(name) {
@@ -262,8 +272,20 @@ public struct ConfigLoader {
                 )
             }
             if let bus, let unit {
-                if case .rtu = bus.transport, !(1...247).contains(unit) {
-                    log.report(reader.line(of: "unit"), "unit = \(unit): an RTU slave address is 1...247")
+                if case .rtu = bus.transport, unit == 0 {
+                    log.report(
+                        reader.line(of: "unit"),
+                        "unit = 0 is the RTU broadcast address: slaves act on it without answering, so it cannot be polled"
+                    )
+                } else if case .rtu = bus.transport, unit > 247 {
+                    log.report(
+                        reader.line(of: "unit"), "unit = \(unit): an RTU slave address is 1...247 (248-255 are reserved)")
+                }
+                if case .rtu = bus.transport, replyUnit != nil {
+                    log.report(
+                        reader.line(of: "reply_unit"),
+                        "reply_unit is for TCP gateways that answer with a fixed unit id; on RTU the slave address is checked"
+                    )
                 }
                 let key = "\(bus.name)#\(unit)"
                 if let firstLine = unitsInUse[key] {
@@ -305,7 +327,7 @@ public struct ConfigLoader {
                 devices.append(
                     DeviceConfig(
                         name: name, bus: busName, unit: unit, profileName: profileName, profile: profile,
-                        pollIntervalMs: interval))
+                        pollIntervalMs: interval, replyUnit: replyUnit))
             }
         }
         var gates: [GateConfig] = []
@@ -454,6 +476,7 @@ public struct ConfigLoader {
         let maxGap = reader.integer("max_gap", in: 0...124, as: Int.self) ?? 8
         let delay = reader.integer("inter_request_delay_ms", in: 0...10_000, as: Int.self) ?? 0
         let maxBackoff = reader.integer("max_backoff_ms", in: 100...3_600_000, as: Int.self) ?? 30_000
+        let connectDelay = reader.integer("connect_delay_ms", in: 0...60_000, as: Int.self) ?? 0
         reader.finish()
         if let name, !Names.isValid(name) {
             log.report(reader.line(of: "name"), "bus name '\(name)' must match [A-Za-z0-9._-]{1,64}")
@@ -461,7 +484,7 @@ public struct ConfigLoader {
         guard log.problems.count == before, let name, let transport else { return nil }
         return BusConfig(
             name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap,
-            interRequestDelayMs: delay, maxBackoffMs: maxBackoff)
+            interRequestDelayMs: delay, maxBackoffMs: maxBackoff, connectDelayMs: connectDelay)
     }
 
     private func parseGate(_ table: TOMLTable, log: ProblemLog) -> GateConfig? {

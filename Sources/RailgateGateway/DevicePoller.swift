@@ -41,19 +41,15 @@ public final class DevicePoller {
     /// One poll: every request with up to `retries` retries on timeouts and garbled replies;
     /// a request refused with "illegal data address" is split into single points so that one
     /// bad address does not blind its neighbours. A device silent on its first request is not
-    /// asked the rest (each would cost the line a timeout). `interRequestDelayMs` separates requests.
-    public func poll(
-        over transport: any ModbusTransport, retries: Int, interRequestDelayMs: Int = 0, at timestamp: Timestamp
-    ) -> Record {
+    /// asked the rest (each would cost the line a timeout). The transport paces the line
+    /// (`inter_request_delay_ms` between any two requests of the bus).
+    public func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
         var failure: ModbusError?
-        var first = true
         func read(_ table: RegisterTable, _ address: Int, _ count: Int) -> Result<[UInt16], ModbusError> {
             var attempt = 0
             while true {
-                if !first, interRequestDelayMs > 0 { usleep(UInt32(interRequestDelayMs) * 1000) }
-                first = false
                 stats.requests += 1
                 do throws(ModbusError) {
                     return .success(try transport.read(table, unit: device.unit, address: address, count: count))
