@@ -279,7 +279,8 @@ public struct ConfigLoader {
                     )
                 } else if case .rtu = bus.transport, unit > 247 {
                     log.report(
-                        reader.line(of: "unit"), "unit = \(unit): an RTU slave address is 1...247 (248-255 are reserved)")
+                        reader.line(of: "unit"),
+                        "unit = \(unit): an RTU slave address is 1...247 (248-255 are reserved)")
                 }
                 if case .rtu = bus.transport, replyUnit != nil {
                     log.report(

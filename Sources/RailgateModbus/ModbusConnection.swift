@@ -270,7 +270,8 @@ public final class ModbusConnection {
             case .values(let values):
                 return values
             case .exception(let code):
-                throw ModbusError(kind: .exception(code), code: railgate_modbus_enobase + Int32(code), operation: operation)
+                throw ModbusError(
+                    kind: .exception(code), code: railgate_modbus_enobase + Int32(code), operation: operation)
             case .timeout(let partial):
                 // TCP: a late answer carries an old transaction id and is skipped; only a partial frame
                 // leaves the stream out of step. RTU: wait until a late answer has passed.

@@ -77,7 +77,9 @@ func samples(of source: String, count: Int, scratch: Scratch, seconds: Double = 
 /// Whether every value `record` carries is the one served (h0 and h10 of `unit` per `served`).
 func onlyServedValues(_ record: JSON, unit: UInt8, served: ScriptedSlave.Served) -> Bool {
     for (name, address) in [("h0", 0), ("h10", 10)] {
-        if let value = record["values"]?[name], value.doubleValue != Double(served.value(unit, address)) { return false }
+        if let value = record["values"]?[name], value.doubleValue != Double(served.value(unit, address)) {
+            return false
+        }
     }
     return true
 }
@@ -99,12 +101,15 @@ struct ModbusWireTests {
         let config = wireConfig(
             scratch: scratch, busKeys: rtuBus(line.masterSide, "timeout_ms = 500\nretries = \(retries)"),
             devices: [(1, "")])
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let records = try samples(of: "unit-1", count: 12, scratch: scratch)
         #expect(records.allSatisfy { onlyServedValues($0, unit: 1, served: .hundredTwoHundred) }, "\(records)")
         if retries == 0 {
             #expect(
-                records.contains { $0["errors"]?["h0"] == .string("timeout") || $0["errors"]?["h10"] == .string("timeout") })
+                records.contains {
+                    $0["errors"]?["h0"] == .string("timeout") || $0["errors"]?["h10"] == .string("timeout")
+                })
         } else {
             // The late request was asked again after the line fell silent, and that answer was used.
             let asked = slave.requests
@@ -116,7 +121,9 @@ struct ModbusWireTests {
         slave.stop()
     }
 
-    @Test("TCP: units 248-255 and 0 are addressed as such, by modbus read and by the poller", arguments: [250, 248, 255, 0])
+    @Test(
+        "TCP: units 248-255 and 0 are addressed as such, by modbus read and by the poller",
+        arguments: [250, 248, 255, 0])
     func fullUnitRange(unit: Int) throws {
         let scratch = Scratch()
         let slave = try ScriptedSlave()
@@ -165,7 +172,8 @@ struct ModbusWireTests {
                 let config = wireConfig(
                     scratch: scratch, busKeys: tcpBus(gateway.port, "retries = 0"),
                     devices: [(250, replyUnit.map { "reply_unit = \($0)" } ?? "")])
-                let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+                let once = try TestProcess.run(
+                    Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
                 let record = try JSONReader.parse(once.output.trimmingCharacters(in: .whitespacesAndNewlines))
                 if replyUnit == nil {
                     #expect(record["values"] == nil, "\(record.serialized)")
@@ -190,7 +198,8 @@ struct ModbusWireTests {
             ]
         }
         let config = wireConfig(scratch: scratch, busKeys: tcpBus(slave.port, "retries = 0"), devices: [(1, "")])
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let records = try samples(of: "unit-1", count: 10, scratch: scratch)
         #expect(
             records.allSatisfy { isClean($0) && onlyServedValues($0, unit: 1, served: .standard) },
@@ -218,7 +227,9 @@ struct ModbusWireTests {
         slave.stop()
     }
 
-    @Test("inter_request_delay_ms holds between any two requests of the line, whichever devices", arguments: ["rtu", "tcp"])
+    @Test(
+        "inter_request_delay_ms holds between any two requests of the line, whichever devices",
+        arguments: ["rtu", "tcp"])
     func pacing(transport: String) throws {
         let scratch = Scratch()
         let line = transport == "rtu" ? try PtyPair(scratch: scratch) : nil
@@ -227,7 +238,8 @@ struct ModbusWireTests {
             line.map { rtuBus($0.masterSide, "inter_request_delay_ms = 300") }
             ?? tcpBus(slave.port, "inter_request_delay_ms = 300")
         let config = wireConfig(scratch: scratch, busKeys: busKeys, devices: [(1, ""), (2, "")], pollMs: 100)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         _ = try eventually("12 requests", seconds: 60) { slave.requests.count >= 12 ? true : nil }
         let requests = slave.requests
         let replies = Dictionary(uniqueKeysWithValues: slave.replies.map { ($0.index, $0.sent) })
@@ -236,7 +248,8 @@ struct ModbusWireTests {
         for (previous, next) in zip(requests, requests.dropFirst()) {
             let sent = try #require(replies[previous.index])
             let gap = next.arrived.milliseconds(since: sent)
-            #expect(gap >= 300, "request \(next.index) (unit \(next.unit)) \(gap) ms after the reply to \(previous.index)")
+            #expect(
+                gap >= 300, "request \(next.index) (unit \(next.unit)) \(gap) ms after the reply to \(previous.index)")
             if previous.unit != next.unit { switches += 1 }
         }
         #expect(switches >= 2, "the gaps between devices were measured")
@@ -254,7 +267,8 @@ struct ModbusWireTests {
         let slave = try ScriptedSlave()
         let config = wireConfig(
             scratch: scratch, busKeys: tcpBus(slave.port, "inter_request_delay_ms = 9000"), devices: [(1, "")])
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         _ = try eventually("a first request", seconds: 60) { slave.requests.count >= 1 ? true : nil }
         usleep(300_000)
         gateway.signal(SIGTERM)
@@ -277,9 +291,11 @@ struct ModbusWireTests {
         }
         let config = wireConfig(
             scratch: scratch,
-            busKeys: tcpBus(slave.port, "timeout_ms = 300\nretries = 0\nmax_backoff_ms = 500\nconnect_delay_ms = \(connectDelayMs)"),
+            busKeys: tcpBus(
+                slave.port, "timeout_ms = 300\nretries = 0\nmax_backoff_ms = 500\nconnect_delay_ms = \(connectDelayMs)"),
             devices: [(1, "")])
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let records = try samples(of: "unit-1", count: 10, scratch: scratch)
         #expect(records.allSatisfy { onlyServedValues($0, unit: 1, served: .standard) })
         if connectDelayMs > 0 {
@@ -300,7 +316,8 @@ struct ModbusWireTests {
         let config = wireConfig(
             scratch: scratch, busKeys: tcpBus(slave.port, "timeout_ms = 500\nretries = 0"), devices: [(1, "")],
             pollMs: pollMs)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let records = try samples(of: "unit-1", count: polls, scratch: scratch)
         #expect(
             records.allSatisfy { isClean($0) && onlyServedValues($0, unit: 1, served: .standard) },
@@ -316,11 +333,13 @@ struct ModbusWireTests {
         let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
         #expect(once.status == 69)
         #expect(once.error.contains("/dev/ttyUSB7") && once.error.contains("plugged in"), "\(once.error)")
-        let read = try TestProcess.run(Binaries.railgate, ["modbus", "read", "--rtu", "/dev/ttyUSB7"], scratch: scratch)
+        let read = try TestProcess.run(
+            Binaries.railgate, ["modbus", "read", "--rtu", "/dev/ttyUSB7"], scratch: scratch)
         #expect(read.status == 69)
         #expect(read.error.contains("plugged in"), "\(read.error)")
 
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let device = try eventually("status with the reason", seconds: 60) { () -> JSON? in
             let status = try daemonStatus(scratch)
             let device = status["devices"]?.arrayValue?.first { $0["name"] == .string("unit-1") }
@@ -330,7 +349,9 @@ struct ModbusWireTests {
         let text = try TestProcess.run(
             Binaries.railgate, ["status", "--socket", scratch.path + "/control.sock"], scratch: scratch)
         #expect(text.output.contains("/dev/ttyUSB7"), "\(text.output)")
-        let lines = gateway.errorOutput.split(separator: "\n").filter { $0.contains("unit-1") && $0.contains("ttyUSB7") }
+        let lines = gateway.errorOutput.split(separator: "\n").filter {
+            $0.contains("unit-1") && $0.contains("ttyUSB7")
+        }
         #expect(lines.count == 1, "\(gateway.errorOutput)")
     }
 }

@@ -61,12 +61,15 @@ struct ModbusFrameTests {
         #expect(tcp.bytes == [0, 1, 0, 0, 0, 6, 17, 3, 0, 0x6B, 0, 3])
         let rtu = ModbusReadFrame(framing: .rtu, table: .holding, unit: 17, address: 0x6B, count: 3)
         #expect(rtu.bytes == [0x11, 0x03, 0x00, 0x6B, 0x00, 0x03, 0x76, 0x87])
-        let unit250 = ModbusReadFrame(framing: .tcp, table: .input, unit: 250, address: 0, count: 1, transactionId: 0xBEEF)
+        let unit250 = ModbusReadFrame(
+            framing: .tcp, table: .input, unit: 250, address: 0, count: 1, transactionId: 0xBEEF)
         #expect(unit250.bytes == [0xBE, 0xEF, 0, 0, 0, 6, 250, 4, 0, 0, 0, 1])
         #expect(ModbusCRC16.checksum([0x01, 0x03, 0x00, 0x00, 0x00, 0x01]) == 0x0A84)
     }
 
-    @Test("a correct reply gives its values, whole or in any split; a prefix needs more", arguments: [ModbusFraming.tcp, .rtu])
+    @Test(
+        "a correct reply gives its values, whole or in any split; a prefix needs more",
+        arguments: [ModbusFraming.tcp, .rtu])
     func correctReplies(_ framing: ModbusFraming) {
         var random = SplitMix(state: framing == .tcp ? 1 : 2)
         for _ in 0..<300 {
@@ -94,11 +97,15 @@ struct ModbusFrameTests {
                 continue
             }
             var other = request
-            other.table = RegisterTable.allCases.first { $0 != request.table && $0.holdsBits == request.table.holdsBits }!
+            other.table = RegisterTable.allCases.first {
+                $0 != request.table && $0.holdsBits == request.table.holdsBits
+            }!
             let wrongFunction = correctReply(to: other, values: values)
-            #expect(request.examine(wrongFunction) == .reject(
-                .function(expected: request.functionCode, got: other.functionCode),
-                frameLength: framing == .tcp ? wrongFunction.count : nil))
+            #expect(
+                request.examine(wrongFunction)
+                    == .reject(
+                        .function(expected: request.functionCode, got: other.functionCode),
+                        frameLength: framing == .tcp ? wrongFunction.count : nil))
             // One register (or eight bits) more or less than asked.
             let step = request.table.holdsBits ? 8 : 1
             let otherCount = values.count > step ? values.count - step : values.count + step
@@ -153,7 +160,8 @@ struct ModbusFrameTests {
         }
     }
 
-    @Test("exceptions are recognised only for this function, unit and transaction", arguments: [ModbusFraming.tcp, .rtu])
+    @Test(
+        "exceptions are recognised only for this function, unit and transaction", arguments: [ModbusFraming.tcp, .rtu])
     func exceptions(_ framing: ModbusFraming) {
         var random = SplitMix(state: framing == .tcp ? 6 : 7)
         for _ in 0..<200 {

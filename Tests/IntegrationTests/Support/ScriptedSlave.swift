@@ -135,7 +135,9 @@ final class ScriptedSlave: @unchecked Sendable {
 
     /// The correct reply to `request` (of `unit`, by default the one asked), with the served values,
     /// or `values` given. On TCP with the request's transaction id unless `transactionId` is given.
-    func reply(to request: Request, unit: UInt8? = nil, values: [UInt16]? = nil, transactionId: UInt16? = nil)
+    func reply(
+        to request: Request, unit: UInt8? = nil, values: [UInt16]? = nil, transactionId: UInt16? = nil
+    )
         -> [UInt8]
     {
         let bits = request.function <= 2
@@ -147,7 +149,8 @@ final class ScriptedSlave: @unchecked Sendable {
         } else {
             for value in items { data += [UInt8(value >> 8), UInt8(value & 0xFF)] }
         }
-        return frame(request, unit: unit ?? request.unit, pdu: [request.function, UInt8(data.count)] + data,
+        return frame(
+            request, unit: unit ?? request.unit, pdu: [request.function, UInt8(data.count)] + data,
             transactionId: transactionId)
     }
 
