@@ -150,6 +150,9 @@ public final class ModbusConnection {
     /// The whole reply must arrive within this many milliseconds of the request.
     public let responseTimeoutMs: Int
     public private(set) var isConnected = false
+    /// Whether the serial port took RS-485 mode (`modbus_rtu_set_serial_mode`) at the last connect;
+    /// false for TCP, ptys and adapters that switch direction by themselves.
+    public private(set) var isRS485 = false
     /// The least time between the end of one exchange and the next request, in milliseconds.
     public var interRequestDelayMs = 0
     /// How long to wait after each (re)connect before the first request, in milliseconds.
@@ -213,9 +216,7 @@ public final class ModbusConnection {
         if case .rtu = endpoint {
             // RS-485 mode (the kernel drives RTS) where the port has it; a pty, a USB adapter that
             // switches by itself, or an RS-232 port refuses with ENOTTY/EINVAL: that is fine.
-            if modbus_rtu_set_serial_mode(handle, Int32(MODBUS_RTU_RS485)) == -1 {
-                _ = errno
-            }
+            isRS485 = modbus_rtu_set_serial_mode(handle, Int32(MODBUS_RTU_RS485)) == 0
         }
         isConnected = true
         if connectDelayMs > 0 {
