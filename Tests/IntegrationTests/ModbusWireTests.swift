@@ -185,6 +185,30 @@ struct ModbusWireTests {
     }
 
     @Test(
+        "TCP: an answer after the timeout is skipped by its transaction id; the next read gets its own",
+        arguments: [700, 450])
+    func tcpLateAnswer(lateMs: Int) throws {
+        let slave = try ScriptedSlave(served: .hundredTwoHundred) { request, slave in
+            request.index == 0
+                ? [.wait(ms: lateMs), .send(slave.reply(to: request))] : [.send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .tcp(host: "127.0.0.1", port: slave.port), responseTimeoutMs: lateMs - 200)
+        do {
+            let values = try connection.read(.holding, unit: 1, address: 0, count: 1)
+            Issue.record("a late answer was in time: \(values)")
+        } catch {
+            #expect(error.kind == .timeout)
+        }
+        // Sent at once: the late answer to holding 0 (100) arrives first, while this one waits.
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        #expect(try connection.read(.holding, unit: 1, address: 0, count: 1) == [100])
+        #expect(slave.connectionCount == 1)
+        #expect(slave.requests.map(\.transactionId) == [1, 2, 3])
+        connection.disconnect()
+    }
+
+    @Test(
         "TCP: a second frame after a correct reply is never used by the next poll",
         arguments: [0, 1])
     func appendedFrame(tidStep: UInt16) throws {
