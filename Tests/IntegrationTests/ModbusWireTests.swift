@@ -208,6 +208,93 @@ struct ModbusWireTests {
         connection.disconnect()
     }
 
+    @Test("RTU: a reply from another slave address, or with a frame appended, is never used; the next read is right")
+    func rtuForeignFrames() throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        let slave = try ScriptedSlave(rtu: line.slaveSide, served: .hundredTwoHundred) { request, slave in
+            switch request.index {
+            case 0: [.send(slave.reply(to: request, unit: 2))]
+            case 2: [.send(slave.reply(to: request) + slave.reply(to: request, values: [9999]))]
+            default: [.send(slave.reply(to: request))]
+            }
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtu(device: line.masterSide, baud: 19200, parity: .even, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 300)
+        do {
+            let values = try connection.read(.holding, unit: 1, address: 0, count: 1)
+            Issue.record("unit 2's reply was taken for unit 1's: \(values)")
+        } catch {
+            #expect(error.kind == .badReply && error.operation.contains("reply from unit 2"), "\(error)")
+        }
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        // Either refused (both frames read at once) or the first taken; never 9999, now or next.
+        var read: [[UInt16]] = []
+        for address in [0, 10, 0] {
+            do {
+                read.append(try connection.read(.holding, unit: 1, address: address, count: 1))
+            } catch {
+                #expect(error.kind == .badReply, "\(error)")
+                read.append([])
+            }
+        }
+        #expect(read[0] == [100] || read[0] == [], "\(read)")
+        #expect(Array(read.dropFirst()) == [[200], [100]], "\(read)")
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test("RTU: a trickled reply times out at timeout_ms; the drain is bounded and the next read is right")
+    func rtuTrickle() throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        let slave = try ScriptedSlave(rtu: line.slaveSide, served: .hundredTwoHundred) { request, slave in
+            request.index == 0 ? [.trickle(slave.reply(to: request), everyMs: 150)] : [.send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtu(device: line.masterSide, baud: 19200, parity: .even, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 200)
+        let started = MonotonicInstant.now()
+        do {
+            let values = try connection.read(.holding, unit: 1, address: 0, count: 1)
+            Issue.record("a trickled reply was accepted: \(values)")
+        } catch {
+            #expect(error.kind == .timeout, "\(error)")
+        }
+        // 7 bytes, 150 ms apart: the whole reply takes ~1 s; the drain runs until 200 ms of silence after it.
+        let took = MonotonicInstant.now().milliseconds(since: started)
+        #expect(took >= 900 && took <= 3500, "timeout and drain (at most 10 timeouts) took \(took) ms")
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test(
+        "TCP: a connection closed as a request arrives is reopened and asked once more, once",
+        arguments: [1, 1000])
+    func tcpCloseOnRequest(closingConnections: Int) throws {
+        // The first request of each of the first `closingConnections` connections is dropped with it.
+        let slave = try ScriptedSlave { request, slave in
+            let firstOnIt = slave.requests.filter { $0.connection == request.connection }.count == 1
+            return firstOnIt && request.connection <= closingConnections ? [.close] : [.send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .tcp(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 500)
+        do {
+            let values = try connection.read(.holding, unit: 1, address: 3, count: 1)
+            #expect(closingConnections == 1, "read \(values) although every connection is dropped")
+            #expect(values == [ScriptedSlave.Served.standard.value(1, 3)])
+            #expect(slave.connectionCount == 2)
+        } catch {
+            #expect(closingConnections > 1, "\(error)")
+            #expect(error.kind == .connection, "\(error)")
+            #expect(slave.requests.count == 2, "asked again once, not more")
+        }
+        connection.disconnect()
+        slave.stop()
+    }
+
     @Test(
         "TCP: a second frame after a correct reply is never used by the next poll",
         arguments: [0, 1])
