@@ -176,11 +176,9 @@ public final class ModbusConnection {
 
     /// Creates the context; does not connect yet.
     /// - Parameters:
-    ///   - responseTimeoutMs: how long the whole reply may take, and the TCP connect
-    ///     (`modbus_set_response_timeout`).
-    ///   - byteTimeoutMs: unused since railgate frames replies itself (one deadline per reply);
-    ///     kept for callers.
-    public init(endpoint: ModbusEndpoint, responseTimeoutMs: Int, byteTimeoutMs: Int? = nil) throws(ModbusError) {
+    ///   - responseTimeoutMs: how long the whole reply may take (one deadline per reply, no byte
+    ///     timeout), and the TCP connect (`modbus_set_response_timeout`).
+    public init(endpoint: ModbusEndpoint, responseTimeoutMs: Int) throws(ModbusError) {
         self.endpoint = endpoint
         self.responseTimeoutMs = responseTimeoutMs
         context = try ModbusContext(endpoint)
