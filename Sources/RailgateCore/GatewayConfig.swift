@@ -126,6 +126,9 @@ public struct BusConfig: Sendable, Equatable {
     public var interRequestDelayMs: Int
     /// The longest a device that answers nothing waits between attempts (the back-off's cap).
     public var maxBackoffMs: Int
+    /// The pause after each (re)connect before the first request, for devices that ignore the
+    /// first requests of a connection (`connect_delay_ms`).
+    public var connectDelayMs: Int
 }
 
 /// `[[device]]`: a slave on a bus, read per its profile.
@@ -140,10 +143,13 @@ public struct DeviceConfig: Sendable, Equatable {
     public var maxRegistersPerRequest: Int?
     /// `max_bits_per_request` of this device; overrides the profile's.
     public var maxBitsPerRequest: Int?
+    /// The unit id a TCP gateway answers with whatever unit was asked (`reply_unit`, often 0 or
+    /// 255); nil when the reply carries the device's own unit id.
+    public var replyUnit: Int?
 
     public init(
         name: String, bus: String, unit: Int, profileName: String, profile: DeviceProfile, pollIntervalMs: Int,
-        maxRegistersPerRequest: Int? = nil, maxBitsPerRequest: Int? = nil
+        maxRegistersPerRequest: Int? = nil, maxBitsPerRequest: Int? = nil, replyUnit: Int? = nil
     ) {
         self.name = name
         self.bus = bus
@@ -153,6 +159,7 @@ public struct DeviceConfig: Sendable, Equatable {
         self.pollIntervalMs = pollIntervalMs
         self.maxRegistersPerRequest = maxRegistersPerRequest
         self.maxBitsPerRequest = maxBitsPerRequest
+        self.replyUnit = replyUnit
     }
 
     /// The limits the read planner keeps to: the device's, else its profile's, else the protocol's.
@@ -265,6 +272,7 @@ public struct ConfigLoader {
                 "max_registers_per_request", in: 1...RegisterTable.holding.maxItemsPerRequest, as: Int.self)
             let maxBits = reader.integer(
                 "max_bits_per_request", in: 1...RegisterTable.coil.maxItemsPerRequest, as: Int.self)
+            let replyUnit = reader.integer("reply_unit", in: 0...255, as: Int.self)
             reader.finish()
             if let name {
                 if Names.isValid(name) {
@@ -282,8 +290,21 @@ public struct ConfigLoader {
                 )
             }
             if let bus, let unit {
-                if case .rtu = bus.transport, !(1...247).contains(unit) {
-                    log.report(reader.line(of: "unit"), "unit = \(unit): an RTU slave address is 1...247")
+                if case .rtu = bus.transport, unit == 0 {
+                    log.report(
+                        reader.line(of: "unit"),
+                        "unit = 0 is the RTU broadcast address: slaves act on it without answering, so it cannot be polled"
+                    )
+                } else if case .rtu = bus.transport, unit > 247 {
+                    log.report(
+                        reader.line(of: "unit"),
+                        "unit = \(unit): an RTU slave address is 1...247 (248-255 are reserved)")
+                }
+                if case .rtu = bus.transport, replyUnit != nil {
+                    log.report(
+                        reader.line(of: "reply_unit"),
+                        "reply_unit is for TCP gateways that answer with a fixed unit id; on RTU the slave address is checked"
+                    )
                 }
                 let key = "\(bus.name)#\(unit)"
                 if let firstLine = unitsInUse[key] {
@@ -333,7 +354,8 @@ public struct ConfigLoader {
                 devices.append(
                     DeviceConfig(
                         name: name, bus: busName, unit: unit, profileName: profileName, profile: profile,
-                        pollIntervalMs: interval, maxRegistersPerRequest: maxRegisters, maxBitsPerRequest: maxBits))
+                        pollIntervalMs: interval, maxRegistersPerRequest: maxRegisters, maxBitsPerRequest: maxBits,
+                        replyUnit: replyUnit))
             }
         }
         var gates: [GateConfig] = []
@@ -482,6 +504,7 @@ public struct ConfigLoader {
         let maxGap = reader.integer("max_gap", in: 0...124, as: Int.self) ?? 8
         let delay = reader.integer("inter_request_delay_ms", in: 0...10_000, as: Int.self) ?? 0
         let maxBackoff = reader.integer("max_backoff_ms", in: 100...3_600_000, as: Int.self) ?? 30_000
+        let connectDelay = reader.integer("connect_delay_ms", in: 0...60_000, as: Int.self) ?? 0
         reader.finish()
         if let name, !Names.isValid(name) {
             log.report(reader.line(of: "name"), "bus name '\(name)' must match [A-Za-z0-9._-]{1,64}")
@@ -489,7 +512,7 @@ public struct ConfigLoader {
         guard log.problems.count == before, let name, let transport else { return nil }
         return BusConfig(
             name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap,
-            interRequestDelayMs: delay, maxBackoffMs: maxBackoff)
+            interRequestDelayMs: delay, maxBackoffMs: maxBackoff, connectDelayMs: connectDelay)
     }
 
     private func parseGate(_ table: TOMLTable, log: ProblemLog) -> GateConfig? {

@@ -18,7 +18,8 @@ public struct BusStatus: Sendable {
 }
 
 /// Polls every device of one bus from one dedicated thread, so requests on a shared line are
-/// serialised, never interleaved, with `inter_request_delay_ms` between them. Devices start
+/// serialised, never interleaved, with `inter_request_delay_ms` between any two of them whichever
+/// devices they belong to (the connection paces them; a stop cuts the pause short). Devices start
 /// staggered across their interval rather than all due at once.
 final class BusPoller: @unchecked Sendable {
     let bus: BusConfig
@@ -66,11 +67,12 @@ final class BusPoller: @unchecked Sendable {
     private func run() {
         let connection: ModbusConnection
         do {
-            connection = try ModbusConnection(endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+            connection = try ModbusConnection(bus: bus, devices: pollers.map(\.device))
         } catch {
             logger.error("bus \(bus.name): \(error); its devices will not be polled")
             return
         }
+        connection.pause = { [worker] deadline in worker.wait(until: deadline) }
         var windowStart = MonotonicInstant.now()
         var busyNanoseconds: Int64 = 0
         var wasDown = false
@@ -79,10 +81,10 @@ final class BusPoller: @unchecked Sendable {
             let due = poller.nextDue
             guard worker.wait(until: due) else { break }
             let started = MonotonicInstant.now()
-            let record = poller.poll(
-                over: connection, retries: bus.retries, interRequestDelayMs: bus.interRequestDelayMs,
-                at: WallClock.now())
+            let record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now())
             let finished = MonotonicInstant.now()
+            // A stop cut a pause short: the poll's errors say "stopping", not something about the device.
+            if worker.isStopping, case .sample(_, let errors) = record.body, !errors.isEmpty { break }
             busyNanoseconds += finished.nanoseconds - started.nanoseconds
             let (sample, alarms) = poller.edge.process(record, nowMs: finished.nanoseconds / 1_000_000)
             for alarm in alarms {
@@ -117,5 +119,19 @@ final class BusPoller: @unchecked Sendable {
             }
         }
         connection.disconnect()
+    }
+}
+
+extension ModbusConnection {
+    /// A connection for `bus` with its response timeout, pacing (`inter_request_delay_ms`,
+    /// `connect_delay_ms`) and the fixed reply unit ids of its `devices` (`reply_unit`).
+    /// Does not connect yet; throws `.setup` if the libmodbus context cannot be made.
+    public convenience init(bus: BusConfig, devices: [DeviceConfig]) throws(ModbusError) {
+        try self.init(endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+        interRequestDelayMs = bus.interRequestDelayMs
+        connectDelayMs = bus.connectDelayMs
+        for device in devices {
+            if let replyUnit = device.replyUnit { replyUnits[device.unit] = replyUnit }
+        }
     }
 }

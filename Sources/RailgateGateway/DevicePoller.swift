@@ -54,19 +54,15 @@ public final class DevicePoller {
     /// as a device failing everything says nothing about its requests). Each point's registers
     /// go through `PointDefinition.reading`: NaN, infinities and `invalid` sentinels land in
     /// errors. A device silent on its first request is not asked the rest (each would cost the
-    /// line a timeout). `interRequestDelayMs` separates requests.
-    public func poll(
-        over transport: any ModbusTransport, retries: Int, interRequestDelayMs: Int = 0, at timestamp: Timestamp
-    ) -> Record {
+    /// line a timeout).
+    /// The transport paces the line (`inter_request_delay_ms` between any two requests of the bus).
+    public func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
         var failure: ModbusError?
-        var first = true
         func read(_ table: RegisterTable, _ address: Int, _ count: Int) -> Result<[UInt16], ModbusError> {
             var attempt = 0
             while true {
-                if !first, interRequestDelayMs > 0 { usleep(UInt32(interRequestDelayMs) * 1000) }
-                first = false
                 stats.requests += 1
                 do throws(ModbusError) {
                     return .success(try transport.read(table, unit: device.unit, address: address, count: count))

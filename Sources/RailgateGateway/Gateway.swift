@@ -377,20 +377,22 @@ public enum SinglePoll {
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { continue }
-            var connection: ModbusConnection?
+            let connection: ModbusConnection?
             do {
-                connection = try ModbusConnection(
-                    endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+                connection = try ModbusConnection(bus: bus, devices: devices)
             } catch {
-                StandardStreams.error("bus \(bus.name): \(error); its devices are reported unread (io)")
+                StandardStreams.error("bus \(bus.name): \(error)")
+                connection = nil
             }
             for device in devices {
                 let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
                 let record: Record
                 if let connection {
-                    record = poller.poll(
-                        over: connection, retries: bus.retries, interRequestDelayMs: bus.interRequestDelayMs,
-                        at: WallClock.now())
+                    record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now())
+                    // Say why on stderr: the record only carries "io" or "timeout".
+                    if case .sample(_, let errors) = record.body, !errors.isEmpty, let reason = poller.stats.lastError {
+                        StandardStreams.error("device \(device.name) (unit \(device.unit)): \(reason)")
+                    }
                 } else {
                     let errors = device.profile.points.map { ($0.name, ReadFailure.io) }
                     record = Record(

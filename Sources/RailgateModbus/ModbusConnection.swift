@@ -25,9 +25,11 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Int32
     /// What was being done: "read 10 input registers at 0 from unit 7 on tcp 127.0.0.1:1502".
     public var operation: String
+    /// What a technician does about it, when known: "add the railgate user to the dialout group".
+    public var remedy: String? = nil
 
     public var description: String {
-        "\(operation): \(String(cString: modbus_strerror(code))) (\(code))"
+        "\(operation): \(String(cString: modbus_strerror(code))) (\(code))" + (remedy.map { "; \($0)" } ?? "")
     }
 
     /// The reason a sample's `errors` carries for this failure.
@@ -40,7 +42,7 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    static func fromErrno(_ code: Int32, operation: String) -> ModbusError {
+    static func fromErrno(_ code: Int32, operation: String, remedy: String? = nil) -> ModbusError {
         let kind: Kind
         switch code {
         case ETIMEDOUT, EAGAIN: kind = .timeout
@@ -52,7 +54,7 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
             kind = .exception(UInt8(code - railgate_modbus_enobase))
         default: kind = .connection
         }
-        return ModbusError(kind: kind, code: code, operation: operation)
+        return ModbusError(kind: kind, code: code, operation: operation, remedy: remedy)
     }
 }
 
@@ -123,43 +125,103 @@ final class ModbusContext {
     }
 }
 
-/// A Modbus master connection over TCP or RTU through libmodbus.
+/// A Modbus master connection over TCP or RTU.
 ///
-/// Every call blocks up to the response timeout: use it from a dedicated thread, never from
-/// Swift's cooperative pool. Errors are `ModbusError` with the C code kept.
+/// libmodbus opens the link (`modbus_connect`: the TCP connect, the serial line's termios and
+/// RS-485 mode); railgate frames requests and matches replies itself (`ModbusReadFrame`), because
+/// libmodbus 3.1.6 takes the next bytes on the line as the answer, cannot address TCP units
+/// 248-254, and restarts its timeout for every byte. Here a reply is used only when it is provably
+/// the answer to the request: on TCP transaction id, protocol id, length, unit id and function code
+/// match (frames of other transactions are skipped); on RTU slave address, function code, byte
+/// count and CRC match. Bytes waiting before a request are discarded; the whole reply must arrive
+/// within the response timeout; after an RTU timeout or bad frame the line is drained until it has
+/// been silent for a response timeout.
+///
+/// Pacing: `interRequestDelayMs` separates the end of one exchange from the next request, whatever
+/// unit it is for; `connectDelayMs` follows every (re)connect. Both wait through `pause`, which the
+/// owner makes interruptible.
+///
+/// Every call blocks up to the response timeout (and the delays): use it from a dedicated thread,
+/// never from Swift's cooperative pool. Not thread-safe. Errors are `ModbusError` with the C code kept.
 public final class ModbusConnection {
     public let endpoint: ModbusEndpoint
     private let context: ModbusContext
+    private let framing: ModbusFraming
+    /// The whole reply must arrive within this many milliseconds of the request.
+    public let responseTimeoutMs: Int
     public private(set) var isConnected = false
-
-    /// Creates the context and sets timeouts; does not connect yet.
-    /// - Parameters:
-    ///   - responseTimeoutMs: how long to wait for a reply (`modbus_set_response_timeout`).
-    ///   - byteTimeoutMs: the longest silence inside a frame (`modbus_set_byte_timeout`); nil keeps libmodbus's.
-    public init(endpoint: ModbusEndpoint, responseTimeoutMs: Int, byteTimeoutMs: Int? = nil) throws(ModbusError) {
-        self.endpoint = endpoint
-        context = try ModbusContext(endpoint)
-        let handle = context.handle
-        modbus_set_response_timeout(handle, UInt32(responseTimeoutMs / 1000), UInt32(responseTimeoutMs % 1000 * 1000))
-        if let byteTimeoutMs {
-            modbus_set_byte_timeout(handle, UInt32(byteTimeoutMs / 1000), UInt32(byteTimeoutMs % 1000 * 1000))
+    /// Whether the serial port took RS-485 mode (`modbus_rtu_set_serial_mode`) at the last connect;
+    /// false for TCP, ptys and adapters that switch direction by themselves.
+    public private(set) var isRS485 = false
+    /// The least time between the end of one exchange and the next request, in milliseconds.
+    public var interRequestDelayMs = 0
+    /// How long to wait after each (re)connect before the first request, in milliseconds.
+    public var connectDelayMs = 0
+    /// The unit id a TCP gateway answers with instead of the unit asked (`reply_unit`), by unit.
+    public var replyUnits: [Int: Int] = [:]
+    /// Waits until the given instant; returns false to abandon the request (the owner is stopping),
+    /// which throws a `.connection` error with ECANCELED. By default it sleeps.
+    public var pause: (MonotonicInstant) -> Bool = { deadline in
+        let nanoseconds = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
+        if nanoseconds > 0 {
+            var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+            var remaining = timespec()
+            while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
         }
-        // No automatic link/protocol recovery: libmodbus would sleep and flush for a whole extra
-        // timeout on every error (FACTS: 1.0 s instead of 0.5 s); the poller decides what to do.
-        modbus_set_error_recovery(handle, MODBUS_ERROR_RECOVERY_NONE)
-        if case .rtu = endpoint {
-            // RS-485 mode where the port supports it; a pty or an RS-232 adapter refuses, which is fine.
-            _ = modbus_rtu_set_serial_mode(handle, Int32(MODBUS_RTU_RS485))
+        return true
+    }
+    private var transactionId: UInt16 = 0
+    private var lastExchangeEnd: MonotonicInstant?
+    private var receiveBuffer = [UInt8](repeating: 0, count: 512)
+
+    /// Creates the context; does not connect yet.
+    /// - Parameters:
+    ///   - responseTimeoutMs: how long the whole reply may take (one deadline per reply, no byte
+    ///     timeout), and the TCP connect (`modbus_set_response_timeout`).
+    public init(endpoint: ModbusEndpoint, responseTimeoutMs: Int) throws(ModbusError) {
+        self.endpoint = endpoint
+        self.responseTimeoutMs = responseTimeoutMs
+        context = try ModbusContext(endpoint)
+        switch endpoint {
+        case .tcp: framing = .tcp
+        case .rtu: framing = .rtu
+        }
+        let handle = context.handle
+        if modbus_set_response_timeout(
+            handle, UInt32(responseTimeoutMs / 1000), UInt32(responseTimeoutMs % 1000 * 1000)) == -1
+        {
+            throw ModbusError(kind: .setup, code: errno, operation: "set a response timeout of \(responseTimeoutMs) ms")
+        }
+        // No automatic recovery inside libmodbus: it would sleep and flush on its own schedule.
+        if modbus_set_error_recovery(handle, MODBUS_ERROR_RECOVERY_NONE) == -1 {
+            throw ModbusError(kind: .setup, code: errno, operation: "turn libmodbus error recovery off")
         }
     }
 
-    /// Opens the TCP connection or the serial device (`modbus_connect`).
+    /// Opens the TCP connection or the serial device (`modbus_connect`), then waits `connectDelayMs`.
     public func connect() throws(ModbusError) {
         guard !isConnected else { return }
-        if modbus_connect(context.handle) == -1 {
-            throw ModbusError.fromErrno(errno, operation: "connect to \(endpoint)")
+        let handle = context.handle
+        if modbus_connect(handle) == -1 {
+            let code = errno
+            modbus_close(handle)
+            throw ModbusError.fromErrno(code, operation: "connect to \(endpoint)", remedy: remedy(for: code))
+        }
+        guard modbus_get_socket(handle) >= 0 else {
+            modbus_close(handle)
+            throw ModbusError(kind: .setup, code: EBADF, operation: "connect to \(endpoint): no descriptor")
+        }
+        if case .rtu = endpoint {
+            // RS-485 mode (the kernel drives RTS) where the port has it; a pty, a USB adapter that
+            // switches by itself, or an RS-232 port refuses with ENOTTY/EINVAL: that is fine.
+            isRS485 = modbus_rtu_set_serial_mode(handle, Int32(MODBUS_RTU_RS485)) == 0
         }
         isConnected = true
+        if connectDelayMs > 0 {
+            guard pause(MonotonicInstant.now().adding(milliseconds: connectDelayMs)) else {
+                throw ModbusError(kind: .connection, code: ECANCELED, operation: "connect to \(endpoint): stopping")
+            }
+        }
     }
 
     /// Closes the socket or device; the next read reconnects.
@@ -169,50 +231,191 @@ public final class ModbusConnection {
         isConnected = false
     }
 
-    /// Reads `count` registers or bits of `table` at `address` from `unit`, connecting first if needed.
-    /// Bits come back as 0 or 1, one per element. A connection-level failure closes the
-    /// connection so that the next call reconnects.
+    /// Reads `count` registers or bits of `table` at `address` from `unit`, connecting first if
+    /// needed. Bits come back as 0 or 1, one per element. Unit ids: 0...255 on TCP, 0...247 on RTU
+    /// (0 is broadcast there: no slave answers). A TCP connection the peer closed while idle is
+    /// reopened and the request sent again, once, without an error. A connection-level failure
+    /// closes the connection so that the next call reconnects.
     public func read(_ table: RegisterTable, unit: Int, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
-        try connect()
-        let handle = context.handle
-        modbus_set_slave(handle, Int32(unit))
-        let result: Int32
-        var registers: [UInt16]
-        if table.holdsBits {
-            var bits = [UInt8](repeating: 0, count: count)
-            result = bits.withUnsafeMutableBufferPointer { buffer in
-                table == .coil
-                    ? modbus_read_bits(handle, Int32(address), Int32(count), buffer.baseAddress)
-                    : modbus_read_input_bits(handle, Int32(address), Int32(count), buffer.baseAddress)
-            }
-            registers = bits.map { UInt16($0 != 0 ? 1 : 0) }
-        } else {
-            registers = [UInt16](repeating: 0, count: count)
-            result = registers.withUnsafeMutableBufferPointer { buffer in
-                table == .holding
-                    ? modbus_read_registers(handle, Int32(address), Int32(count), buffer.baseAddress)
-                    : modbus_read_input_registers(handle, Int32(address), Int32(count), buffer.baseAddress)
+        let operation = "read \(count) \(table.rawValue) at \(address) from unit \(unit) on \(endpoint)"
+        let unitLimit = framing == .tcp ? 255 : 247
+        guard (0...unitLimit).contains(unit) else {
+            throw ModbusError(kind: .setup, code: EINVAL, operation: "\(operation): unit ids are 0...\(unitLimit)")
+        }
+        guard (1...table.maxItemsPerRequest).contains(count), (0...65535).contains(address) else {
+            throw ModbusError(kind: .badReply, code: railgate_modbus_embmdata, operation: operation)
+        }
+        if let last = lastExchangeEnd, interRequestDelayMs > 0 {
+            guard pause(last.adding(milliseconds: interRequestDelayMs)) else {
+                throw ModbusError(kind: .connection, code: ECANCELED, operation: "\(operation): stopping")
             }
         }
-        if result == -1 {
-            let error = ModbusError.fromErrno(
-                errno, operation: "read \(count) \(table.rawValue) at \(address) from unit \(unit) on \(endpoint)")
-            switch error.kind {
-            case .connection:
+        defer { lastExchangeEnd = MonotonicInstant.now() }
+        var retriedAfterPeerClose = false
+        while true {
+            try connect()
+            let descriptor = modbus_get_socket(context.handle)
+            transactionId &+= 1
+            let frame = ModbusReadFrame(
+                framing: framing, table: table, unit: UInt8(unit), replyUnit: replyUnits[unit].map(UInt8.init),
+                address: UInt16(address), count: UInt16(count), transactionId: transactionId)
+            let outcome: Outcome
+            if discardStaleBytes(descriptor) {
+                outcome = exchange(frame, descriptor: descriptor)
+            } else {
+                outcome = .peerClosed(ECONNRESET)
+            }
+            switch outcome {
+            case .values(let values):
+                return values
+            case .exception(let code):
+                throw ModbusError(
+                    kind: .exception(code), code: railgate_modbus_enobase + Int32(code), operation: operation)
+            case .timeout(let partial):
+                // TCP: a late answer carries an old transaction id and is skipped; only a partial frame
+                // leaves the stream out of step. RTU: wait until a late answer has passed.
+                if framing == .rtu { drain(descriptor) } else if partial { disconnect() }
+                throw ModbusError(kind: .timeout, code: ETIMEDOUT, operation: operation)
+            case .fault(let fault, let inStep):
+                if framing == .rtu { drain(descriptor) } else if !inStep { disconnect() }
+                let code: Int32 =
+                    switch fault {
+                    case .crc: railgate_modbus_embbadcrc
+                    case .unit: railgate_modbus_embbadslave
+                    default: railgate_modbus_embbaddata
+                    }
+                throw ModbusError(
+                    kind: fault == .crc ? .crc : .badReply, code: code, operation: "\(operation): \(fault)")
+            case .peerClosed(let code):
                 disconnect()
-            case .timeout, .crc, .badReply:
-                // Late or garbled bytes may still arrive and be taken for the next reply: drop them.
-                if case .tcp = endpoint { disconnect() } else { modbus_flush(handle) }
-            case .exception, .setup:
+                // A TCP device that closes idle connections: reopen and ask again, once.
+                if framing == .tcp, !retriedAfterPeerClose {
+                    retriedAfterPeerClose = true
+                    continue
+                }
+                throw ModbusError(kind: .connection, code: code, operation: operation)
+            case .failed(let code):
+                disconnect()
+                throw ModbusError(kind: .connection, code: code, operation: operation, remedy: remedy(for: code))
+            }
+        }
+    }
+
+    private enum Outcome {
+        case values([UInt16])
+        case exception(UInt8)
+        /// No complete answer in time; `partial` when some bytes of a frame had arrived.
+        case timeout(partial: Bool)
+        case fault(ModbusReplyFault, inStep: Bool)
+        /// EOF or reset before any byte of the reply: the peer closed the connection.
+        case peerClosed(Int32)
+        case failed(Int32)
+    }
+
+    /// Reads and drops whatever is waiting (a late answer, a duplicate frame). Returns false if the
+    /// peer has closed the connection (EOF or reset).
+    private func discardStaleBytes(_ descriptor: Int32) -> Bool {
+        while true {
+            switch receive(descriptor, timeoutMs: 0) {
+            case .bytes: continue
+            case .nothing: return true
+            case .closed, .error: return false
+            }
+        }
+    }
+
+    /// Sends the request and reads until its reply is complete, judged by `frame`, within one
+    /// deadline of `responseTimeoutMs` for the whole reply.
+    private func exchange(_ frame: ModbusReadFrame, descriptor: Int32) -> Outcome {
+        let request = frame.bytes
+        var sent = 0
+        while sent < request.count {
+            let result = request[sent...].withUnsafeBytes { buffer in
+                framing == .tcp
+                    ? Glibc.send(descriptor, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL))
+                    : Glibc.write(descriptor, buffer.baseAddress, buffer.count)
+            }
+            if result < 0 {
+                let code = errno
+                if code == EINTR || code == EAGAIN { continue }
+                return code == EPIPE || code == ECONNRESET ? .peerClosed(code) : .failed(code)
+            }
+            sent += result
+        }
+        let deadline = MonotonicInstant.now().adding(milliseconds: responseTimeoutMs)
+        var reply: [UInt8] = []
+        var start = 0
+        while true {
+            switch frame.examine(reply[start...]) {
+            case .values(let values, _): return .values(values)
+            case .exception(let code, _): return .exception(code)
+            case .foreign(let length):
+                start += length
+                continue
+            case .reject(let fault, let length): return .fault(fault, inStep: length != nil)
+            case .needMore:
                 break
             }
-            throw error
+            let remaining = Int(deadline.nanoseconds - MonotonicInstant.now().nanoseconds) / 1_000_000
+            switch receive(descriptor, timeoutMs: max(0, remaining)) {
+            case .bytes(let bytes): reply += bytes
+            case .nothing:
+                if MonotonicInstant.now() >= deadline { return .timeout(partial: reply.count > start) }
+            case .closed: return reply.isEmpty ? .peerClosed(ECONNRESET) : .failed(ECONNRESET)
+            case .error(let code):
+                return reply.isEmpty && (code == ECONNRESET || code == EPIPE) ? .peerClosed(code) : .failed(code)
+            }
         }
-        guard result == Int32(count) else {
-            throw ModbusError(
-                kind: .badReply, code: railgate_modbus_embbaddata,
-                operation: "read \(count) \(table.rawValue) at \(address) from unit \(unit): got \(result)")
+    }
+
+    /// After an RTU timeout or bad frame: reads and drops bytes until the line has been silent for
+    /// one response timeout (each byte restarts the silence), at most ten response timeouts in all,
+    /// so that a late answer to this request cannot be read as the answer to the next one.
+    private func drain(_ descriptor: Int32) {
+        let limit = MonotonicInstant.now().adding(milliseconds: responseTimeoutMs * 10)
+        while MonotonicInstant.now() < limit {
+            let remaining = Int(limit.nanoseconds - MonotonicInstant.now().nanoseconds) / 1_000_000
+            switch receive(descriptor, timeoutMs: min(responseTimeoutMs, max(0, remaining))) {
+            case .bytes: continue
+            case .nothing, .closed, .error: return
+            }
         }
-        return registers
+    }
+
+    private enum Received {
+        case bytes([UInt8])
+        case nothing
+        case closed
+        case error(Int32)
+    }
+
+    /// Waits up to `timeoutMs` for the descriptor to be readable (`poll`), then reads what is there
+    /// (`read`), retrying EINTR.
+    private func receive(_ descriptor: Int32, timeoutMs: Int) -> Received {
+        var waiting = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        let ready = Glibc.poll(&waiting, 1, Int32(timeoutMs))
+        if ready < 0 { return errno == EINTR ? .nothing : .error(errno) }
+        if ready == 0 { return .nothing }
+        let count = receiveBuffer.withUnsafeMutableBytes { buffer in
+            Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+        }
+        if count > 0 { return .bytes(Array(receiveBuffer[0..<count])) }
+        if count == 0 { return .closed }
+        let code = errno
+        return code == EINTR || code == EAGAIN ? .nothing : .error(code)
+    }
+
+    /// What a technician does about a failure to open the link.
+    private func remedy(for code: Int32) -> String? {
+        switch (endpoint, code) {
+        case (.rtu, ENOENT), (.rtu, ENODEV), (.rtu, ENXIO):
+            "check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name"
+        case (.rtu, EACCES), (.rtu, EPERM): "add the railgate user to the dialout group"
+        case (.rtu, EBUSY): "another program holds the serial device (fuser -v DEVICE)"
+        case (.tcp, ECONNREFUSED): "check the host and port, and that the device or gateway listens"
+        case (.tcp, EHOSTUNREACH), (.tcp, ENETUNREACH), (.tcp, ETIMEDOUT):
+            "check the network path to the device (cable, switch, address)"
+        default: nil
+        }
     }
 }

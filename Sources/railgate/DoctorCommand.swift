@@ -219,8 +219,7 @@ struct DoctorCommand: ParsableCommand {
             }
             let connection: ModbusConnection
             do {
-                connection = try ModbusConnection(
-                    endpoint: ModbusEndpoint(bus.transport), responseTimeoutMs: bus.timeoutMs)
+                connection = try ModbusConnection(bus: bus, devices: devices)
                 try connection.connect()
             } catch {
                 note(.fail, subject, "\(error); check the address or device and the line settings")
@@ -246,6 +245,9 @@ struct DoctorCommand: ParsableCommand {
                     case .timeout:
                         remedy = "no answer: check wiring (A/B swapped?), termination, the unit id and baud/parity"
                     case .crc: remedy = "garbled replies: check baud/parity/stop bits, termination and cable shielding"
+                    case .badReply:
+                        remedy =
+                            "\(error); a TCP gateway answering with a fixed unit id needs reply_unit, else check the unit id"
                     case .exception(let code):
                         remedy =
                             "the device refuses (exception \(code)): check the profile's addresses against its manual"

@@ -113,6 +113,9 @@ struct ModbusReadCommand: ParsableCommand {
             throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA")
         }
         guard (0...255).contains(unit) else { throw ValidationError("--unit must be 0...255") }
+        if bus.rtu != nil, unit > 247 {
+            throw ValidationError("--unit \(unit): an RTU slave address is 0...247 (0 is broadcast, nothing answers)")
+        }
         guard count >= 1, (0...65535).contains(address) else {
             throw ValidationError("--count must be at least 1 and --address 0...65535")
         }
@@ -188,8 +191,9 @@ struct ModbusScanCommand: ParsableCommand {
 
     func run() throws {
         let bounds = units.split(separator: "-").compactMap { Int($0) }
-        guard bounds.count == 2, bounds[0] <= bounds[1], bounds[0] >= 0, bounds[1] <= 255 else {
-            throw ValidationError("--units wants A-B with 0 <= A <= B <= 255")
+        let highest = bus.rtu == nil ? 255 : 247
+        guard bounds.count == 2, bounds[0] <= bounds[1], bounds[0] >= 0, bounds[1] <= highest else {
+            throw ValidationError("--units wants A-B with 0 <= A <= B <= \(highest)")
         }
         let connection = try bus.connect(defaultTimeoutMs: 200)
         defer { connection.disconnect() }

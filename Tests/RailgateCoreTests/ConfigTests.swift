@@ -187,3 +187,71 @@ struct ConfigTests {
         #expect(UpstreamEndpoint(url: text) == nil)
     }
 }
+
+@Suite("Configuration: Modbus units, reply_unit and connect_delay_ms")
+struct ModbusUnitConfigTests {
+    func config(transport: String, unit: Int, extraDevice: String = "", extraBus: String = "") -> String {
+        let bus =
+            transport == "tcp"
+            ? "transport = \"tcp\"\nhost = \"10.0.0.9\"" : "transport = \"rtu\"\ndevice = \"/dev/ttyS1\""
+        return """
+            [gateway]
+            id = "KZ-WAG-00042"
+            state_dir = "/tmp/rg"
+            profile_path = ["profiles"]
+
+            [upstream]
+            url = "none"
+
+            [[bus]]
+            name = "line"
+            \(bus)
+            \(extraBus)
+
+            [[device]]
+            name = "axlebox-1"
+            bus = "line"
+            unit = \(unit)
+            profile = "axle"
+            \(extraDevice)
+            """
+    }
+
+    let loader = ConfigLoader(files: MemoryFiles(files: ["profiles/axle.toml": axleProfile]))
+
+    @Test("TCP takes every unit id 0...255; a fixed reply unit and a connect delay are read")
+    func tcpUnits() throws {
+        for unit in [0, 1, 247, 248, 250, 254, 255] {
+            let parsed = try loader.parse(config(transport: "tcp", unit: unit), file: "gw.toml")
+            #expect(parsed.devices[0].unit == unit)
+            #expect(parsed.devices[0].replyUnit == nil)
+            #expect(parsed.buses[0].connectDelayMs == 0)
+        }
+        let parsed = try loader.parse(
+            config(transport: "tcp", unit: 250, extraDevice: "reply_unit = 255", extraBus: "connect_delay_ms = 800"),
+            file: "gw.toml")
+        #expect(parsed.devices[0].replyUnit == 255)
+        #expect(parsed.buses[0].connectDelayMs == 800)
+    }
+
+    @Test(
+        "RTU: unit 0 is broadcast and 248-255 reserved, said with file and line; reply_unit is refused",
+        arguments: [(0, "broadcast"), (248, "reserved"), (255, "reserved")])
+    func rtuUnits(unit: Int, word: String) throws {
+        #expect(throws: Never.self) { try loader.parse(config(transport: "rtu", unit: 247), file: "gw.toml") }
+        do {
+            _ = try loader.parse(config(transport: "rtu", unit: unit), file: "gw.toml")
+            Issue.record("unit \(unit) accepted on RTU")
+        } catch {
+            #expect(error.problems.count == 1)
+            #expect(error.problems.first?.description.hasPrefix("gw.toml:18: unit = \(unit)") == true, "\(error)")
+            #expect(error.problems.first?.message.contains(word) == true, "\(error)")
+        }
+        do {
+            _ = try loader.parse(config(transport: "rtu", unit: 7, extraDevice: "reply_unit = 0"), file: "gw.toml")
+            Issue.record("reply_unit accepted on RTU")
+        } catch {
+            #expect(error.problems.map(\.line) == [20], "\(error)")
+        }
+    }
+}

@@ -1,0 +1,207 @@
+/// How Modbus frames travel: an MBAP header over TCP, or slave address and CRC-16 on a serial line.
+public enum ModbusFraming: Sendable, Equatable {
+    case tcp
+    case rtu
+}
+
+/// Why a reply is not the answer to the request in flight.
+public enum ModbusReplyFault: Sendable, Equatable, CustomStringConvertible {
+    /// MBAP protocol id other than 0: not a Modbus frame, the stream is out of step.
+    case protocolId(UInt16)
+    /// A length field (MBAP length, or its agreement with the byte count) that is impossible.
+    case length(Int)
+    /// The reply names another unit (slave address) than the one asked, or than `reply_unit`.
+    case unit(expected: UInt8, got: UInt8)
+    /// The reply answers another function code.
+    case function(expected: UInt8, got: UInt8)
+    /// The byte count does not match the number of items asked for.
+    case byteCount(expected: Int, got: Int)
+    /// The RTU frame's CRC-16 does not match its bytes.
+    case crc
+    /// Bytes followed a complete RTU frame: it may have been the late answer to an earlier request.
+    case trailingBytes(Int)
+
+    public var description: String {
+        switch self {
+        case .protocolId(let id): "protocol id \(id) instead of 0"
+        case .length(let length): "impossible length \(length)"
+        case .unit(let expected, let got): "reply from unit \(got) to a request for unit \(expected)"
+        case .function(let expected, let got): "function code \(got) in the reply to function \(expected)"
+        case .byteCount(let expected, let got): "byte count \(got) instead of \(expected)"
+        case .crc: "CRC mismatch"
+        case .trailingBytes(let count): "\(count) bytes after the reply frame"
+        }
+    }
+}
+
+/// What the bytes received so far say about the reply to one request.
+public enum ModbusReplyVerdict: Sendable, Equatable {
+    /// Not complete yet: at least this many bytes (in total) are needed.
+    case needMore(Int)
+    /// The answer: registers, or bits as 0/1, one element per item asked for.
+    case values([UInt16], frameLength: Int)
+    /// The slave answered this request with a Modbus exception code.
+    case exception(UInt8, frameLength: Int)
+    /// TCP: a whole, well-formed frame of another transaction (a late answer to an earlier
+    /// request, a duplicate): drop its `frameLength` bytes and keep reading.
+    case foreign(frameLength: Int)
+    /// Not the answer. `frameLength` is how far the bad frame reaches when the stream is still in
+    /// step (TCP, length known), nil when it is not (the connection must be drained or closed).
+    case reject(ModbusReplyFault, frameLength: Int?)
+}
+
+/// One read request (function 1, 2, 3 or 4) as it goes on the wire, and the strict matcher for
+/// its reply. Pure: no I/O; the connection feeds it the bytes it received.
+public struct ModbusReadFrame: Sendable, Equatable {
+    public var framing: ModbusFraming
+    public var table: RegisterTable
+    /// The unit id (slave address) the request is sent to: 0...255 on TCP, 0...247 on RTU.
+    public var unit: UInt8
+    /// The unit id the reply must carry: `unit`, unless a TCP gateway answers every unit with a
+    /// fixed one (`reply_unit`); the reply is then still matched by transaction id.
+    public var replyUnit: UInt8
+    public var address: UInt16
+    /// Items (registers or bits) to read: 1...125 registers, 1...2000 bits.
+    public var count: UInt16
+    /// The MBAP transaction id (TCP only; ignored on RTU).
+    public var transactionId: UInt16
+
+    public init(
+        framing: ModbusFraming, table: RegisterTable, unit: UInt8, replyUnit: UInt8? = nil, address: UInt16,
+        count: UInt16, transactionId: UInt16 = 0
+    ) {
+        self.framing = framing
+        self.table = table
+        self.unit = unit
+        self.replyUnit = replyUnit ?? unit
+        self.address = address
+        self.count = count
+        self.transactionId = transactionId
+    }
+
+    /// Modbus function code: 1 coils, 2 discrete inputs, 3 holding registers, 4 input registers.
+    public var functionCode: UInt8 {
+        switch table {
+        case .coil: 1
+        case .discrete: 2
+        case .holding: 3
+        case .input: 4
+        }
+    }
+
+    /// The data bytes a correct reply carries: 2 per register, 1 per 8 bits.
+    public var expectedByteCount: Int { table.holdsBits ? (Int(count) + 7) / 8 : Int(count) * 2 }
+
+    /// The request ADU: MBAP header + PDU on TCP, address + PDU + CRC-16 (low byte first) on RTU.
+    public var bytes: [UInt8] {
+        let pdu: [UInt8] = [
+            functionCode, UInt8(address >> 8), UInt8(address & 0xFF), UInt8(count >> 8), UInt8(count & 0xFF),
+        ]
+        switch framing {
+        case .tcp:
+            return [UInt8(transactionId >> 8), UInt8(transactionId & 0xFF), 0, 0, 0, UInt8(pdu.count + 1), unit] + pdu
+        case .rtu:
+            let body = [unit] + pdu
+            let crc = ModbusCRC16.checksum(body)
+            return body + [UInt8(crc & 0xFF), UInt8(crc >> 8)]
+        }
+    }
+
+    /// Judges the bytes received since the request was sent (`reply` starts at the first of them).
+    public func examine(_ reply: ArraySlice<UInt8>) -> ModbusReplyVerdict {
+        switch framing {
+        case .tcp: examineTCP(reply)
+        case .rtu: examineRTU(reply)
+        }
+    }
+
+    /// Judges the bytes received since the request was sent.
+    public func examine(_ reply: [UInt8]) -> ModbusReplyVerdict { examine(reply[...]) }
+
+    private func byte(_ reply: ArraySlice<UInt8>, _ offset: Int) -> UInt8 { reply[reply.startIndex + offset] }
+
+    private func examineTCP(_ reply: ArraySlice<UInt8>) -> ModbusReplyVerdict {
+        guard reply.count >= 7 else { return .needMore(7) }
+        let tid = UInt16(byte(reply, 0)) << 8 | UInt16(byte(reply, 1))
+        let protocolId = UInt16(byte(reply, 2)) << 8 | UInt16(byte(reply, 3))
+        let length = Int(byte(reply, 4)) << 8 | Int(byte(reply, 5))
+        guard protocolId == 0 else { return .reject(.protocolId(protocolId), frameLength: nil) }
+        // Unit id + function code at least; a PDU is at most 253 bytes.
+        guard (2...254).contains(length) else { return .reject(.length(length), frameLength: nil) }
+        let frameLength = 6 + length
+        guard reply.count >= frameLength else { return .needMore(frameLength) }
+        guard tid == transactionId else { return .foreign(frameLength: frameLength) }
+        let unitId = byte(reply, 6)
+        guard unitId == replyUnit else {
+            return .reject(.unit(expected: replyUnit, got: unitId), frameLength: frameLength)
+        }
+        let function = byte(reply, 7)
+        if function == functionCode | 0x80 {
+            guard length == 3 else { return .reject(.length(length), frameLength: frameLength) }
+            return .exception(byte(reply, 8), frameLength: frameLength)
+        }
+        guard function == functionCode else {
+            return .reject(.function(expected: functionCode, got: function), frameLength: frameLength)
+        }
+        guard length >= 3 else { return .reject(.length(length), frameLength: frameLength) }
+        let byteCount = Int(byte(reply, 8))
+        guard byteCount == expectedByteCount else {
+            return .reject(.byteCount(expected: expectedByteCount, got: byteCount), frameLength: frameLength)
+        }
+        guard length == 3 + byteCount else { return .reject(.length(length), frameLength: frameLength) }
+        return .values(decode(reply.dropFirst(9).prefix(byteCount)), frameLength: frameLength)
+    }
+
+    private func examineRTU(_ reply: ArraySlice<UInt8>) -> ModbusReplyVerdict {
+        guard reply.count >= 2 else { return .needMore(2) }
+        let slave = byte(reply, 0)
+        guard slave == replyUnit else { return .reject(.unit(expected: replyUnit, got: slave), frameLength: nil) }
+        let function = byte(reply, 1)
+        let frameLength: Int
+        if function == functionCode | 0x80 {
+            frameLength = 5
+        } else {
+            guard function == functionCode else {
+                return .reject(.function(expected: functionCode, got: function), frameLength: nil)
+            }
+            guard reply.count >= 3 else { return .needMore(3) }
+            let byteCount = Int(byte(reply, 2))
+            guard byteCount == expectedByteCount else {
+                return .reject(.byteCount(expected: expectedByteCount, got: byteCount), frameLength: nil)
+            }
+            frameLength = 3 + byteCount + 2
+        }
+        guard reply.count >= frameLength else { return .needMore(frameLength) }
+        let frame = reply.prefix(frameLength)
+        let crc = ModbusCRC16.checksum(frame.dropLast(2))
+        guard byte(reply, frameLength - 2) == UInt8(crc & 0xFF), byte(reply, frameLength - 1) == UInt8(crc >> 8) else {
+            return .reject(.crc, frameLength: nil)
+        }
+        guard reply.count == frameLength else {
+            return .reject(.trailingBytes(reply.count - frameLength), frameLength: nil)
+        }
+        if function == functionCode | 0x80 { return .exception(byte(reply, 2), frameLength: frameLength) }
+        return .values(decode(frame.dropFirst(3).dropLast(2)), frameLength: frameLength)
+    }
+
+    /// Registers big-endian, two bytes each; bits least significant first, eight per byte.
+    private func decode(_ data: ArraySlice<UInt8>) -> [UInt16] {
+        let bytes = Array(data)
+        if table.holdsBits {
+            return (0..<Int(count)).map { UInt16(bytes[$0 / 8] >> UInt8($0 % 8) & 1) }
+        }
+        return (0..<Int(count)).map { UInt16(bytes[2 * $0]) << 8 | UInt16(bytes[2 * $0 + 1]) }
+    }
+}
+
+/// The Modbus RTU CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF), sent low byte first.
+public enum ModbusCRC16 {
+    public static func checksum(_ bytes: some Sequence<UInt8>) -> UInt16 {
+        var crc: UInt16 = 0xFFFF
+        for byte in bytes {
+            crc ^= UInt16(byte)
+            for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0xA001 : crc >> 1 }
+        }
+        return crc
+    }
+}
