@@ -73,7 +73,11 @@ let package = Package(
 
         .testTarget(name: "RailgateCoreTests", dependencies: ["RailgateCore"], swiftSettings: strictness),
         .testTarget(
-            name: "RailgateGatewayTests", dependencies: ["RailgateGateway", "RailgateCore", "RailgateModbus"],
+            name: "RailgateGatewayTests",
+            dependencies: [
+                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateMQTT", "RailgateBuffer",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictness),
         .testTarget(
             name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore"], swiftSettings: strictness),
