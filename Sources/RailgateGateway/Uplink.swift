@@ -231,7 +231,8 @@ final class Uplink: @unchecked Sendable {
             }
             do {
                 let offline = Array(StatusMessage.offline.serialized.utf8)
-                if try publishLocked(topic: topics.status, payload: offline, qos: 1, retain: true, as: .status(offline: true))
+                if try publishLocked(
+                    topic: topics.status, payload: offline, qos: 1, retain: true, as: .status(offline: true))
                     != nil
                 {
                     while state == "connected", !offlineAcknowledged, MonotonicInstant.now() < deadline {
@@ -309,7 +310,9 @@ final class Uplink: @unchecked Sendable {
                     lastError = "broker refused the connection: \(reason)"
                     return true
                 }
-                if current { logger.error("broker \(host):\(port) refused the connection: \(reason) (CONNACK \(code))") }
+                if current {
+                    logger.error("broker \(host):\(port) refused the connection: \(reason) (CONNACK \(code))")
+                }
                 return
             }
             guard lock.withLock({ generation == self.generation }) else { return }
