@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import RailgateBuffer
 import RailgateCore
@@ -60,7 +61,10 @@ final class LibmosquittoSession: UplinkSession {
                 String($0.prefix { $0 != "\n" && $0 != "\r" })
             }
             if let file = settings.passwordFile, password == nil {
-                logger.error("cannot read password_file \(file); connecting without a password")
+                let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+                let reason = descriptor < 0 ? String(cString: strerror(errno)) : "not a readable regular file"
+                if descriptor >= 0 { close(descriptor) }
+                logger.error("cannot read password_file \(file) (\(reason)); connecting without a password")
             }
             try client.setCredentials(username: username, password: password)
         }

@@ -12,6 +12,7 @@ public struct GzipError: Error, Sendable, Equatable, CustomStringConvertible {
         case Z_STREAM_ERROR: name = "invalid stream or level"
         case Z_BUF_ERROR: name = "output buffer too small"
         case Z_VERSION_ERROR: name = "zlib version mismatch"
+        case Z_OK: name = "did not finish in one pass"
         default: name = "zlib error"
         }
         return "gzip \(operation): \(name) (zlib \(code))"

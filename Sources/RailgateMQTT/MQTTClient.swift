@@ -54,8 +54,10 @@ public struct MQTTTLS: Sendable {
 /// One MQTT 3.1.1 client session over libmosquitto (`struct mosquitto`).
 ///
 /// libmosquitto runs its network loop on its own thread (`mosquitto_loop_start`) and calls back
-/// there, reconnecting by itself with exponential backoff: `onEvent` runs on that thread and
-/// must be `@Sendable` and quick. Publishing is safe from any thread.
+/// there, reconnecting by itself with a capped back-off (see `start`): `onEvent` runs on that
+/// thread and must be `@Sendable` and quick; it may publish, never `disconnect()`. Publishing is
+/// safe from any thread. QoS 1 publishes stay in libmosquitto's queue until acknowledged, across
+/// reconnects, whatever the clean-session flag: their ids stay in use until `.published`.
 public final class MQTTClient: @unchecked Sendable {
     private var handle: OpaquePointer?
     private let onEvent: @Sendable (MQTTEvent) -> Void

@@ -497,3 +497,15 @@ struct UplinkAcknowledgementTests {
         #expect(broker.connects > 10)
     }
 }
+
+@Suite("gzip")
+struct GzipTests {
+    @Test("a batch compresses to a gzip member; a failure throws zlib's code and says why")
+    func compressAndFail() throws {
+        let payload = Array(String(repeating: "{\"seq\":1,\"kind\":\"sample\"},", count: 200).utf8)
+        let compressed = try Gzip.compress(payload)
+        #expect(compressed.starts(with: [0x1f, 0x8b]) && compressed.count < payload.count / 4)
+        let error = #expect(throws: GzipError.self) { try Gzip.compress(payload, level: 42) }
+        #expect(error?.code == -2 && error?.description == "gzip deflateInit2: invalid stream or level (zlib -2)")
+    }
+}
