@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateMQTT
 import Testing
 
 /// A wagon device polled every 100 ms, sent upstream in batches of at most 20 records every 200 ms.
@@ -171,5 +172,58 @@ struct BrokerReturnTests {
         print(
             "broker restart: \(Set(seqs(twice)).count) records arrived twice (in flight at the stop), "
                 + "\(beforeRestart.count) before the restart, \(Set(seqs(records)).count) in all")
+    }
+
+    /// The libmosquitto behaviour the uplink's bookkeeping rests on, checked on the real library.
+    @Test(
+        "a QoS 1 publish while the broker is down returns its id, is sent after the reconnect, and is acknowledged once"
+    )
+    func publishWhileDown() throws {
+        final class Events: @unchecked Sendable {
+            let lock = ConditionLock()
+            var published: [Int32] = []
+            var disconnects = 0
+            var connects = 0
+        }
+        let scratch = Scratch()
+        var broker = try Broker(scratch: scratch, persistent: true)
+        let port = broker.port
+        let subscriber = try Subscriber(
+            port: port, topic: "it/queued", clientID: "queued-watcher", cleanSession: false)
+        let events = Events()
+        let client = try MQTTClient(clientID: "queued-publisher") { event in
+            events.lock.withLock {
+                switch event {
+                case .published(let id): events.published.append(id)
+                case .disconnected: events.disconnects += 1
+                case .connected(0, _): events.connects += 1
+                default: break
+                }
+                events.lock.broadcast()
+            }
+        }
+        try client.start(host: "127.0.0.1", port: port, keepaliveSeconds: 30)
+        func wait(_ what: String, _ condition: () -> Bool) throws {
+            let deadline = MonotonicInstant.now().adding(milliseconds: 30_000)
+            try events.lock.withLock {
+                while !condition() {
+                    guard MonotonicInstant.now() < deadline else { throw TimedOut(description: what) }
+                    events.lock.wait(until: deadline)
+                }
+            }
+        }
+        try wait("connected") { events.connects == 1 }
+        try broker.stop()
+        try wait("the loss noticed") { events.disconnects >= 1 }
+        // mosquitto_publish says MOSQ_ERR_NO_CONN here, after queueing the message.
+        let id = try client.publish(topic: "it/queued", payload: Array("while down".utf8), qos: 1)
+        #expect(id != 0)
+        broker = try Broker(scratch: scratch, port: port, persistent: true)
+        try wait("the PUBACK after the reconnect") { events.published.contains(id) }
+        try subscriber.waitUntil(seconds: 30) { messages in messages.contains { $0.text == "while down" } }
+        usleep(500_000)
+        #expect(events.lock.withLock { events.published } == [id], "one .published, for the queued message")
+        #expect(subscriber.messages.filter { $0.text == "while down" }.count == 1)
+        client.disconnect()
     }
 }
