@@ -49,6 +49,9 @@ struct SessionScript: Sendable {
     var lateAcksOnClose = false
     /// How long a dropped connection stays down before the session reconnects.
     var outageMs = 5
+    /// The connection drops just as `publish` is called: the publish is queued while down (what
+    /// libmosquitto does when `mosquitto_publish` answers `MOSQ_ERR_NO_CONN`).
+    var dropAtPublish = 0.0
 }
 
 /// The broker the scripted sessions deliver to, shared by every session of a test: which seqs
@@ -147,6 +150,7 @@ final class ScriptedSession: UplinkSession, @unchecked Sendable {
     private var queue: [Queued] = []
     private var connected = false
     private var downSince: MonotonicInstant? = MonotonicInstant(nanoseconds: 0)
+    private var dropToReport = false
     private var running = true
     private var inCallback = false
     private var lastID: Int32 = 0
@@ -172,6 +176,11 @@ final class ScriptedSession: UplinkSession, @unchecked Sendable {
         broker.count(\.publishes)
         return lock.withLock {
             let id = nextID()
+            if connected, !inCallback, random.chance(script.dropAtPublish) {
+                connected = false
+                downSince = MonotonicInstant.now()
+                dropToReport = true
+            }
             queue.append(Queued(id: id, topic: topic, payload: payload))
             if !connected { broker.count(\.offlinePublishes) }
             if connected, !inCallback, random.chance(script.ackBeforeReturn) {
@@ -280,6 +289,10 @@ final class ScriptedSession: UplinkSession, @unchecked Sendable {
             let message = queue.remove(at: index)
             broker.receive(topic: message.topic, payload: message.payload)
             return .acknowledge(id, early: true)
+        }
+        if dropToReport {
+            dropToReport = false
+            return .drop
         }
         if !connected {
             // Reconnect after the outage; the queue is sent again after the CONNACK.
@@ -442,10 +455,12 @@ struct UplinkAcknowledgementTests {
         let broker = try runScripted(
             records: 600, batchMaxRecords: 4, alarmEvery: 7,
             script: SessionScript(
-                ids: .lowestFree, ackBeforeReturn: 0.2, drop: 0.05, pubackLost: 0.1, strayAck: 0.05),
+                ids: .lowestFree, ackBeforeReturn: 0.2, drop: 0.05, pubackLost: 0.1, strayAck: 0.05,
+                dropAtPublish: 0.05),
             seed: 22)
         #expect(broker.connects > 10)
         #expect(broker.strayAcks > 5, "stray PUBACKs were delivered and ignored")
+        #expect(broker.offlinePublishes > 0, "batches were published while the connection was down")
         #expect(broker.telemetryMessages > 150, "some batches went twice (their PUBACK was lost): allowed")
     }
 
@@ -462,15 +477,17 @@ struct UplinkAcknowledgementTests {
         #expect(broker.lateAcks > 0, "late PUBACKs arrived from closed sessions")
     }
 
-    @Test("a batch in flight through an outage longer than the resend time reaches the broker once")
+    @Test("batches in flight through an outage longer than the resend time, or published while down, reach the broker once")
     func outageLongerThanResendTime() throws {
         // The session sends its queue again after reconnecting; the uplink must not send the
         // same records once more under new ids because the batch is older than the resend time.
         let broker = try runScripted(
             records: 400, batchMaxRecords: 5,
-            script: SessionScript(ids: .sequential(first: 1), drop: 0.1, outageMs: 400), seed: 55,
+            script: SessionScript(ids: .sequential(first: 1), drop: 0.1, outageMs: 400, dropAtPublish: 0.05),
+            seed: 55,
             resendAfterMs: 150, seconds: 120)
         #expect(broker.connects > 3, "outages happened")
+        #expect(broker.offlinePublishes > 0, "batches were published while the connection was down")
         let twice = broker.receipts.filter { $0.value > 1 }.keys.sorted()
         #expect(twice.isEmpty, "records sent twice though every PUBACK came: \(twice.prefix(20))")
         #expect(broker.sessions == 1, "no session was given up")
