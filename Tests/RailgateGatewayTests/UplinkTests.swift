@@ -477,7 +477,7 @@ struct UplinkAcknowledgementTests {
         #expect(broker.lateAcks > 0, "late PUBACKs arrived from closed sessions")
     }
 
-    @Test("batches in flight through an outage longer than the resend time, or published while down, reach the broker once")
+    @Test("batches in flight through a long outage, or published while down, reach the broker once")
     func outageLongerThanResendTime() throws {
         // The session sends its queue again after reconnecting; the uplink must not send the
         // same records once more under new ids because the batch is older than the resend time.
