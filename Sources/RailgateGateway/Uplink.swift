@@ -285,6 +285,9 @@ final class Uplink: @unchecked Sendable {
 
     /// With the lock held: publishes and records the message id before releasing the lock, so
     /// that a PUBACK, which `handle` takes only with the lock, always finds what it answers.
+    /// This cannot deadlock with libmosquitto's thread: with the thread running,
+    /// `mosquitto_publish` only queues (msgs_out, out_packet and mid mutexes), and none of those
+    /// is held while libmosquitto calls back (2.0.11: callback_mutex, current_out_packet_mutex).
     /// An id still awaiting its own PUBACK makes the session distrusted (which publish a PUBACK
     /// answers can no longer be told): its events are ignored from now on and the publisher
     /// replaces it. Returns nil without a session.
