@@ -174,6 +174,30 @@ struct BrokerReturnTests {
                 + "\(beforeRestart.count) before the restart, \(Set(seqs(records)).count) in all")
     }
 
+    @Test("a broker name that does not resolve yet (no link at boot) is reported; the uplink keeps trying")
+    func unresolvedBrokerName() throws {
+        let scratch = Scratch()
+        let wagon = try WagonSimulator(
+            profile: "all-types", units: "1", scratch: scratch,
+            extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
+        let config = brokerReturnConfig(scratch: scratch, brokerPort: 1883, wagonPort: wagon.port)
+        let unresolved = scratch.write(
+            "gateway-unresolved.toml",
+            (try String(contentsOfFile: config, encoding: .utf8)).replacingOccurrences(
+                of: "mqtt://127.0.0.1:1883", with: "mqtt://railgate-no-such-host.invalid:1883"))
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", unresolved], scratch: scratch, name: "railgate")
+        let upstream = try eventually("the uplink connecting, with the lookup failure", seconds: 30, intervalMs: 200) {
+            () -> JSON? in
+            let upstream = try daemonStatus(scratch)["upstream"]
+            return upstream?["last_error"]?.stringValue?.contains("Lookup error") == true ? upstream : nil
+        }
+        #expect(upstream["state"] == .string("connecting"))
+        #expect(upstream["url"] == .string("mqtt://railgate-no-such-host.invalid:1883"))
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+    }
+
     /// The libmosquitto behaviour the uplink's bookkeeping rests on, checked on the real library.
     @Test(
         "a QoS 1 publish while the broker is down returns its id, is sent after the reconnect, and is acknowledged once"
