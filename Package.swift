@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(
             name: "RailgateGatewayTests",
             dependencies: [
-                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateBuffer",
+                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateMQTT", "RailgateBuffer",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictness),
