@@ -354,7 +354,7 @@ struct NoFiles: ConfigFileSource {
 /// A temporary state directory with a buffer holding `records` samples and every `alarmEvery`th
 /// an alarm, durable.
 func filledBuffer(records: Int, alarmEvery: Int = 0) throws -> (DiskBuffer, String) {
-    var template = Array("/tmp/railgate-uplink-XXXXXX".utf8CString)
+    var template = Array("/dev/shm/railgate-uplink-XXXXXX".utf8CString)
     let directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
     let buffer = try DiskBuffer(
         stateDirectory: directory, settings: BufferSettings(maxBytes: 256 << 20, syncIntervalMs: 0, whenFull: .thin))
