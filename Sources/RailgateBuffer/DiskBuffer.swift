@@ -1,5 +1,6 @@
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 /// A problem with the buffer's files, with the errno and the path for the log line.
 public struct BufferError: Error, Sendable, CustomStringConvertible {

@@ -1,6 +1,7 @@
 import Logging
 import RailgateBuffer
 import RailgateCore
+import RailgateSystem
 
 /// Puts records into the durable buffer. When the disk refuses (ENOSPC, EIO, read-only), the
 /// buffer keeps accepting into memory (4 MiB of frames); past that, records wait here, up to

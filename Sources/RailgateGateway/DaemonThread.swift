@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import RailgateCore
+import RailgateSystem
 
 /// A thread could not be created: the service it was for does not run.
 public struct ThreadError: Error, CustomStringConvertible, Sendable {

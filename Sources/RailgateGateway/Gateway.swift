@@ -3,6 +3,7 @@ import Logging
 import RailgateBuffer
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 
 /// The daemon: loads the configuration, opens the buffer, and runs one poller per bus, the
 /// uplink and the control socket until SIGTERM or SIGINT; SIGHUP reloads the configuration

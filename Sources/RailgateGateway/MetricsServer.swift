@@ -1,6 +1,7 @@
 import Glibc
 import RailgateBuffer
 import RailgateCore
+import RailgateSystem
 
 /// Serves Prometheus text at `GET /metrics` on `[metrics] listen` (HOST:PORT), one connection at
 /// a time on its own thread; anything else gets 404 or 400. Kept tiny on purpose: no HTTP

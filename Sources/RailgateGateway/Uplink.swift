@@ -3,6 +3,7 @@ import Logging
 import RailgateBuffer
 import RailgateCore
 import RailgateMQTT
+import RailgateSystem
 
 /// The uplink's state for `railgate status`.
 public struct UplinkStatus: Sendable, Equatable {

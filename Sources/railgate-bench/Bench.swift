@@ -5,6 +5,7 @@ import RailgateBuffer
 import RailgateCore
 import RailgateGateway
 import RailgateModbus
+import RailgateSystem
 
 /// `make bench`: every figure is a ratio against a baseline run in the same invocation (these
 /// machines are noisy), or an absolute figure where the issue sets an absolute target.

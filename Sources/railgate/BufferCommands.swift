@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import RailgateBuffer
 import RailgateCore
+import RailgateSystem
 
 struct BufferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

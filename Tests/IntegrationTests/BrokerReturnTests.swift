@@ -1,6 +1,7 @@
 import Foundation
 import RailgateCore
 import RailgateMQTT
+import RailgateSystem
 import Testing
 
 /// A wagon device polled every 100 ms, sent upstream in batches of at most 20 records every 200 ms.

@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 import Testing
 
 @Suite("Commands", .serialized)

@@ -3,6 +3,7 @@ import Logging
 import RailgateBuffer
 import RailgateCore
 import RailgateMQTT
+import RailgateSystem
 import Testing
 
 @testable import RailgateGateway

@@ -1,6 +1,7 @@
 import Foundation
 import RailgateCore
 import RailgateMQTT
+import RailgateSystem
 
 /// A real Mosquitto broker on a free loopback port, with no queue limit (a slow subscriber
 /// must not lose messages and make the gateway look guilty).
