@@ -71,6 +71,8 @@ struct GuestReport {
     var first: UInt64?
     /// Every `PC-STATUS` report: next_seq - 1 and durable_seq.
     var statuses: [(handed: UInt64, durable: UInt64)] = []
+    /// How many of them came after `PC-FIRST`.
+    var statusesAfterFirst = 0
     var errors: [String] = []
     /// The daemon's exit status after the final boot's SIGTERM.
     var finalStatus: UInt64?
@@ -95,6 +97,7 @@ struct GuestReport {
             case "PC-STATUS":
                 if let handed = number("handed"), let durable = number("durable") {
                     statuses.append((handed, durable))
+                    if first != nil { statusesAfterFirst += 1 }
                 }
             case "PC-ERROR:": errors.append(String(line))
             case "PC-FINAL": finalStatus = number("status")
@@ -188,11 +191,12 @@ struct PowerCutTests {
                 + (final ? ["powercut.final"] : []) + (noFsync ? ["powercut.nofsync"] : [])
             let vm = try TestProcess(kit + "/run-vm.sh", arguments, scratch: scratch, name: "vm-\(boot)")
             let console = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-            // Wait for the first record of this run (or the guest's failure); bounded.
+            // Wait for the first record of this run and a status report after it (or the guest's
+            // failure); bounded.
             let deadline = Date().addingTimeInterval(180)
             while vm.isRunning, Date() < deadline {
                 let report = GuestReport(console: console())
-                if report.first != nil || !report.errors.isEmpty { break }
+                if report.statusesAfterFirst > 0 || !report.errors.isEmpty { break }
                 usleep(50_000)
             }
             let firstSeen = Date()
@@ -241,11 +245,11 @@ struct PowerCutTests {
                 }
             }
             let report = GuestReport(console: console())
-            if report.first == nil || !report.errors.isEmpty {
+            if report.first == nil || report.statusesAfterFirst == 0 || !report.errors.isEmpty {
                 failures.append(
                     (
                         "vm",
-                        "the guest did not run the daemon (\(report.errors.joined(separator: "; "))); console:\n"
+                        "the guest did not run the daemon and report its status (\(report.errors.joined(separator: "; "))); console:\n"
                             + console().suffix(1500)
                     ))
             }
@@ -272,7 +276,7 @@ struct PowerCutTests {
             let onDisk = view.lastSeq
             let cutLoss = report.maxHanded > onDisk ? report.maxHanded - onDisk : 0
             let summary =
-                (final ? "after a clean stop" : "killed \(delayMs) ms after the run's first record")
+                (final ? "after a clean stop" : "killed \(delayMs) ms after the run's first record and status")
                 + "; reported handed \(report.maxHanded), durable \(report.maxDurable) (\(report.statuses.count) reports)"
                 + "; on disk through \(onDisk) (\(cutLoss) not durable lost), \(view.records.count) records checked"
                 + String(format: "; %.1f s", Date().timeIntervalSince(bootStarted))

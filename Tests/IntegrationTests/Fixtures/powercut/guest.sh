@@ -18,6 +18,17 @@
 S=/data/state
 SOCK=/run/railgate-control.sock
 up() { cut -d' ' -f1 /proc/uptime; }
+# One PC-STATUS line from the daemon's status document (nothing while it does not answer).
+report_status() {
+  handed=""; durable=""
+  for pair in $(railgate status --socket $SOCK --json 2>/dev/null | grep -oE '"(next|durable)_seq":[0-9]+'); do
+    case $pair in
+      *next_seq*) handed=$((${pair#*:} - 1)) ;;
+      *durable_seq*) durable=${pair#*:} ;;
+    esac
+  done
+  [ -n "$handed" ] && [ -n "$durable" ] && echo "PC-STATUS handed=$handed durable=$durable"
+}
 final=0; grep -q 'powercut.final' /proc/cmdline && final=1
 preload=""; grep -q 'powercut.nofsync' /proc/cmdline && preload=$(ls /usr/lib/x86_64-linux-gnu/libeatmydata.so*)
 grep -q " /data " /proc/mounts || { echo "PC-ERROR: /dev/vda is not mounted on /data"; exit 1; }
@@ -52,10 +63,7 @@ first=""
 n=0
 while :; do
   if ! kill -0 $daemon 2>/dev/null; then echo "PC-ERROR: the daemon exited"; cat /tmp/daemon.log; exit 1; fi
-  # shellcheck disable=SC2046
-  set -- $(railgate status --socket $SOCK --json 2>/dev/null |
-    sed -n 's/.*"next_seq":\([0-9]*\).*"durable_seq":\([0-9]*\).*/\1 \2/p')
-  [ $# -eq 2 ] && echo "PC-STATUS handed=$(($1 - 1)) durable=$2"
+  report_status
   if [ -z "$first" ]; then
     first=$(railgate buffer dump --state-dir $S --from $((last + 1)) --limit 1 2>/dev/null |
       sed -n 's/^{"seq":\([0-9]*\),.*/\1/p')
@@ -63,9 +71,7 @@ while :; do
   fi
   if [ -n "$first" ] && [ $final -eq 1 ]; then
     # the last seq handed out before the stop: a clean stop makes everything up to it durable
-    set -- $(railgate status --socket $SOCK --json 2>/dev/null |
-      sed -n 's/.*"next_seq":\([0-9]*\).*"durable_seq":\([0-9]*\).*/\1 \2/p')
-    [ $# -eq 2 ] && echo "PC-STATUS handed=$(($1 - 1)) durable=$2"
+    report_status
     kill -TERM $daemon
     wait $daemon
     echo "PC-FINAL status=$? uptime=$(up)"
