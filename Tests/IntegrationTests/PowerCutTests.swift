@@ -74,6 +74,8 @@ struct GuestReport {
     /// How many of them came after `PC-FIRST`.
     var statusesAfterFirst = 0
     var errors: [String] = []
+    /// Whether the guest started the daemon (`PC-DAEMON`).
+    var daemonStarted = false
     /// The daemon's exit status after the final boot's SIGTERM.
     var finalStatus: UInt64?
 
@@ -93,6 +95,7 @@ struct GuestReport {
             case "PC-DUMP":
                 dumpLines = number("lines").map(Int.init)
                 dumpMD5 = words.first { $0.hasPrefix("md5=") }.map { String($0.dropFirst(4)) }
+            case "PC-DAEMON": daemonStarted = true
             case "PC-FIRST": first = number("seq")
             case "PC-STATUS":
                 if let handed = number("handed"), let durable = number("durable") {
@@ -167,6 +170,7 @@ struct PowerCutTests {
         var recordsChecked = 0
         var lost: [UInt64] = []
         var reused: [UInt64] = []
+        var startupCuts = 0
 
         func conclude(_ cut: Int, _ summary: String, _ failures: [(check: String, detail: String)]) {
             let name = cut > cuts ? "clean stop" : "cut \(cut)"
@@ -186,6 +190,10 @@ struct PowerCutTests {
 
         for boot in 1...(cuts + 1) {
             let final = boot == cuts + 1
+            // One cut in four falls while the daemon starts (recovery, its first records); the
+            // others at any moment of its steady run. Drawn in a fixed order: a seed replays them.
+            let startupCut = !final && random.next() % 4 == 0
+            let delayMs = startupCut ? random.next() % 2001 : random.next() % (maxDelayMs + 1)
             let bootStarted = Date()
             let log = scratch.path + "/console-\(boot).log"
             let pidFile = scratch.path + "/qemu-\(boot).pid"
@@ -194,47 +202,24 @@ struct PowerCutTests {
                 + (final ? ["powercut.final"] : []) + (noFsync ? ["powercut.nofsync"] : [])
             let vm = try TestProcess(kit + "/run-vm.sh", arguments, scratch: scratch, name: "vm-\(boot)")
             let console = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-            // Wait for the first record of this run and a status report after it (or the guest's
-            // failure); bounded.
+            // Wait for the daemon's start (a start-up cut), or for the run's first record and a
+            // status report after it, or the guest's failure; bounded.
             let deadline = Date().addingTimeInterval(180)
             while vm.isRunning, Date() < deadline {
                 let report = GuestReport(console: console())
-                if report.statusesAfterFirst > 0 || !report.errors.isEmpty { break }
+                if !report.errors.isEmpty || report.statusesAfterFirst > 0 || startupCut && report.daemonStarted {
+                    break
+                }
                 usleep(50_000)
             }
-            let firstSeen = Date()
-
-            // The previous cut's last two checks need this boot: its view of the disk before the
-            // daemon started, and the first seq the restarted daemon handed out.
-            let early = GuestReport(console: console())
-            if let waiting = pending, let previous {
-                let (cut, summary, failures) = waiting
-                var all = failures
-                all += guestViewFailures(early, host: previous)
-                if let first = early.first {
-                    if first <= handedBefore {
-                        all.append(
-                            (
-                                "next-seq",
-                                "the restarted daemon handed out seq \(first) again: seqs up to \(handedBefore) had been reported handed out before the cut"
-                            ))
-                        reused.append(handedBefore - first + 1)
-                    }
-                } else {
-                    all.append(("next-seq", "the restarted daemon wrote no record (\(early.errors))"))
-                }
-                conclude(cut, summary + "; next run's first seq \(early.first.map(String.init) ?? "?")", all)
-                pending = nil
-            }
+            let waited = Date().timeIntervalSince(bootStarted)
 
             var failures: [(check: String, detail: String)] = []
-            var delayMs: UInt64 = 0
             if final {
                 let status = try vm.waitForExit(seconds: 180)
                 if status != 0 { failures.append(("vm", "the final boot ended with \(status)")) }
             } else {
-                delayMs = random.next() % (maxDelayMs + 1)
-                if early.first != nil, vm.isRunning { usleep(UInt32(delayMs * 1000)) }
+                if vm.isRunning { usleep(UInt32(delayMs * 1000)) }
                 let qemu = try eventually("boot \(boot): qemu's pid", seconds: 30) {
                     (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
                         pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -248,7 +233,8 @@ struct PowerCutTests {
                 }
             }
             let report = GuestReport(console: console())
-            if report.first == nil || report.statusesAfterFirst == 0 || !report.errors.isEmpty {
+            let ran = startupCut ? report.daemonStarted : report.first != nil && report.statusesAfterFirst > 0
+            if !ran || !report.errors.isEmpty {
                 failures.append(
                     (
                         "vm",
@@ -256,38 +242,71 @@ struct PowerCutTests {
                             + console().suffix(1500)
                     ))
             }
+            if final, report.first != nil, report.finalStatus != 0 {
+                failures.append(
+                    (
+                        "vm",
+                        "the daemon did not stop cleanly: \(report.finalStatus.map { "status \($0)" } ?? "no PC-FINAL")"
+                    ))
+            }
+
+            // The image, from the host.
+            let view = try inspect(image: image, scratch: scratch)
+            // The records this run wrote: nothing else wrote to the disk since the last check.
+            let written = view.records.compactMap(\.seq).filter { known[$0] == nil }
+
+            // The previous cut's last checks need this boot: its view of the disk before the
+            // daemon started, and the first seq the restarted daemon handed out (seen live, or
+            // on the disk when this run was cut before it could say).
+            if let waiting = pending, let previous {
+                let (cut, summary, failures) = waiting
+                var all = failures + guestViewFailures(report, host: previous)
+                let first = [report.first, written.min()].compactMap { $0 }.min()
+                if let first, first <= handedBefore {
+                    all.append(
+                        (
+                            "next-seq",
+                            "the restarted daemon handed out seq \(first) again: seqs up to \(handedBefore) had been reported handed out by the runs before"
+                        ))
+                    reused.append(handedBefore - first + 1)
+                } else if first == nil, !startupCut {
+                    all.append(("next-seq", "the restarted daemon wrote no record (\(report.errors))"))
+                }
+                conclude(
+                    cut,
+                    summary + "; next run's first seq \(first.map(String.init) ?? "? (cut before its first record)")",
+                    all)
+                pending = nil
+            }
+            handedBefore = max(handedBefore, report.maxHanded)
+
             // What this run must have left on the disk: from its first record through the highest
             // durable_seq it reported (older records are held by the stable check); after a clean
             // stop, through the last seq it handed out.
             let mustHold = report.first.map { (from: $0, through: final ? report.maxHanded : report.maxDurable) }
-            if final, report.first != nil {
-                if report.finalStatus != 0 {
-                    failures.append(
-                        (
-                            "vm",
-                            "the daemon did not stop cleanly: \(report.finalStatus.map { "status \($0)" } ?? "no PC-FINAL")"
-                        ))
-                }
-            }
-            handedBefore = max(handedBefore, report.maxHanded)
-
-            // The image, from the host.
-            let view = try inspect(image: image, scratch: scratch)
             failures += diskFailures(view, known: known, mustHold: mustHold)
             recordsChecked += view.records.count
             for record in view.records { if let seq = record.seq { known[seq] = record.line } }
             let onDisk = view.lastSeq
             let cutLoss = report.maxHanded > onDisk ? report.maxHanded - onDisk : 0
+            let moment =
+                final
+                ? "after a clean stop"
+                : startupCut
+                    ? "start-up cut: killed \(delayMs) ms after the daemon started"
+                    : "killed \(delayMs) ms after the run's first record and status"
             let summary =
-                (final ? "after a clean stop" : "killed \(delayMs) ms after the run's first record and status")
+                moment
                 + "; reported handed \(report.maxHanded), durable \(report.maxDurable) (\(report.statuses.count) reports)"
                 + "; on disk through \(onDisk) (\(cutLoss) not durable lost), \(view.records.count) records checked"
-                + String(format: "; %.1f s", Date().timeIntervalSince(bootStarted))
-                + String(format: " (first record %.1f s after start)", firstSeen.timeIntervalSince(bootStarted))
+                + String(
+                    format: "; %.1f s (%.1f s to the cut's reference point)", Date().timeIntervalSince(bootStarted),
+                    waited)
             if final {
                 conclude(boot, summary, failures)
             } else {
-                lost.append(cutLoss)
+                if !startupCut { lost.append(cutLoss) }
+                if startupCut { startupCuts += 1 }
                 pending = (boot, summary, failures)
             }
             previous = view
@@ -296,8 +315,8 @@ struct PowerCutTests {
         let seconds = Int(Date().timeIntervalSince(started))
         let checks = failedChecks.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         print(
-            "powercut: \(cuts) cuts and a clean stop, \(recordsChecked) records checked (\(known.count) distinct seqs), "
-                + "\(seconds) s; not-durable records lost per cut \(lost.min() ?? 0)-\(lost.max() ?? 0); "
+            "powercut: \(cuts) cuts (\(startupCuts) while the daemon started) and a clean stop, \(recordsChecked) records checked (\(known.count) distinct seqs), "
+                + "\(seconds) s; not-durable records lost per steady-run cut \(lost.min() ?? 0)-\(lost.max() ?? 0); "
                 + "cuts after which seqs were handed out again: \(reused.count) (\(reused.reduce(0, +)) seqs); seed \(seed)"
         )
         if !checks.isEmpty { print("powercut: checks failed (cuts): \(checks)") }
