@@ -346,6 +346,7 @@ public final class Gateway: @unchecked Sendable {
                 .object([
                     ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
                     ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
+                    ("durable_seq", .unsigned(buffer.durableSeq)),
                     ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
                     ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
                     ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
