@@ -178,23 +178,16 @@ final class Uplink: @unchecked Sendable {
                 logger.error("broker \(host):\(port) refused the connection: \(reason) (CONNACK \(code))")
                 return
             }
-            if let drops = buffer.takeUnreportedDrops() {
-                let event = Record(
-                    timestamp: WallClock.now(), source: gatewayID,
-                    body: .event(
-                        name: "buffer_overflow",
-                        fields: [
-                            ("dropped_normal", .unsigned(drops.normal)), ("dropped_alarm", .unsigned(drops.alarm)),
-                        ]),
-                    priority: .alarm)
-                do {
-                    try buffer.append(event)
+            // The buffer_overflow event goes into the buffer and the drops are marked reported in
+            // one step: a failed append leaves them for the next connect.
+            do {
+                if let drops = try buffer.appendOverflowReport(source: gatewayID) {
                     logger.warning(
                         "the buffer dropped \(drops.normal) normal and \(drops.alarm) alarm records while full; reporting upstream"
                     )
-                } catch {
-                    logger.error("could not record the buffer_overflow event: \(error)")
                 }
+            } catch {
+                logger.error("could not record the buffer_overflow event: \(error); reported at the next connect")
             }
             do {
                 try client?.publish(topic: topics.status, payload: lock.withLock { birth }, qos: 1, retain: true)

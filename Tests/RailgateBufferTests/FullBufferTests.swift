@@ -89,7 +89,7 @@ struct FullBufferTests {
         #expect(stats.bytes <= capacity)
     }
 
-    @Test("drops are reported once, and the count survives a restart")
+    @Test("drops are reported once, in the buffer, and the count survives a restart")
     func unreportedDrops() throws {
         let directory = StateDirectory()
         let settings = BufferSettings(maxBytes: capacity, syncIntervalMs: 60_000, whenFull: .dropOldest)
@@ -97,12 +97,17 @@ struct FullBufferTests {
         for index in 1...3000 { try buffer.append(workload(index)) }
         buffer.close()
         buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
-        let drops = try #require(buffer.takeUnreportedDrops())
+        let drops = try #require(try buffer.appendOverflowReport(source: "gw-1"))
         #expect(drops.normal == buffer.stats().droppedNormal && drops.normal > 0)
-        #expect(buffer.takeUnreportedDrops() == nil)
+        #expect(try buffer.appendOverflowReport(source: "gw-1") == nil)
+        try buffer.sync()
+        let report = try #require(buffer.records(after: 0, limits: everything).last)
+        #expect(report.seq == 3001, "the report is the next record")
+        #expect(parse(report)["event"] == .string("buffer_overflow"))
+        #expect(parse(report)["dropped_normal"] == .unsigned(drops.normal))
         buffer.close()
         buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
-        #expect(buffer.takeUnreportedDrops() == nil, "reported drops stay reported")
+        #expect(try buffer.appendOverflowReport(source: "gw-1") == nil, "reported drops stay reported")
         buffer.close()
     }
 
