@@ -70,6 +70,20 @@ struct BufferStatsCommand: ParsableCommand {
                     ("dropped", .unsigned(stats.dropped)), ("dropped_normal", .unsigned(stats.droppedNormal)),
                     ("dropped_alarm", .unsigned(stats.droppedAlarm)),
                     ("corrupt_bytes_skipped", .integer(Int64(stats.corruptBytesSkipped))),
+                    ("reserved_seq", .unsigned(stats.reservedSeq)), ("lost_records", .unsigned(stats.lostRecords)),
+                    ("lost_seqs", .unsigned(stats.lostSeqs)),
+                    (
+                        "losses",
+                        .array(
+                            stats.losses.map {
+                                .object([
+                                    ("from_seq", .unsigned($0.from)), ("to_seq", .unsigned($0.to)),
+                                    ("count", $0.count.map(JSON.unsigned) ?? .null),
+                                    ("reason", .string($0.reason.rawValue)),
+                                ])
+                            })
+                    ),
+                    ("warnings", .array(stats.warnings.map(JSON.string))),
                     ("oldest_ts", oldestTime.map { .string($0.description) } ?? .null),
                     ("oldest_age_s", ageSeconds.map(JSON.number) ?? .null),
                     ("bytes_per_hour", bytesPerHour.map(JSON.number) ?? .null),
@@ -85,6 +99,10 @@ struct BufferStatsCommand: ParsableCommand {
         StandardStreams.out(
             "dropped      \(stats.dropped) (normal \(stats.droppedNormal), alarm \(stats.droppedAlarm)); corrupt bytes skipped \(stats.corruptBytesSkipped)"
         )
+        for loss in stats.losses {
+            StandardStreams.out("lost         \(loss) (not yet reported upstream: the daemon reports it when it starts)")
+        }
+        for warning in stats.warnings { StandardStreams.out("damaged      \(warning)") }
         StandardStreams.out(
             "oldest       " + (oldestTime.map { "\($0) (\(Self.duration(ageSeconds!)) ago)" } ?? "none"))
         if let bytesPerHour, let hoursLeft {
