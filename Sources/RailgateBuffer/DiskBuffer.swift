@@ -118,9 +118,13 @@ public final class DiskBuffer: @unchecked Sendable {
     private static let writeChunk = 64 << 10
     /// Below this much free room no record's size needs estimating (records are far smaller).
     private static let roomyMargin = 64 << 10
-    /// Seqs reserved per write of the `reserved` file; the next block is reserved when half of
-    /// this one is left.
-    static let reservationBlock: UInt64 = 4096
+    /// Seqs reserved per write of the `reserved` file, at least: the next block is reserved when
+    /// half of this one is left, and a block lasts about two seconds at the current rate (at
+    /// most 2^24 seqs), so the file is written once a second at most, however fast records come.
+    static let reservationBlock: UInt64 = 1 << 16
+    private static let largestReservationBlock: UInt64 = 1 << 24
+    /// When and where the last block was reserved (for the rate).
+    private var lastReservation = (at: MonotonicInstant.now(), seq: UInt64(0))
     private var lockFD: Int32 = -1
     private var ackFD: Int32 = -1
     private var nextSeq: UInt64 = 1
@@ -303,7 +307,7 @@ public final class DiskBuffer: @unchecked Sendable {
     /// reserves the next block when half of this one is used, so this waits only when records
     /// come faster than it can write a 16-byte file.
     private func waitForReservation(of seq: UInt64) throws(BufferError) {
-        if reservedSeq >= seq, reservedSeq - seq >= Self.reservationBlock / 2 { return }
+        if reservedSeq >= seq, reservedSeq - seq >= currentBlock / 2 { return }
         if syncThread == nil {
             try reserveLocked()
             return
@@ -324,10 +328,49 @@ public final class DiskBuffer: @unchecked Sendable {
         }
     }
 
+    /// The block size now: two seconds of records at the rate since the last reservation.
+    private var currentBlock: UInt64 = reservationBlock
+
+    /// With the lock held: the high-water mark to reserve next, sizing the block to the rate.
+    private func nextReservation() -> UInt64 {
+        let now = MonotonicInstant.now()
+        let elapsed = max(1, now.milliseconds(since: lastReservation.at))
+        let used = nextSeq > lastReservation.seq ? nextSeq - lastReservation.seq : 0
+        let twoSeconds = used.multipliedReportingOverflow(by: 2000).partialValue / UInt64(elapsed)
+        currentBlock = min(max(Self.reservationBlock, twoSeconds), Self.largestReservationBlock)
+        lastReservation = (now, nextSeq)
+        return min(max(reservedSeq, nextSeq - 1) + currentBlock, Frame.seqLimit)
+    }
+
+    /// Reserves the next seq block on the sync thread, outside the lock (one state-file write at
+    /// a time: it takes the commit's turn).
+    private func reserveAhead() throws(BufferError) {
+        let target: UInt64 = lock.withLock {
+            while syncing { _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 1000)) }
+            syncing = true
+            return nextReservation()
+        }
+        var failure: BufferError?
+        do { try writeReservation(target) } catch { failure = error }
+        lock.withLock {
+            if let failure {
+                reservationFailure = failure.description
+                diskError = failure.description
+            } else {
+                reservedSeq = max(reservedSeq, target)
+                reservationFailure = nil
+            }
+            reservationWanted = false
+            syncing = false
+            lock.broadcast()
+        }
+        if let failure { throw failure }
+    }
+
     /// With the lock held, without a sync thread (`sync_interval_ms` 0): reserves the next block
     /// at once.
     private func reserveLocked() throws(BufferError) {
-        let target = max(reservedSeq, nextSeq - 1) + Self.reservationBlock
+        let target = nextReservation()
         do {
             try writeReservation(target)
             reservedSeq = target
@@ -406,8 +449,8 @@ public final class DiskBuffer: @unchecked Sendable {
                 // A clean stop: nothing above the last seq was handed out, so the next start
                 // reports no gap.
                 reservation = nextSeq - 1
-            } else if reservationWanted || reservedSeq < nextSeq - 1 + Self.reservationBlock / 2 {
-                reservation = max(reservedSeq, nextSeq - 1) + Self.reservationBlock
+            } else if reservationWanted || reservedSeq < nextSeq - 1 + currentBlock / 2 {
+                reservation = nextReservation()
             }
             let plan = CommitPlan(
                 durableTarget: writtenSeq, files: files, directory: directoryDirty,
@@ -1051,6 +1094,7 @@ public final class DiskBuffer: @unchecked Sendable {
             removeAcknowledgedSegments()
             // The first block before any seq is handed out; a failure here (a full disk) is
             // retried by the sync thread, and appends wait for it.
+            lastReservation = (MonotonicInstant.now(), nextSeq)
             do { try reserveLocked() } catch { warn("reserving seqs: \(error)") }
             do { try reportLossesLocked() } catch { warn("reporting lost seqs: \(error) (retried with the next append)") }
         } else if segments.isEmpty {
@@ -1391,6 +1435,14 @@ public final class DiskBuffer: @unchecked Sendable {
                 return !closed
             }
             guard running else { return }
+            if lock.withLock({ reservationWanted }) {
+                // An appender needs the next block before the interval is up: reserve only, the
+                // group commit keeps its rhythm.
+                do { try reserveAhead() } catch {
+                    lock.withLock { reservationWanted = false }  // retried with the next commit
+                }
+                continue
+            }
             do { try commit() } catch {
                 // Kept in `diskError` (shown by `stats()`, logged by the sink); retried next time.
                 // After a failed reservation, wait for the next interval before trying again.
