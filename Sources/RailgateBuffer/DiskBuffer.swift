@@ -216,6 +216,14 @@ public final class DiskBuffer: @unchecked Sendable {
             fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         }
         lockFD = try Self.check(fd, "open", path)
+        // A daemon that is just exiting (or a child forked before it exec'd) may hold the lock
+        // for a moment: wait up to 2 s before refusing.
+        let deadline = MonotonicInstant.now().adding(milliseconds: 2000)
+        while flock(lockFD, LOCK_EX | LOCK_NB) != 0, errno == EWOULDBLOCK || errno == EINTR,
+            MonotonicInstant.now() < deadline
+        {
+            usleep(20_000)
+        }
         if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
             Glibc.close(lockFD)
