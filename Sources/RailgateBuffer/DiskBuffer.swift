@@ -863,8 +863,24 @@ public final class DiskBuffer: @unchecked Sendable {
     /// renamed over it: a power cut leaves either the old or the new segment, never half of one
     /// (if both names survive, the rewritten one wins at open). An emptied segment other than
     /// the oldest stays as an empty `.rgc` file, so its seqs read as dropped, not lost.
+    /// With the lock held; the sync thread does the same ahead of need without it
+    /// (`compactAhead`), so appends rarely wait for this.
     private func compact(_ index: Int, thinning: Bool) throws(BufferError) {
-        let old = segments[index]
+        try install(try rewrite(segments[index], thinning: thinning, acked: ackedSeq), at: index)
+    }
+
+    /// A rewritten segment: its index entry, the synced temporary file holding its frames, and
+    /// how many samples it dropped.
+    private struct Rewrite {
+        var old: Segment
+        var kept: Segment
+        var temporary: String
+        var droppedSamples: Int
+    }
+
+    /// Reads segment `old` and writes the frames it keeps to a synced temporary file. Touches no
+    /// shared state: runs with the lock or without it.
+    private func rewrite(_ old: Segment, thinning: Bool, acked: UInt64) throws(BufferError) -> Rewrite {
         let fd = open(old.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BufferError(operation: "open", path: old.path, code: errno) }
         let kind: Segment.Kind = thinning && old.kind == .plain ? .thinned : .compacted
@@ -886,7 +902,7 @@ public final class DiskBuffer: @unchecked Sendable {
             }
             offset += frame.length
             previous = frame.seq
-            guard frame.seq > ackedSeq else { continue }
+            guard frame.seq > acked else { continue }
             if frame.isSample, frame.priority == .normal {
                 let source = frame.source
                 let drop = !thinning || parity[source, default: false]
@@ -902,11 +918,6 @@ public final class DiskBuffer: @unchecked Sendable {
             output += frame.bytes
         }
         Glibc.close(fd)
-        if kept.count == 0, index == 0 {
-            count(dropped: (droppedSamples, 0))
-            removeFirstSegment()
-            return
-        }
         let temporary = kept.path + ".tmp"
         let out = try Self.check(
             open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644), "create", temporary)
@@ -919,18 +930,73 @@ public final class DiskBuffer: @unchecked Sendable {
             throw error
         }
         Glibc.close(out)
-        guard rename(temporary, kept.path) == 0 else {
-            let error = BufferError(operation: "rename", path: temporary, code: errno)
-            unlink(temporary)
+        return Rewrite(old: old, kept: kept, temporary: temporary, droppedSamples: droppedSamples)
+    }
+
+    /// With the lock held: puts `rewrite` in place of segment `index` (a rename: the directory is
+    /// synced with the next commit) and counts the samples it dropped.
+    private func install(_ rewrite: Rewrite, at index: Int) throws(BufferError) {
+        let old = rewrite.old
+        if rewrite.kept.count == 0, index == 0 {
+            unlink(rewrite.temporary)
+            count(dropped: (rewrite.droppedSamples, 0))
+            removeFirstSegment()
+            return
+        }
+        guard rename(rewrite.temporary, rewrite.kept.path) == 0 else {
+            let error = BufferError(operation: "rename", path: rewrite.temporary, code: errno)
+            unlink(rewrite.temporary)
             throw error
         }
-        if kept.path != old.path { unlink(old.path) }
-        _ = syncDirectory()
-        segments[index] = kept
-        count(dropped: (droppedSamples, 0))
+        if rewrite.kept.path != old.path { unlink(old.path) }
+        directoryDirty = true
+        segments[index] = rewrite.kept
+        count(dropped: (rewrite.droppedSamples, 0))
         if cursor?.segmentFirstSeq == old.firstSeq { cursor = nil }
         segmentsVersion += 1
         segmentsChanged()
+    }
+
+    /// On the sync thread: while the buffer is within a segment of full, thins or compacts the
+    /// oldest closed segment as `makeRoom` would, reading and writing outside the lock; the
+    /// result is put in place under the lock only if no segment was rewritten or removed
+    /// meanwhile. Evicting whole segments of alarms stays with `makeRoom`, when really needed.
+    private func compactAhead() {
+        while true {
+            let job: (index: Int, segment: Segment, thinning: Bool, acked: UInt64, version: Int)? = lock.withLock {
+                guard !closed, segments.count > 1,
+                    totalBytes + segmentLimit + Self.roomyMargin > settings.maxBytes
+                else { return nil }
+                let closedSegments = segments.indices.dropLast()
+                if settings.whenFull == .thin,
+                    let index = closedSegments.first(where: {
+                        !segments[$0].thinned && segments[$0].samples(after: ackedSeq) > 1
+                    })
+                {
+                    return (index, segments[index], true, ackedSeq, segmentsVersion)
+                }
+                if let index = closedSegments.first(where: { segments[$0].samples(after: ackedSeq) > 0 }) {
+                    return (index, segments[index], false, ackedSeq, segmentsVersion)
+                }
+                return nil
+            }
+            guard let job else { return }
+            do {
+                let result = try rewrite(job.segment, thinning: job.thinning, acked: job.acked)
+                try lock.withLock { () throws(BufferError) in
+                    guard segmentsVersion == job.version, job.index < segments.count,
+                        segments[job.index].path == job.segment.path
+                    else {
+                        unlink(result.temporary)  // the segments changed meanwhile: try again
+                        return
+                    }
+                    try install(result, at: job.index)
+                }
+            } catch {
+                lock.withLock { diskError = error.description }
+                return
+            }
+        }
     }
 
     /// `fsync`s the buffer's directory (new, renamed or removed names); nil on success.
@@ -1456,6 +1522,7 @@ public final class DiskBuffer: @unchecked Sendable {
                 // After a failed reservation, wait for the next interval before trying again.
                 lock.withLock { if reservationFailure != nil { reservationWanted = false } }
             }
+            compactAhead()
         }
     }
 

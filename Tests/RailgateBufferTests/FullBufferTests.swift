@@ -65,6 +65,35 @@ struct FullBufferTests {
         #expect(stats.records == kept.count)
     }
 
+    @Test(
+        "with the sync thread compacting ahead (every 2 ms) nothing is lost or duplicated; alarms all survive",
+        arguments: [FullBufferPolicy.thin, .dropOldest])
+    func compactingAhead(policy: FullBufferPolicy) throws {
+        let directory = StateDirectory()
+        let buffer = try DiskBuffer(
+            stateDirectory: directory.path, settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 2, whenFull: policy))
+        defer { buffer.close() }
+        var sent: [UInt64] = []
+        for index in 1...12_000 {
+            try buffer.append(workload(index))
+            // The uplink reading meanwhile, from its last seq.
+            if index % 500 == 0 {
+                sent += buffer.records(after: sent.last ?? 0, limits: BatchLimits(maxRecords: 100, maxBytes: 4000)).map(\.seq)
+            }
+        }
+        try buffer.sync()
+        let kept = buffer.records(after: 0, limits: everything).map(parse)
+        let seqs = kept.compactMap { $0["seq"]?.intValue }
+        #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count)
+        #expect(sent == sent.sorted() && Set(sent).count == sent.count)
+        let stats = buffer.stats()
+        #expect(stats.bytes <= capacity)
+        #expect(stats.droppedAlarm == 0)
+        #expect(Int(stats.droppedNormal) + stats.records == 12_000, "every record kept or counted as dropped")
+        let alarms = kept.filter { $0["priority"] == .string("alarm") }.compactMap { $0["seq"]?.intValue }
+        #expect(alarms == Array(stride(from: 50, through: 12_000, by: 50)))
+    }
+
     @Test("drop_oldest evicts normal records at once; alarms go only when nothing else is left")
     func alarmsLast() throws {
         let directory = StateDirectory()
