@@ -135,6 +135,11 @@ public final class DiskBuffer: @unchecked Sendable {
     private var reservedSeq: UInt64 = 0
     /// An appender asks the sync thread for the next block.
     private var reservationWanted = false
+    /// An appender asks the sync thread to thin or compact ahead: the buffer is nearly full.
+    private var compactionWanted = false
+    /// The shape of the segments (count and version) when the sync thread last found nothing to
+    /// compact: not asked again until it changes.
+    private var compactionIdleShape = -1
     /// Why the last reservation failed, until one succeeds.
     private var reservationFailure: String?
     private var ackedSeq: UInt64 = 0
@@ -295,6 +300,12 @@ public final class DiskBuffer: @unchecked Sendable {
             if segments[segments.count - 1].size + estimate > segmentLimit, segments[segments.count - 1].count > 0 {
                 try rotate()
             }
+        }
+        if syncThread != nil, !compactionWanted, totalBytes + compactionHeadroom > settings.maxBytes,
+            segments.count + segmentsVersion != compactionIdleShape
+        {
+            compactionWanted = true
+            lock.broadcast()
         }
         if let diskError, pending.count >= Self.pendingLimit {
             throw BufferError(
@@ -957,16 +968,18 @@ public final class DiskBuffer: @unchecked Sendable {
         segmentsChanged()
     }
 
-    /// On the sync thread: while the buffer is within a segment of full, thins or compacts the
+    /// How close to full the sync thread starts thinning and compacting ahead (1/32 of
+    /// `max_bytes`, at least 16 KiB): little enough that the policy drops no earlier than it must.
+    private var compactionHeadroom: Int { max(settings.maxBytes / 32, 16 << 10) }
+
+    /// On the sync thread: while the buffer is within `compactionHeadroom` of full, thins or compacts the
     /// oldest closed segment as `makeRoom` would, reading and writing outside the lock; the
     /// result is put in place under the lock only if no segment was rewritten or removed
     /// meanwhile. Evicting whole segments of alarms stays with `makeRoom`, when really needed.
     private func compactAhead() {
         while true {
             let job: (index: Int, segment: Segment, thinning: Bool, acked: UInt64, version: Int)? = lock.withLock {
-                guard !closed, segments.count > 1,
-                    totalBytes + segmentLimit + Self.roomyMargin > settings.maxBytes
-                else { return nil }
+                guard !closed, segments.count > 1, totalBytes + compactionHeadroom > settings.maxBytes else { return nil }
                 let closedSegments = segments.indices.dropLast()
                 if settings.whenFull == .thin,
                     let index = closedSegments.first(where: {
@@ -978,6 +991,7 @@ public final class DiskBuffer: @unchecked Sendable {
                 if let index = closedSegments.first(where: { segments[$0].samples(after: ackedSeq) > 0 }) {
                     return (index, segments[index], false, ackedSeq, segmentsVersion)
                 }
+                compactionIdleShape = segments.count + segmentsVersion
                 return nil
             }
             guard let job else { return }
@@ -1503,12 +1517,17 @@ public final class DiskBuffer: @unchecked Sendable {
         while true {
             let running: Bool = lock.withLock {
                 let deadline = MonotonicInstant.now().adding(milliseconds: settings.syncIntervalMs)
-                while !closed, !reservationWanted, MonotonicInstant.now() < deadline {
+                while !closed, !reservationWanted, !compactionWanted, MonotonicInstant.now() < deadline {
                     _ = lock.wait(until: deadline)
                 }
                 return !closed
             }
             guard running else { return }
+            if lock.withLock({ compactionWanted && !reservationWanted }) {
+                compactAhead()
+                lock.withLock { compactionWanted = false }
+                continue
+            }
             if lock.withLock({ reservationWanted }) {
                 // An appender needs the next block before the interval is up: reserve only, the
                 // group commit keeps its rhythm.

@@ -281,7 +281,8 @@ enum BufferBench {
         StandardStreams.out(
             "p50 \(milliseconds(nanoseconds[count / 2])), p99 \(milliseconds(nanoseconds[count * 99 / 100])), "
                 + "max \(milliseconds(nanoseconds[count - 1])) (target: p99 < 1 ms); "
-                + "\(Int(Double(count) / elapsed)) records/s, \(stats.dropped) thinned or dropped")
+                + "\(Int(Double(count) / elapsed)) records/s, \(stats.dropped) thinned or dropped; "
+                + "\(nanoseconds.filter { $0 > 1_000_000 }.count) appends over 1 ms")
     }
 
     /// Drops the page cache (root only); false where not allowed.
