@@ -342,7 +342,8 @@ public final class DiskBuffer: @unchecked Sendable {
         }
         guard reservedSeq >= seq else {
             throw BufferError(
-                operation: "append (no seq can be reserved durably: \(reservationFailure ?? "the sync thread is late"))",
+                operation:
+                    "append (no seq can be reserved durably: \(reservationFailure ?? "the sync thread is late"))",
                 path: directory + "/reserved", code: EIO)
         }
     }
@@ -609,7 +610,8 @@ public final class DiskBuffer: @unchecked Sendable {
                 guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size) else {
                     // Damaged bytes (counted when the buffer was opened): skip to the next intact frame.
                     guard
-                        let next = Frame.resynchronise(fd: fd, from: offset + 1, limit: segment.size, after: previousSeq)
+                        let next = Frame.resynchronise(
+                            fd: fd, from: offset + 1, limit: segment.size, after: previousSeq)
                     else { break }
                     offset = next
                     continue
@@ -979,7 +981,9 @@ public final class DiskBuffer: @unchecked Sendable {
     private func compactAhead() {
         while true {
             let job: (index: Int, segment: Segment, thinning: Bool, acked: UInt64, version: Int)? = lock.withLock {
-                guard !closed, segments.count > 1, totalBytes + compactionHeadroom > settings.maxBytes else { return nil }
+                guard !closed, segments.count > 1, totalBytes + compactionHeadroom > settings.maxBytes else {
+                    return nil
+                }
                 let closedSegments = segments.indices.dropLast()
                 if settings.whenFull == .thin,
                     let index = closedSegments.first(where: {
@@ -1184,7 +1188,9 @@ public final class DiskBuffer: @unchecked Sendable {
             // retried by the sync thread, and appends wait for it.
             lastReservation = (MonotonicInstant.now(), nextSeq)
             do { try reserveLocked() } catch { warn("reserving seqs: \(error)") }
-            do { try reportLossesLocked() } catch { warn("reporting lost seqs: \(error) (retried with the next append)") }
+            do { try reportLossesLocked() } catch {
+                warn("reporting lost seqs: \(error) (retried with the next append)")
+            }
         } else if segments.isEmpty {
             segments.append(Segment(firstSeq: nextSeq, path: directory + "/" + Segment.fileName(firstSeq: nextSeq)))
         }
@@ -1296,7 +1302,8 @@ public final class DiskBuffer: @unchecked Sendable {
                 } else {
                     result.append(
                         SeqLoss(
-                            from: start, to: end, count: nil, reason: reservationDamaged ? .reservationUnreadable : .tailLost
+                            from: start, to: end, count: nil,
+                            reason: reservationDamaged ? .reservationUnreadable : .tailLost
                         ))
                 }
                 if end == UInt64.max { break }
@@ -1451,7 +1458,9 @@ public final class DiskBuffer: @unchecked Sendable {
         let path = directory + "/drops"
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
-            if errno != ENOENT { warn("\(path) cannot be read (\(String(cString: strerror(errno)))): drops start at 0") }
+            if errno != ENOENT {
+                warn("\(path) cannot be read (\(String(cString: strerror(errno)))): drops start at 0")
+            }
             return
         }
         defer { Glibc.close(fd) }
@@ -1563,7 +1572,9 @@ public final class DiskBuffer: @unchecked Sendable {
         while offset < bytes.count {
             let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if written < 0, errno == EINTR { continue }
-            guard written > 0 else { throw BufferError(operation: "write", path: path, code: written < 0 ? errno : ENOSPC) }
+            guard written > 0 else {
+                throw BufferError(operation: "write", path: path, code: written < 0 ? errno : ENOSPC)
+            }
             offset += written
         }
     }

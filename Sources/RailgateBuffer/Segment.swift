@@ -154,7 +154,8 @@ struct Frame {
     /// Appends the frame of `record` with `seq` to `output` (the record is encoded in place).
     /// Returns the frame's length.
     static func append(_ record: Record, seq: UInt64, isLossReport: Bool = false, to output: inout [UInt8]) -> Int {
-        append(seq: seq, priority: record.priority, isSample: record.isSample, isLossReport: isLossReport, to: &output) {
+        append(seq: seq, priority: record.priority, isSample: record.isSample, isLossReport: isLossReport, to: &output)
+        {
             record.write(seq: seq, to: &$0)
         }
     }

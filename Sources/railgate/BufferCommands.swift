@@ -100,7 +100,8 @@ struct BufferStatsCommand: ParsableCommand {
             "dropped      \(stats.dropped) (normal \(stats.droppedNormal), alarm \(stats.droppedAlarm)); corrupt bytes skipped \(stats.corruptBytesSkipped)"
         )
         for loss in stats.losses {
-            StandardStreams.out("lost         \(loss) (not yet reported upstream: the daemon reports it when it starts)")
+            StandardStreams.out(
+                "lost         \(loss) (not yet reported upstream: the daemon reports it when it starts)")
         }
         for warning in stats.warnings { StandardStreams.out("damaged      \(warning)") }
         StandardStreams.out(

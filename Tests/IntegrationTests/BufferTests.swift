@@ -69,7 +69,8 @@ struct BufferEndToEndTests {
             }
         }
         let config = scratch.write("gateway-buffer.toml", text)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
 
         // The broker falls behind four times for 3 s: the backlog spans several 64 KiB segments
         // and is drained in batches of at most 4000 bytes.

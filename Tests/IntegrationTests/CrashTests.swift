@@ -9,7 +9,9 @@ struct CrashTests {
     /// Dumps records from `from` and checks each is intact JSON with its seq, in order: the
     /// writer's records, and the `records_lost` events the buffer writes after a kill. Returns
     /// the seqs and the ranges the events report.
-    func dumpIntact(_ state: String, from: UInt64, scratch: Scratch, round: Int) throws -> (
+    func dumpIntact(
+        _ state: String, from: UInt64, scratch: Scratch, round: Int
+    ) throws -> (
         seqs: [UInt64], reported: [ClosedRange<UInt64>]
     ) {
         let dump = try TestProcess.run(

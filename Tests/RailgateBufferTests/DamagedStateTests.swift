@@ -71,7 +71,8 @@ struct BatchTests {
         for maxBytes in [1000, 2500, 4000, 9000] {
             let sent = drain(buffer, limits: BatchLimits(maxRecords: 50, maxBytes: maxBytes))
             let missing = Set(1...3000).subtracting(sent.map(Int.init))
-            #expect(missing.isEmpty, "byte limit \(maxBytes): \(missing.count) seqs skipped, from \(missing.min() ?? 0)")
+            #expect(
+                missing.isEmpty, "byte limit \(maxBytes): \(missing.count) seqs skipped, from \(missing.min() ?? 0)")
             #expect(sent.count == 3000 && sent == sent.sorted(), "byte limit \(maxBytes): every seq once, in order")
         }
         // Records sent ahead are left out; the rest still comes as one contiguous run.
@@ -261,9 +262,11 @@ struct DamagedStateTests {
         #expect(stats.warnings.filter { $0.contains("out of range") }.count == 2)
     }
 
-    @Test("ack file set to UInt64.max or past the last seq: refused, everything sent again", arguments: [
-        UInt64.max, 1 << 60, 5000,
-    ])
+    @Test(
+        "ack file set to UInt64.max or past the last seq: refused, everything sent again",
+        arguments: [
+            UInt64.max, 1 << 60, 5000,
+        ])
     func ackPastTheEnd(ack: UInt64) throws {
         let directory = try filled(100, acked: 40)
         writeFile(directory.path + "/buffer/acked", ackRecord(ack))

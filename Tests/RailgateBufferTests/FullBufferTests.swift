@@ -71,14 +71,16 @@ struct FullBufferTests {
     func compactingAhead(policy: FullBufferPolicy) throws {
         let directory = StateDirectory()
         let buffer = try DiskBuffer(
-            stateDirectory: directory.path, settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 2, whenFull: policy))
+            stateDirectory: directory.path,
+            settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 2, whenFull: policy))
         defer { buffer.close() }
         var sent: [UInt64] = []
         for index in 1...12_000 {
             try buffer.append(workload(index))
             // The uplink reading meanwhile, from its last seq.
             if index % 500 == 0 {
-                sent += buffer.records(after: sent.last ?? 0, limits: BatchLimits(maxRecords: 100, maxBytes: 4000)).map(\.seq)
+                sent += buffer.records(after: sent.last ?? 0, limits: BatchLimits(maxRecords: 100, maxBytes: 4000)).map(
+                    \.seq)
             }
         }
         try buffer.sync()
