@@ -662,7 +662,9 @@ public final class DiskBuffer: @unchecked Sendable {
             segments.remove(at: current)
             segmentsChanged()
             if from <= to { recordLoss(SeqLoss(from: from, to: to, count: lostCount, reason: .unreadableSegment)) }
-            try? reportLossesLocked()
+            do { try reportLossesLocked() } catch {
+                warn("reporting lost seqs: \(error) (retried with the next append)")
+            }
             index = segments.indices.first { $0 >= current && segments[$0].lastSeq > after }
         }
         return nil
@@ -891,9 +893,15 @@ public final class DiskBuffer: @unchecked Sendable {
         var droppedSamples: Int
     }
 
-    /// Reads segment `old` and writes the frames it keeps to a synced temporary file. Touches no
-    /// shared state: runs with the lock or without it.
-    private func rewrite(_ old: Segment, thinning: Bool, acked: UInt64) throws(BufferError) -> Rewrite {
+    /// Reads segment `old` and writes the frames it keeps to a synced temporary file
+    /// (`NAME.tmp`, or `NAME.ahead.tmp` from the sync thread, so that a rewrite under the lock
+    /// and one ahead of it never share a file). Touches no shared state: runs with the lock or
+    /// without it.
+    private func rewrite(
+        _ old: Segment, thinning: Bool, acked: UInt64, ahead: Bool = false
+    ) throws(BufferError)
+        -> Rewrite
+    {
         let fd = open(old.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BufferError(operation: "open", path: old.path, code: errno) }
         let kind: Segment.Kind = thinning && old.kind == .plain ? .thinned : .compacted
@@ -931,7 +939,7 @@ public final class DiskBuffer: @unchecked Sendable {
             output += frame.bytes
         }
         Glibc.close(fd)
-        let temporary = kept.path + ".tmp"
+        let temporary = kept.path + (ahead ? ".ahead.tmp" : ".tmp")
         let out = try Self.check(
             open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644), "create", temporary)
         do throws(BufferError) {
@@ -1000,7 +1008,7 @@ public final class DiskBuffer: @unchecked Sendable {
             }
             guard let job else { return }
             do {
-                let result = try rewrite(job.segment, thinning: job.thinning, acked: job.acked)
+                let result = try rewrite(job.segment, thinning: job.thinning, acked: job.acked, ahead: true)
                 try lock.withLock { () throws(BufferError) in
                     guard segmentsVersion == job.version, job.index < segments.count,
                         segments[job.index].path == job.segment.path
@@ -1227,10 +1235,13 @@ public final class DiskBuffer: @unchecked Sendable {
     private var reportedRanges: [ClosedRange<UInt64>] = []
 
     private func noteReportedLoss(_ frame: Frame) {
-        guard let event = try? JSONReader.parse(String(decoding: frame.payload, as: UTF8.self)),
-            let from = event["from_seq"]?.intValue, let to = event["to_seq"]?.intValue, from > 0, from <= to
-        else {
-            warn("a records_lost event at seq \(frame.seq) has no readable range: its gap may be reported again")
+        let event: JSON
+        do { event = try JSONReader.parse(String(decoding: frame.payload, as: UTF8.self)) } catch {
+            warn("the records_lost event at seq \(frame.seq) does not parse (\(error)): its gap may be reported again")
+            return
+        }
+        guard let from = event["from_seq"]?.intValue, let to = event["to_seq"]?.intValue, from > 0, from <= to else {
+            warn("the records_lost event at seq \(frame.seq) has no valid range: its gap may be reported again")
             return
         }
         reportedRanges.append(UInt64(from)...UInt64(to))
