@@ -65,6 +65,8 @@ public struct BufferStats: Sendable, Equatable {
     public var firstSeq: UInt64
     /// The seq the next record will get.
     public var nextSeq: UInt64
+    /// The newest record's seq (0 when the buffer holds none).
+    public var lastSeq: UInt64
     /// Everything up to here was acknowledged by the broker.
     public var ackedSeq: UInt64
     /// Everything up to here is on flash (fsynced).
@@ -736,7 +738,8 @@ public final class DiskBuffer: @unchecked Sendable {
             let pending = segments.reduce(0) { $0 + $1.count(after: ackedSeq) } - ackedAhead.count
             let first = segments.lazy.compactMap { $0.firstSeq(after: self.ackedSeq) }.first ?? nextSeq
             return BufferStats(
-                records: max(0, pending), bytes: bytes, firstSeq: first, nextSeq: nextSeq, ackedSeq: ackedSeq,
+                records: max(0, pending), bytes: bytes, firstSeq: first, nextSeq: nextSeq,
+                lastSeq: segments.last(where: { $0.count > 0 })?.lastSeq ?? 0, ackedSeq: ackedSeq,
                 durableSeq: readOnly ? nextSeq - 1 : durableSeq, reservedSeq: reservedSeq,
                 droppedNormal: droppedNormal, droppedAlarm: droppedAlarm, corruptBytesSkipped: corruptBytes,
                 maxBytes: settings.maxBytes, diskError: diskError, lostRecords: lostRecords, lostSeqs: lostSeqs,

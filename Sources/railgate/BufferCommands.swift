@@ -41,7 +41,7 @@ struct BufferStatsCommand: ParsableCommand {
         let stats = buffer.stats()
         let everything = BatchLimits(maxRecords: .max, maxBytes: .max)
         let oldest = buffer.records(after: stats.ackedSeq, limits: BatchLimits(maxRecords: 1, maxBytes: .max)).first
-        let recentFrom = stats.nextSeq > 1001 ? max(stats.ackedSeq, stats.nextSeq - 1001) : stats.ackedSeq
+        let recentFrom = stats.lastSeq > 1000 ? max(stats.ackedSeq, stats.lastSeq - 1000) : stats.ackedSeq
         let recent = buffer.records(after: recentFrom, limits: everything)
         let now = WallClock.now()
         let oldestTime = oldest.flatMap { Self.timestamp(of: $0.bytes) }
@@ -66,7 +66,8 @@ struct BufferStatsCommand: ParsableCommand {
                 JSON.object([
                     ("records", .integer(Int64(stats.records))), ("bytes", .integer(Int64(stats.bytes))),
                     ("max_bytes", .integer(Int64(stats.maxBytes))), ("first_seq", .unsigned(stats.firstSeq)),
-                    ("next_seq", .unsigned(stats.nextSeq)), ("acked_seq", .unsigned(stats.ackedSeq)),
+                    ("next_seq", .unsigned(stats.nextSeq)), ("last_seq", .unsigned(stats.lastSeq)),
+                    ("acked_seq", .unsigned(stats.ackedSeq)),
                     ("dropped", .unsigned(stats.dropped)), ("dropped_normal", .unsigned(stats.droppedNormal)),
                     ("dropped_alarm", .unsigned(stats.droppedAlarm)),
                     ("corrupt_bytes_skipped", .integer(Int64(stats.corruptBytesSkipped))),
@@ -92,7 +93,7 @@ struct BufferStatsCommand: ParsableCommand {
             return
         }
         StandardStreams.out(
-            "records      \(stats.records) unacknowledged (seq \(stats.firstSeq)..<\(stats.nextSeq), acked through \(stats.ackedSeq))"
+            "records      \(stats.records) unacknowledged (seq \(stats.firstSeq)...\(stats.lastSeq), acked through \(stats.ackedSeq); next seq \(stats.nextSeq))"
         )
         StandardStreams.out(
             "bytes        \(stats.bytes) of \(stats.maxBytes) (\(stats.bytes * 100 / max(1, stats.maxBytes))%)")
