@@ -217,8 +217,8 @@ public final class DiskBuffer: @unchecked Sendable {
     private func takeLock() throws(BufferError) {
         let path = directory + "/lock"
         var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        if fd < 0, errno == EISDIR || errno == ELOOP || errno == ENXIO {
-            warn("the lock file \(path) is not a regular file (\(String(cString: strerror(errno)))): moved aside")
+        if fd < 0, [EISDIR, ELOOP, ENXIO, EACCES, EPERM].contains(errno) {
+            warn("the lock file \(path) cannot be used (\(String(cString: strerror(errno)))): moved aside")
             moveAside(path)
             fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         }
@@ -1446,7 +1446,8 @@ public final class DiskBuffer: @unchecked Sendable {
         let path = directory + "/acked"
         if ackFD < 0 {
             var fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
-            if fd < 0, errno == EISDIR || errno == ELOOP {
+            if fd < 0, [EISDIR, ELOOP, EACCES, EPERM].contains(errno) {
+                warn("\(path) cannot be written (\(String(cString: strerror(errno)))): moved aside")
                 moveAside(path)
                 fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
             }
