@@ -104,6 +104,7 @@ public struct BufferStats: Sendable, Equatable {
 /// Thread-safe: pollers append, the uplink reads and acknowledges, from their own threads.
 public final class DiskBuffer: @unchecked Sendable {
     public let directory: String
+    private let stateDirectory: String
     private let settings: BufferSettings
     private let segmentLimit: Int
     private let readOnly: Bool
@@ -197,6 +198,7 @@ public final class DiskBuffer: @unchecked Sendable {
         stateDirectory: String, settings: BufferSettings, readOnly: Bool = false, source: String = "railgate"
     ) throws(BufferError) {
         directory = stateDirectory + "/buffer"
+        self.stateDirectory = stateDirectory
         self.settings = settings
         self.readOnly = readOnly
         reportSource = source
@@ -258,6 +260,8 @@ public final class DiskBuffer: @unchecked Sendable {
     }
 
     private func recordLimits() {
+        // Rewritten only when it changes: each atomic replacement costs two syncs.
+        guard Self.recordedMaxBytes(stateDirectory: stateDirectory) != settings.maxBytes else { return }
         do {
             try writeStateFile("limits", Array("max_bytes=\(settings.maxBytes)\n".utf8))
         } catch {
