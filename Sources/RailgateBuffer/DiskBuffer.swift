@@ -396,6 +396,8 @@ public final class DiskBuffer: @unchecked Sendable {
     /// With the lock held, without a sync thread (`sync_interval_ms` 0): reserves the next block
     /// at once.
     private func reserveLocked() throws(BufferError) {
+        // A commit writing the reservation file without the lock finishes first (one writer).
+        while syncing { _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 1000)) }
         let target = nextReservation()
         do {
             try writeReservation(target)
