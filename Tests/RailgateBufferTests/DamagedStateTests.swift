@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Testing
 
@@ -322,6 +323,38 @@ struct DamagedStateTests {
         #expect(reports.count == 1)
         #expect(stats.dropped == 0)
         #expect(DiskBuffer.recordedMaxBytes(stateDirectory: directory.path) == settings.maxBytes)
+    }
+
+    @Test("sync_interval_ms 0 with four appending threads: every seq once, durable at return, reserved ahead")
+    func syncEveryAppend() throws {
+        let directory = StateDirectory()
+        let settings = BufferSettings(maxBytes: 1 << 20, syncIntervalMs: 0)
+        let buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
+        final class Seen: @unchecked Sendable {
+            let lock = ConditionLock()
+            var seqs: [UInt64] = []
+        }
+        let seen = Seen()
+        DispatchQueue.concurrentPerform(iterations: 4) { thread in
+            for index in 0..<300 {
+                let seq = (try? buffer.append(sample(thread * 1000 + index))) ?? 0
+                // Durable when append returns: handed out at once.
+                let durable = buffer.records(
+                    after: seq > 0 ? seq - 1 : 0, limits: BatchLimits(maxRecords: 1, maxBytes: .max))
+                seen.lock.withLock {
+                    seen.seqs.append(seq)
+                    if durable.first?.seq != seq { seen.seqs.append(0) }
+                }
+            }
+        }
+        let seqs = seen.lock.withLock { seen.seqs }
+        #expect(seqs.count == 1200 && seqs.sorted() == Array(1...1200), "each seq once, each durable at return")
+        #expect(buffer.stats().reservedSeq >= 1200)
+        buffer.close()
+        let reopened = try DiskBuffer(stateDirectory: directory.path, settings: settings)
+        #expect(reopened.stats().losses.isEmpty)
+        #expect(try reopened.append(sample(0)) == 1201)
+        reopened.close()
     }
 
     @Test("state files are replaced, never rewritten in place")
