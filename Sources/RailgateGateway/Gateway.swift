@@ -69,7 +69,8 @@ public final class Gateway: @unchecked Sendable {
     public init(config: GatewayConfig, logger: Logger) throws(BufferError) {
         self.config = config
         self.logger = logger
-        buffer = try DiskBuffer(stateDirectory: config.gateway.stateDir, settings: config.buffer)
+        buffer = try DiskBuffer(
+            stateDirectory: config.gateway.stateDir, settings: config.buffer, source: config.gateway.id)
         sink = BufferSink(buffer: buffer, logger: logger)
         alarmStore = AlarmStore(stateDirectory: config.gateway.stateDir, logger: logger)
         records = AlarmTrackingSink(inner: sink, buffer: buffer, store: alarmStore, logger: logger)
@@ -92,6 +93,8 @@ public final class Gateway: @unchecked Sendable {
             logger.warning(
                 "buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
         }
+        for warning in stats.warnings { logger.warning("buffer: \(warning)") }
+        for loss in stats.losses { logger.error("buffer: \(loss); reported upstream as a records_lost event") }
         do {
             try startServices(config)
         } catch {
@@ -302,7 +305,8 @@ public final class Gateway: @unchecked Sendable {
     func metricsText() -> String {
         let (pollers, uplink) = lock.withLock { (self.pollers, self.uplink) }
         return MetricsText.render(
-            buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status())
+            buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status(),
+            droppedInMemory: sink.lostInMemory)
     }
 
     /// The daemon's state, as `railgate status --json` prints it.
@@ -351,6 +355,10 @@ public final class Gateway: @unchecked Sendable {
                     ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
                     ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
                     ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
+                    ("reserved_seq", .unsigned(buffer.reservedSeq)),
+                    ("dropped_in_memory", .integer(Int64(sink.lostInMemory))),
+                    ("lost_records", .unsigned(buffer.lostRecords)), ("lost_seqs", .unsigned(buffer.lostSeqs)),
+                    ("last_loss", buffer.losses.last.map(BufferSink.json) ?? .null),
                 ])
             ),
             ("upstream", upstream),

@@ -332,23 +332,16 @@ final class Uplink: @unchecked Sendable {
                 return
             }
             guard lock.withLock({ generation == self.generation }) else { return }
-            if let drops = buffer.takeUnreportedDrops() {
-                let event = Record(
-                    timestamp: WallClock.now(), source: gatewayID,
-                    body: .event(
-                        name: "buffer_overflow",
-                        fields: [
-                            ("dropped_normal", .unsigned(drops.normal)), ("dropped_alarm", .unsigned(drops.alarm)),
-                        ]),
-                    priority: .alarm)
-                do {
-                    try buffer.append(event)
+            // The buffer_overflow event goes into the buffer and the drops are marked reported in
+            // one step: a failed append leaves them for the next connect.
+            do {
+                if let drops = try buffer.appendOverflowReport(source: gatewayID) {
                     logger.warning(
                         "the buffer dropped \(drops.normal) normal and \(drops.alarm) alarm records while full; reporting upstream"
                     )
-                } catch {
-                    logger.error("could not record the buffer_overflow event: \(error)")
                 }
+            } catch {
+                logger.error("could not record the buffer_overflow event: \(error); reported at the next connect")
             }
             let current: Bool = lock.withLock {
                 guard generation == self.generation else { return false }

@@ -53,6 +53,13 @@ final class Broker: @unchecked Sendable {
         try process.waitForExit()
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is read or acknowledged,
+    /// a broker slower than the polling.
+    func pause() { process.signal(SIGSTOP) }
+
+    /// Lets a paused broker go on (SIGCONT).
+    func resume() { process.signal(SIGCONT) }
+
     /// A clean stop: a persistent broker saves its sessions.
     func stop() throws {
         process.signal(SIGTERM)
