@@ -167,7 +167,7 @@ public final class DiskBuffer: @unchecked Sendable {
     /// Bytes of every segment but the active one (kept so that appends need not sum them).
     private var closedSegmentBytes = 0
     private var closed = false
-    private var syncThread: pthread_t?
+    private var syncThread: DaemonThread?
     /// A group commit is running (its `fdatasync` outside the lock); one at a time.
     private var syncing = false
     /// Rotated segments whose frames were written but not yet synced: the next commit syncs and
@@ -213,7 +213,7 @@ public final class DiskBuffer: @unchecked Sendable {
         try recover()
         if !readOnly {
             recordLimits()
-            startSyncThread()
+            try startSyncThread()
         }
     }
 
@@ -558,14 +558,14 @@ public final class DiskBuffer: @unchecked Sendable {
     /// Syncs and closes the files; the buffer cannot be used afterwards. A clean close lowers the
     /// reservation to the last seq handed out, so the next start reports no gap.
     public func close() {
-        let thread: pthread_t?? = lock.withLock {
+        let thread: DaemonThread?? = lock.withLock {
             guard !closed else { return nil }
             closed = true
             lock.broadcast()
             return .some(syncThread)
         }
         guard let thread else { return }
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         if !readOnly {
             do { try commit(closing: true) } catch { warn("closing: \(error)") }
         }
@@ -1523,21 +1523,15 @@ public final class DiskBuffer: @unchecked Sendable {
 
     // MARK: Sync thread
 
-    private func startSyncThread() {
+    /// Starts the group commit's thread.
+    /// - Throws: `BufferError` when no thread can be had: without it nothing would become durable.
+    private func startSyncThread() throws(BufferError) {
         guard settings.syncIntervalMs > 0 else { return }
-        let unmanaged = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let result = pthread_create(
-            &thread, nil,
-            { argument in
-                let buffer = Unmanaged<DiskBuffer>.fromOpaque(argument!).takeRetainedValue()
-                buffer.syncLoop()
-                return nil
-            }, unmanaged.toOpaque())
-        if result == 0 {
+        do {
+            let thread = try DaemonThread(name: "buffer sync") { [self] in syncLoop() }
             lock.withLock { syncThread = thread }
-        } else {
-            unmanaged.release()
+        } catch {
+            throw BufferError(operation: "start the group commit's thread", path: directory, code: error.code)
         }
     }
 
