@@ -1523,6 +1523,9 @@ public final class DiskBuffer: @unchecked Sendable {
 
     // MARK: Sync thread
 
+    /// The `operation` of the error `init` throws when the group commit's thread cannot be started.
+    public static let syncThreadOperation = "start a thread for the buffer's group commit"
+
     /// Starts the group commit's thread.
     /// - Throws: `BufferError` when no thread can be had: without it nothing would become durable.
     private func startSyncThread() throws(BufferError) {
@@ -1531,7 +1534,7 @@ public final class DiskBuffer: @unchecked Sendable {
             let thread = try DaemonThread(name: "buffer sync") { [self] in syncLoop() }
             lock.withLock { syncThread = thread }
         } catch {
-            throw BufferError(operation: "start the group commit's thread", path: directory, code: error.code)
+            throw BufferError(operation: Self.syncThreadOperation, path: directory, code: error.code)
         }
     }
 
