@@ -276,6 +276,9 @@ public final class ModbusConnection {
     /// The whole reply must arrive within this many milliseconds of the request.
     public let responseTimeoutMs: Int
     public private(set) var isConnected = false
+    /// How many times the link was opened: a change tells the owner it reconnected (static
+    /// points are read again then).
+    public private(set) var connects = 0
     /// Whether the serial port took RS-485 mode (`modbus_rtu_set_serial_mode`) at the last connect;
     /// false for TCP, ptys and adapters that switch direction by themselves.
     public private(set) var isRS485 = false
@@ -342,6 +345,7 @@ public final class ModbusConnection {
                     remedy: remedy(for: error.code))
             }
             isConnected = true
+            connects += 1
             try waitAfterConnect()
             return
         }
@@ -361,6 +365,7 @@ public final class ModbusConnection {
             isRS485 = modbus_rtu_set_serial_mode(handle, Int32(MODBUS_RTU_RS485)) == 0
         }
         isConnected = true
+        connects += 1
         try waitAfterConnect()
     }
 
