@@ -1,0 +1,286 @@
+import Foundation
+import RailgateCore
+import RailgateModbus
+import Testing
+
+/// The Python with pymodbus and pyserial that `make pydeps` (part of `make test`) sets up in
+/// `.build/pyvenv`; `RAILGATE_PYTHON` names another one.
+let pymodbusPython =
+    ProcessInfo.processInfo.environment["RAILGATE_PYTHON"] ?? projectRoot + "/.build/pyvenv/bin/python"
+
+/// pymodbus as an independent slave (Tests/IntegrationTests/Fixtures/pymodbus_slave.py): a TCP
+/// server with the RTU framer, or a serial server with the ASCII framer on a pty.
+final class PymodbusSlave: @unchecked Sendable {
+    let process: TestProcess
+    /// The TCP port (RTU over TCP), else 0.
+    let port: Int
+
+    init(mode: String, at place: String, unit: Int, scratch: Scratch) throws {
+        guard FileManager.default.isExecutableFile(atPath: pymodbusPython) else {
+            throw TimedOut(description: "no Python with pymodbus at \(pymodbusPython): run `make pydeps` first")
+        }
+        process = try TestProcess(
+            pymodbusPython, [projectRoot + "/Tests/IntegrationTests/Fixtures/pymodbus_slave.py", mode, place, "\(unit)"],
+            scratch: scratch, name: "pymodbus")
+        let line = try process.waitForOutputLine(containing: "serving on", seconds: 60)
+        port = Int(line.split(separator: " ")[2]) ?? 0
+    }
+
+    func kill() throws {
+        process.signal(SIGKILL)
+        _ = try process.waitForExit()
+    }
+}
+
+/// A gateway configuration with one bus (`busKeys`) and unit 3 read with `field-types.toml`.
+func fieldConfig(scratch: Scratch, busKeys: String, brokerPort: Int? = nil, pollMs: Int = 300) -> String {
+    scratch.write(
+        "gateway-field.toml",
+        """
+        [gateway]
+        id = "KZ-WAG-FIELD"
+        state_dir = "\(scratch.path)/state"
+        control_socket = "\(scratch.path)/control.sock"
+        profile_path = ["\(projectRoot)/Tests/IntegrationTests/Fixtures"]
+
+        [buffer]
+        sync_interval_ms = 100
+
+        [upstream]
+        url = "\(brokerPort.map { "mqtt://127.0.0.1:\($0)" } ?? "none")"
+        batch_interval_ms = 100
+
+        [[bus]]
+        name = "field"
+        timeout_ms = 1000
+        \(busKeys)
+
+        [[device]]
+        name = "panel"
+        bus = "field"
+        unit = 3
+        profile = "field-types"
+        poll_interval_ms = \(pollMs)
+        """)
+}
+
+/// What pymodbus_slave.py serves, as railgate must report it.
+let pinnedFieldValues: [String: JSON] = [
+    "flag_0": .bool(true), "flag_1": .bool(false), "flag_2": .bool(true), "flag_5": .bool(true),
+    "flag_15": .bool(true), "cycles_high_u8": .unsigned(200), "code_low_i8": .integer(-5),
+    "supply_f16": .number(24.5), "operations_bcd16": .unsigned(1234), "odometer_bcd32": .unsigned(12_345_678),
+    "tiny_f16": .number(6e-08), "counter_u32": .unsigned(4_294_967_295), "low_u8": .unsigned(128),
+    "high_i8": .integer(123),
+]
+let pinnedFieldErrors: [String: String] = ["nan_f16": "nan", "ninf_f16": "inf", "bad_bcd16": "invalid"]
+
+/// Whether a sample record carries exactly the pinned values and errors.
+func checkPinned(_ record: JSON) {
+    for (name, expected) in pinnedFieldValues {
+        let got = record["values"]?[name]
+        if case .bool = expected {
+            #expect(got == expected, "\(name): \(String(describing: got))")
+        } else {
+            #expect(got?.doubleValue != nil && got?.doubleValue == expected.doubleValue, "\(name): \(String(describing: got))")
+        }
+    }
+    for (name, reason) in pinnedFieldErrors {
+        #expect(record["errors"]?[name] == .string(reason), "\(name): \(String(describing: record["errors"]?[name]))")
+    }
+    for name in ["serial_number", "firmware_version"] {
+        #expect(record["values"]?[name] == nil && record["errors"]?[name] == nil, "static \(name) in a sample")
+    }
+}
+
+@Suite("Modbus as the field wires it: RTU over TCP, ASCII, new types, static points", .serialized)
+struct FieldModbusTests {
+    @Test("pymodbus RTU over TCP: every new type carries its pinned value; static points in no sample")
+    func pymodbusRTUOverTCP() throws {
+        let scratch = Scratch()
+        let slave = try PymodbusSlave(mode: "rtu-over-tcp", at: "0", unit: 3, scratch: scratch)
+        let config = fieldConfig(
+            scratch: scratch, busKeys: "transport = \"rtu-over-tcp\"\nhost = \"127.0.0.1\"\nport = \(slave.port)")
+        let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+        let record = try JSONReader.parse(String(once.output.split(separator: "\n").first ?? ""))
+        #expect(record["source"] == .string("panel"), "\(once.output) \(once.error)")
+        checkPinned(record)
+        let read = try TestProcess.run(
+            Binaries.railgate,
+            ["modbus", "read", "--rtu-over-tcp", "127.0.0.1:\(slave.port)", "--unit", "3", "--address", "4",
+             "--type", "bcd32", "--json"],
+            scratch: scratch)
+        #expect(read.status == 0, "\(read.error)")
+        #expect(try JSONReader.parse(read.output)["values"]?.arrayValue?.first?["value"]?.doubleValue == 12_345_678)
+        try slave.kill()
+    }
+
+    @Test("pymodbus ASCII on a pty: every new type carries its pinned value")
+    func pymodbusASCII() throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        let slave = try PymodbusSlave(mode: "ascii", at: line.slaveSide, unit: 3, scratch: scratch)
+        // 8N1: pyserial cannot set 7E1 on a pty (tcsetattr: EINVAL); the framing is what is tested.
+        let config = fieldConfig(
+            scratch: scratch,
+            busKeys: "transport = \"ascii\"\ndevice = \"\(line.masterSide)\"\nparity = \"none\"\ndata_bits = 8")
+        let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+        let record = try JSONReader.parse(String(once.output.split(separator: "\n").first ?? ""))
+        #expect(record["source"] == .string("panel"), "\(once.output) \(once.error)")
+        checkPinned(record)
+        let scan = try TestProcess.run(
+            Binaries.railgate,
+            ["modbus", "scan", "--ascii", line.masterSide, "--parity", "none", "--data-bits", "8", "--units", "2-4",
+             "--json"],
+            scratch: scratch)
+        #expect(scan.output.contains("\"unit\":3"), "\(scan.output) \(scan.error)")
+        try slave.kill()
+    }
+
+    @Test("poll = \"once\" points are in the birth message under their source, and in no sample")
+    func staticPointsInBirth() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port)
+        let slave = try PymodbusSlave(mode: "rtu-over-tcp", at: "0", unit: 3, scratch: scratch)
+        let config = fieldConfig(
+            scratch: scratch, busKeys: "transport = \"rtu-over-tcp\"\nhost = \"127.0.0.1\"\nport = \(slave.port)",
+            brokerPort: broker.port)
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        try subscriber.waitUntil(seconds: 60) { messages in
+            let births = messages.filter { $0.topic.hasSuffix("/status") }.compactMap(\.json)
+            return births.contains { $0["sources"]?["panel"]?["static"] != nil }
+                && subscriber.records.filter { $0["source"] == .string("panel") }.count >= 3
+        }
+        let birth = try #require(
+            subscriber.messages.filter { $0.topic.hasSuffix("/status") }.compactMap(\.json).last {
+                $0["sources"]?["panel"]?["static"] != nil
+            })
+        let panel = birth["sources"]?["panel"]
+        #expect(panel?["static"]?["serial_number"]?.doubleValue == 20_261_385)
+        #expect(panel?["static"]?["firmware_version"]?.doubleValue == 312)
+        #expect(panel?["points"]?["serial_number"]?["poll"] == .string("once"))
+        #expect(panel?["points"]?["flag_15"]?["type"] == .string("bit"))
+        let samples = subscriber.records.filter { $0["source"] == .string("panel") }
+        for sample in samples { checkPinned(sample) }
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        try slave.kill()
+    }
+
+    @Test("RTU over TCP: a late reply is drained, a mislabelled or appended one refused; the next read is right")
+    func rtuOverTCPReplyChecks() throws {
+        let slave = try ScriptedSlave(framing: .rtu, served: .hundredTwoHundred) { request, slave in
+            switch request.index {
+            case 0: [.wait(ms: 700), .send(slave.reply(to: request))]
+            case 2: [.send(slave.reply(to: request, unit: 2))]
+            case 4: [.send(slave.reply(to: request) + slave.reply(to: request, values: [9999]))]
+            case 6: [.close]
+            default: [.send(slave.reply(to: request))]
+            }
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtuOverTCP(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 400)
+        #expect(throws: ModbusError.self) { try connection.read(.holding, unit: 1, address: 0, count: 1) }
+        // The late 100 arrived during the drain: this read gets its own 200.
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        do {
+            let values = try connection.read(.holding, unit: 1, address: 0, count: 1)
+            Issue.record("unit 2's reply was taken for unit 1's: \(values)")
+        } catch {
+            #expect(error.kind == .badReply && error.operation.contains("reply from unit 2"), "\(error)")
+        }
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        var appended: [UInt16] = []
+        do { appended = try connection.read(.holding, unit: 1, address: 0, count: 1) } catch {
+            #expect(error.kind == .badReply, "\(error)")
+        }
+        #expect(appended == [100] || appended == [], "\(appended)")
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        // Request 6: the device server closes the connection; it is reopened and asked again.
+        #expect(try connection.read(.holding, unit: 1, address: 0, count: 1) == [100])
+        #expect(slave.connectionCount == 2)
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test("ASCII on a pty: a late reply is drained and one from another unit refused; the next read is right")
+    func asciiReplyChecks() throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        let peer = try ScriptedASCIIPeer(device: line.slaveSide) { index, request in
+            let body = [request[0], request[1], 2, 0, request[3] == 0 ? 100 : 200]
+            switch index {
+            case 0: return (700, ModbusASCII.frame(body))
+            case 2: return (0, ModbusASCII.frame([2] + body.dropFirst()))
+            default: return (0, ModbusASCII.frame(body))
+            }
+        }
+        let connection = try ModbusConnection(
+            endpoint: .ascii(device: line.masterSide, baud: 19200, parity: .none, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 400)
+        #expect(throws: ModbusError.self) { try connection.read(.holding, unit: 1, address: 0, count: 1) }
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        do {
+            let values = try connection.read(.holding, unit: 1, address: 0, count: 1)
+            Issue.record("unit 2's reply was taken for unit 1's: \(values)")
+        } catch {
+            #expect(error.kind == .badReply && error.operation.contains("reply from unit 2"), "\(error)")
+        }
+        #expect(try connection.read(.holding, unit: 1, address: 0, count: 1) == [100])
+        connection.disconnect()
+        peer.stop()
+    }
+}
+
+/// A scripted ASCII slave on a pty: for each request (':' to LF, decoded), `script(index, bytes)`
+/// gives a delay in ms and the bytes to send.
+final class ScriptedASCIIPeer: @unchecked Sendable {
+    private let descriptor: Int32
+    private let lock = ConditionLock()
+    private var stopping = false
+    private var thread: Thread?
+
+    init(device: String, script: @escaping @Sendable (Int, [UInt8]) -> (Int, [UInt8])) throws {
+        descriptor = open(device, O_RDWR | O_NOCTTY)
+        guard descriptor >= 0 else { throw TimedOut(description: "cannot open \(device): \(errno)") }
+        var settings = termios()
+        tcgetattr(descriptor, &settings)
+        cfmakeraw(&settings)
+        tcsetattr(descriptor, TCSANOW, &settings)
+        let thread = Thread { [self] in serve(script) }
+        self.thread = thread
+        thread.start()
+    }
+
+    private var isStopping: Bool { lock.withLock { stopping } }
+
+    private func serve(_ script: (Int, [UInt8]) -> (Int, [UInt8])) {
+        var pending: [UInt8] = []
+        var index = 0
+        var chunk = [UInt8](repeating: 0, count: 256)
+        while !isStopping {
+            var waiting = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            guard poll(&waiting, 1, 20) == 1 else { continue }
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            guard count > 0 else { continue }
+            pending += chunk[0..<count]
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let frame = Array(pending[...newline])
+                pending.removeSubrange(...newline)
+                guard let start = frame.firstIndex(of: UInt8(ascii: ":")),
+                    let request = ModbusASCII.bytes(of: frame[start...])
+                else { continue }
+                let (delay, reply) = script(index, request)
+                index += 1
+                if delay > 0 { usleep(UInt32(delay) * 1000) }
+                _ = reply.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+            }
+        }
+    }
+
+    func stop() {
+        lock.withLock { stopping = true }
+        while thread?.isFinished == false { usleep(10_000) }
+        close(descriptor)
+    }
+}
