@@ -439,7 +439,8 @@ public final class ModbusConnection {
                     default: railgate_modbus_embbaddata
                     }
                 throw ModbusError(
-                    kind: fault == .crc || fault == .lrc ? .crc : .badReply, code: code, operation: "\(operation): \(fault)")
+                    kind: fault == .crc || fault == .lrc ? .crc : .badReply, code: code,
+                    operation: "\(operation): \(fault)")
             case .peerClosed(let code):
                 disconnect()
                 // A TCP device (or device server) that closes idle connections: reopen and ask

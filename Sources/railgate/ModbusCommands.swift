@@ -143,7 +143,8 @@ struct ModbusReadCommand: ParsableCommand {
         }
         guard (0...255).contains(unit) else { throw ValidationError("--unit must be 0...255") }
         if bus.isLineFraming, unit > 247 {
-            throw ValidationError("--unit \(unit): an RTU or ASCII slave address is 0...247 (0 is broadcast, nothing answers)")
+            throw ValidationError(
+                "--unit \(unit): an RTU or ASCII slave address is 0...247 (0 is broadcast, nothing answers)")
         }
         guard count >= 1, (0...65535).contains(address) else {
             throw ValidationError("--count must be at least 1 and --address 0...65535")

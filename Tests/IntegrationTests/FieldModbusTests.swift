@@ -20,7 +20,8 @@ final class PymodbusSlave: @unchecked Sendable {
             throw TimedOut(description: "no Python with pymodbus at \(pymodbusPython): run `make pydeps` first")
         }
         process = try TestProcess(
-            pymodbusPython, [projectRoot + "/Tests/IntegrationTests/Fixtures/pymodbus_slave.py", mode, place, "\(unit)"],
+            pymodbusPython,
+            [projectRoot + "/Tests/IntegrationTests/Fixtures/pymodbus_slave.py", mode, place, "\(unit)"],
             scratch: scratch, name: "pymodbus")
         let line = try process.waitForOutputLine(containing: "serving on", seconds: 60)
         port = Int(line.split(separator: " ")[2]) ?? 0
@@ -81,7 +82,9 @@ func checkPinned(_ record: JSON) {
         if case .bool = expected {
             #expect(got == expected, "\(name): \(String(describing: got))")
         } else {
-            #expect(got?.doubleValue != nil && got?.doubleValue == expected.doubleValue, "\(name): \(String(describing: got))")
+            #expect(
+                got?.doubleValue != nil && got?.doubleValue == expected.doubleValue,
+                "\(name): \(String(describing: got))")
         }
     }
     for (name, reason) in pinnedFieldErrors {
@@ -106,8 +109,10 @@ struct FieldModbusTests {
         checkPinned(record)
         let read = try TestProcess.run(
             Binaries.railgate,
-            ["modbus", "read", "--rtu-over-tcp", "127.0.0.1:\(slave.port)", "--unit", "3", "--address", "4",
-             "--type", "bcd32", "--json"],
+            [
+                "modbus", "read", "--rtu-over-tcp", "127.0.0.1:\(slave.port)", "--unit", "3", "--address", "4",
+                "--type", "bcd32", "--json",
+            ],
             scratch: scratch)
         #expect(read.status == 0, "\(read.error)")
         #expect(try JSONReader.parse(read.output)["values"]?.arrayValue?.first?["value"]?.doubleValue == 12_345_678)
@@ -129,8 +134,10 @@ struct FieldModbusTests {
         checkPinned(record)
         let scan = try TestProcess.run(
             Binaries.railgate,
-            ["modbus", "scan", "--ascii", line.masterSide, "--parity", "none", "--data-bits", "8", "--units", "2-4",
-             "--json"],
+            [
+                "modbus", "scan", "--ascii", line.masterSide, "--parity", "none", "--data-bits", "8", "--units", "2-4",
+                "--json",
+            ],
             scratch: scratch)
         #expect(scan.output.contains("\"unit\":3"), "\(scan.output) \(scan.error)")
         try slave.kill()
@@ -145,7 +152,8 @@ struct FieldModbusTests {
         let config = fieldConfig(
             scratch: scratch, busKeys: "transport = \"rtu-over-tcp\"\nhost = \"127.0.0.1\"\nport = \(slave.port)",
             brokerPort: broker.port)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try subscriber.waitUntil(seconds: 60) { messages in
             let births = messages.filter { $0.topic.hasSuffix("/status") }.compactMap(\.json)
             return births.contains { $0["sources"]?["panel"]?["static"] != nil }

@@ -46,7 +46,8 @@ struct FieldTypesTests {
         #expect(sentinel.reading([0xFF12]) == .success(.unsigned(0x12)))
     }
 
-    @Test("f16: normal values, subnormals, zero signs; NaN and infinities are errors", arguments: [WordOrder.abcd, .badc])
+    @Test(
+        "f16: normal values, subnormals, zero signs; NaN and infinities are errors", arguments: [WordOrder.abcd, .badc])
     func halfPrecision(_ order: WordOrder) {
         func word(_ bits: UInt16) -> [UInt16] { [order == .abcd ? bits : bits.byteSwapped] }
         let half = point(.f16, order: order)
@@ -197,7 +198,9 @@ struct FieldTypesTests {
         #expect(overTCP.buses[0].transport == .rtuOverTCP(host: "10.0.0.5", port: 4001))
         #expect(overTCP.buses[0].busyRetries == 5 && overTCP.buses[0].busyRetryMs == 200)
         let ascii = try config("transport = \"ascii\"\ndevice = \"/dev/ttyS2\"\nbusy_retry_ms = 50")
-        #expect(ascii.buses[0].transport == .ascii(device: "/dev/ttyS2", baud: 19200, parity: .even, dataBits: 7, stopBits: 1))
+        #expect(
+            ascii.buses[0].transport
+                == .ascii(device: "/dev/ttyS2", baud: 19200, parity: .even, dataBits: 7, stopBits: 1))
         #expect(ascii.buses[0].busyRetryMs == 50)
         let asciiTCP = try config("transport = \"ascii-over-tcp\"\nhost = \"h\"")
         #expect(asciiTCP.buses[0].transport == .asciiOverTCP(host: "h", port: 502))

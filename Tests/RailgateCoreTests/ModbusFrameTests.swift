@@ -163,7 +163,8 @@ struct ModbusFrameTests {
     }
 
     @Test(
-        "exceptions are recognised only for this function, unit and transaction", arguments: [ModbusFraming.tcp, .rtu, .ascii])
+        "exceptions are recognised only for this function, unit and transaction",
+        arguments: [ModbusFraming.tcp, .rtu, .ascii])
     func exceptions(_ framing: ModbusFraming) {
         var random = SplitMix(state: framing == .tcp ? 6 : 7)
         for _ in 0..<200 {
