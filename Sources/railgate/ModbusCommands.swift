@@ -112,7 +112,11 @@ struct ModbusReadCommand: ParsableCommand {
     @Option(help: "How many values (of --type) to read.")
     var count: Int = 1
 
-    @Option(help: "Decode as: bool u16 i16 u32 i32 u64 i64 f32 f64 string:N.")
+    @Option(
+        help: """
+            Decode as: bool u16 i16 u32 i32 u64 i64 f32 f64 string:N bit:N u8:high u8:low i8:high i8:low \
+            f16 bcd16 bcd32.
+            """)
     var type: String = "u16"
 
     @Option(help: "Word order of multi-register values: ABCD CDAB BADC DCBA.")
@@ -136,7 +140,9 @@ struct ModbusReadCommand: ParsableCommand {
 
     func validate() throws {
         guard let valueType = ValueType(type) else {
-            throw ValidationError("--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N")
+            throw ValidationError(
+                "--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N bit:N u8:high|low i8:high|low f16 bcd16 bcd32"
+            )
         }
         guard WordOrder(rawValue: order) != nil else {
             throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA")
