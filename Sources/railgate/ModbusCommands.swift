@@ -144,6 +144,9 @@ struct ModbusReadCommand: ParsableCommand {
                 "--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N bit:N u8:high|low i8:high|low f16 bcd16 bcd32"
             )
         }
+        if ["bit", "u8", "i8"].contains(type) {
+            throw ValidationError("--type \(type) needs its part: bit:N (0-15), \(type == "bit" ? "u8:high" : type + ":high") or :low")
+        }
         guard WordOrder(rawValue: order) != nil else {
             throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA")
         }
