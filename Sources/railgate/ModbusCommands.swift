@@ -145,7 +145,10 @@ struct ModbusReadCommand: ParsableCommand {
             )
         }
         if ["bit", "u8", "i8"].contains(type) {
-            throw ValidationError("--type \(type) needs its part: bit:N (0-15), \(type == "bit" ? "u8:high" : type + ":high") or :low")
+            throw ValidationError(
+                type == "bit"
+                    ? "--type bit needs its bit: bit:N (N 0...15, 0 the least significant)"
+                    : "--type \(type) needs its byte: \(type):high or \(type):low")
         }
         guard WordOrder(rawValue: order) != nil else {
             throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA")
