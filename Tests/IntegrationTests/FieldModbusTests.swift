@@ -175,6 +175,122 @@ struct FieldModbusTests {
         try slave.kill()
     }
 
+    @Test("the simulator speaks ASCII over TCP and merges 16 flags and two bytes into their registers")
+    func simulatorASCIIOverTCP() throws {
+        let scratch = Scratch()
+        let pins = [
+            "door_left_open=1", "door_right_open=0", "door_locked=1", "brake_applied=0", "handbrake_on=1",
+            "sensor_fault=1", "door_cycles_today=200", "fault_code=-5", "supply_voltage=24.5",
+            "door_operations=1234", "odometer_km=12345678", "serial_number=20261385", "firmware_version=312",
+        ].flatMap { ["--set", $0] }
+        let simulator = try WagonSimulator(
+            arguments: ["wagon", "--profile", "door-status-panel", "--ascii-over-tcp", "127.0.0.1:0"], units: "3",
+            scratch: scratch, extra: pins + ["--trace"])
+        let config = scratch.write(
+            "gateway-panel.toml",
+            """
+            [gateway]
+            id = "KZ-WAG-PANEL"
+            state_dir = "\(scratch.path)/state"
+            profile_path = ["\(projectRoot)/Firmware-config/profiles"]
+            [upstream]
+            url = "none"
+            [[bus]]
+            name = "panel-server"
+            transport = "ascii-over-tcp"
+            host = "127.0.0.1"
+            port = \(simulator.port)
+            [[device]]
+            name = "doors"
+            bus = "panel-server"
+            unit = 3
+            profile = "door-status-panel"
+            """)
+        let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+        #expect(once.status == 0, "\(once.error)")
+        let record = try JSONReader.parse(String(once.output.split(separator: "\n").first ?? ""))
+        let expected: [String: JSON] = [
+            "door_left_open": .bool(true), "door_right_open": .bool(false), "door_locked": .bool(true),
+            "brake_applied": .bool(false), "handbrake_on": .bool(true), "sensor_fault": .bool(true),
+            "door_cycles_today": .unsigned(200), "fault_code": .integer(-5), "supply_voltage": .number(24.5),
+            "door_operations": .unsigned(1234), "odometer_km": .unsigned(12_345_678),
+        ]
+        for (name, value) in expected {
+            let got = record["values"]?[name]
+            if case .bool = value {
+                #expect(got == value, "\(name): \(String(describing: got))")
+            } else {
+                #expect(got?.doubleValue == value.doubleValue, "\(name): \(String(describing: got))")
+            }
+        }
+        #expect(record["errors"] == nil, "\(String(describing: record["errors"]))")
+        #expect(record["values"]?["serial_number"] == nil)
+        // One request for the 11 polled points (holding 0-5); `run --once` reads no static points.
+        let traced = try eventually("the simulator's trace") { () -> [String]? in
+            let lines = simulator.tracedRequests
+            return lines.isEmpty ? nil : lines
+        }
+        #expect(traced == ["request unit=3 fc=3 address=0 count=6"])
+        try simulator.kill()
+    }
+
+    @Test("static points are read again after a reconnect: a swapped device shows its own serial number")
+    func staticPointsAfterReconnect() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port)
+        let port = freePort()
+        func simulator(serial: Int) throws -> WagonSimulator {
+            try WagonSimulator(
+                arguments: ["wagon", "--profile", "door-status-panel", "--rtu-over-tcp", "127.0.0.1:\(port)"],
+                units: "3", scratch: scratch, extra: ["--set", "serial_number=\(serial)"])
+        }
+        var panel = try simulator(serial: 1111)
+        let config = scratch.write(
+            "gateway-swap.toml",
+            """
+            [gateway]
+            id = "KZ-WAG-SWAP"
+            state_dir = "\(scratch.path)/state"
+            control_socket = "\(scratch.path)/control.sock"
+            profile_path = ["\(projectRoot)/Firmware-config/profiles"]
+            [upstream]
+            url = "mqtt://127.0.0.1:\(broker.port)"
+            batch_interval_ms = 100
+            [[bus]]
+            name = "panel-server"
+            transport = "rtu-over-tcp"
+            host = "127.0.0.1"
+            port = \(port)
+            timeout_ms = 300
+            max_backoff_ms = 500
+            [[device]]
+            name = "doors"
+            bus = "panel-server"
+            unit = 3
+            profile = "door-status-panel"
+            poll_interval_ms = 200
+            """)
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        func serials(_ messages: [Subscriber.Message]) -> [Double] {
+            messages.filter { $0.topic.hasSuffix("/status") }.compactMap {
+                $0.json?["sources"]?["doors"]?["static"]?["serial_number"]?.doubleValue
+            }
+        }
+        try subscriber.waitUntil(seconds: 60) { serials($0).contains(1111) }
+        try panel.kill()
+        panel = try simulator(serial: 2222)
+        try subscriber.waitUntil(seconds: 60) { serials($0).contains(2222) }
+        #expect(serials(subscriber.messages).last == 2222)
+        #expect(
+            subscriber.records.filter { $0["source"] == .string("doors") }.allSatisfy {
+                $0["values"]?["serial_number"] == nil && $0["errors"]?["serial_number"] == nil
+            })
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        try panel.kill()
+    }
+
     @Test("RTU over TCP: a late reply is drained, a mislabelled or appended one refused; the next read is right")
     func rtuOverTCPReplyChecks() throws {
         let slave = try ScriptedSlave(framing: .rtu, served: .hundredTwoHundred) { request, slave in
