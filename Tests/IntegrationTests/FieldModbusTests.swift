@@ -271,7 +271,8 @@ struct FieldModbusTests {
             profile = "door-status-panel"
             poll_interval_ms = 200
             """)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         func serials(_ messages: [Subscriber.Message]) -> [Double] {
             messages.filter { $0.topic.hasSuffix("/status") }.compactMap {
                 $0.json?["sources"]?["doors"]?["static"]?["serial_number"]?.doubleValue
