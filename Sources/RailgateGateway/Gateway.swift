@@ -411,7 +411,8 @@ public enum SinglePoll {
                 let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
                 let record: Record
                 if let connection {
-                    record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now())
+                    record = poller.poll(
+                        over: connection, retries: bus.retries, busy: BusyPolicy(bus: bus), at: WallClock.now())
                     // Say why on stderr: the record only carries "io" or "timeout".
                     if case .sample(_, let errors) = record.body, !errors.isEmpty, let reason = poller.stats.lastError {
                         StandardStreams.error("device \(device.name) (unit \(device.unit)): \(reason)")

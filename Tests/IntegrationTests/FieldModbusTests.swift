@@ -234,6 +234,57 @@ struct FieldModbusTests {
         try simulator.kill()
     }
 
+    @Test("a device answering busy (exception 6) is asked busy_retries more times, busy_retry_ms apart, then busy")
+    func busyDevice() throws {
+        let scratch = Scratch()
+        let scenario = scratch.write(
+            "busy.toml", "[[fault]]\nkind = \"exception\"\ncode = 6\ntable = \"holding\"\naddress = 0\n")
+        let simulator = try WagonSimulator(
+            arguments: ["wagon", "--profile", "door-status-panel", "--rtu-over-tcp", "127.0.0.1:0"], units: "3",
+            scratch: scratch, extra: ["--scenario", scenario, "--trace"])
+        let config = scratch.write(
+            "gateway-busy.toml",
+            """
+            [gateway]
+            id = "KZ-WAG-BUSY"
+            state_dir = "\(scratch.path)/state"
+            profile_path = ["\(projectRoot)/Firmware-config/profiles"]
+            [upstream]
+            url = "none"
+            [[bus]]
+            name = "panel-server"
+            transport = "rtu-over-tcp"
+            host = "127.0.0.1"
+            port = \(simulator.port)
+            retries = 1
+            busy_retries = 2
+            busy_retry_ms = 150
+            [[device]]
+            name = "doors"
+            bus = "panel-server"
+            unit = 3
+            profile = "door-status-panel"
+            """)
+        let started = MonotonicInstant.now()
+        let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+        let elapsedMs = MonotonicInstant.now().milliseconds(since: started)
+        let record = try JSONReader.parse(String(once.output.split(separator: "\n").first ?? ""))
+        guard case .object(let errors)? = record["errors"] else {
+            Issue.record("no errors: \(once.output)")
+            return
+        }
+        #expect(Set(errors.map { $0.1.stringValue ?? "?" }) == ["busy"], "\(once.output)")
+        #expect(errors.count == 11)
+        #expect(elapsedMs >= 300, "two waits of 150 ms")
+        let traced = try eventually("three requests traced") { () -> [String]? in
+            let lines = simulator.tracedRequests
+            return lines.count >= 3 ? lines : nil
+        }
+        // Busy retries, not `retries`: 1 + busy_retries requests.
+        #expect(traced == Array(repeating: "request unit=3 fc=3 address=0 count=6", count: 3))
+        try simulator.kill()
+    }
+
     @Test("static points are read again after a reconnect: a swapped device shows its own serial number")
     func staticPointsAfterReconnect() throws {
         let scratch = Scratch()
