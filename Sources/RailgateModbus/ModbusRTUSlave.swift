@@ -133,6 +133,12 @@ public final class ModbusRTUSlave {
                     if frame.count > 600 { frame.removeAll() }  // noise: no ASCII frame is longer
                 } else if frame.count > 256 {
                     frame.removeAll()  // noise: no RTU frame is longer
+                } else if listener >= 0, frame.count >= 4, ModbusCRC.check(frame), let request = RTURequest(frame) {
+                    // Inside TCP a whole request arrives at once and silence means nothing: answer
+                    // a complete frame with a good CRC now.
+                    frame.removeAll()
+                    let response = respond(request.indication)
+                    if request.indication.unit != 0, let reply = request.reply(response) { write(reply) }
                 }
                 continue
             }
