@@ -347,7 +347,7 @@ struct FieldModbusTests {
     func rtuOverTCPReplyChecks() throws {
         let slave = try ScriptedSlave(framing: .rtu, served: .hundredTwoHundred) { request, slave in
             switch request.index {
-            case 0: [.wait(ms: 700), .send(slave.reply(to: request))]
+            case 0: [.wait(ms: 1500), .send(slave.reply(to: request))]
             case 2: [.send(slave.reply(to: request, unit: 2))]
             case 4: [.send(slave.reply(to: request) + slave.reply(to: request, values: [9999]))]
             case 6: [.close]
@@ -355,9 +355,10 @@ struct FieldModbusTests {
             }
         }
         let connection = try ModbusConnection(
-            endpoint: .rtuOverTCP(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 400)
+            endpoint: .rtuOverTCP(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 1000)
         #expect(throws: ModbusError.self) { try connection.read(.holding, unit: 1, address: 0, count: 1) }
-        // The late 100 arrived during the drain: this read gets its own 200.
+        // The late 100 arrived during the drain (1.5 s after the request, 0.5 s into a drain that
+        // waits for 1 s of silence): this read gets its own 200.
         #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
         do {
             let values = try connection.read(.holding, unit: 1, address: 0, count: 1)
@@ -386,14 +387,14 @@ struct FieldModbusTests {
         let peer = try ScriptedASCIIPeer(device: line.slaveSide) { index, request in
             let body = [request[0], request[1], 2, 0, request[3] == 0 ? 100 : 200]
             switch index {
-            case 0: return (700, ModbusASCII.frame(body))
+            case 0: return (1500, ModbusASCII.frame(body))
             case 2: return (0, ModbusASCII.frame([2] + body.dropFirst()))
             default: return (0, ModbusASCII.frame(body))
             }
         }
         let connection = try ModbusConnection(
             endpoint: .ascii(device: line.masterSide, baud: 19200, parity: .none, dataBits: 8, stopBits: 1),
-            responseTimeoutMs: 400)
+            responseTimeoutMs: 1000)
         #expect(throws: ModbusError.self) { try connection.read(.holding, unit: 1, address: 0, count: 1) }
         #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
         do {
