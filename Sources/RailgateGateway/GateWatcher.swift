@@ -1,6 +1,7 @@
 import Logging
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 /// Watches one barrier's limit switches on its own thread: requests the two lines for edge
 /// events (libgpiod or the simulated chip, behind `GPIOChip`), runs the barrier state machine

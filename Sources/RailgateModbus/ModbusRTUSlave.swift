@@ -1,5 +1,6 @@
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 /// Modbus RTU or ASCII slaves on a serial line (or one end of a pty pair), or behind a TCP
 /// listener (RTU over TCP, ASCII over TCP: a serial device server's view), answering for many

@@ -1,5 +1,6 @@
 import ArgumentParser
 import RailgateCore
+import RailgateSystem
 
 /// `railgate`: the gateway daemon (`run`) and the technician's tools.
 @main

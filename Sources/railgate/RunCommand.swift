@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import RailgateCore
 import RailgateGateway
+import RailgateSystem
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

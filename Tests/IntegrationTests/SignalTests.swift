@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 import Testing
 
 /// A stop must be over well inside the unit's TimeoutStopSec (30 s).
