@@ -1,6 +1,7 @@
 import Foundation
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 import Testing
 
 /// The Python with pymodbus and pyserial that `make pydeps` (part of `make test`) sets up in
