@@ -2,13 +2,16 @@
 
 SWIFT       ?= swift
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev
+DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev python3-venv
 # What `make test-vm` needs beyond them: qemu (TCG), the kit's initramfs (static busybox,
 # cpio), ext4 tools for the disk image (mkfs.ext4, e2fsck, debugfs), strip.
 VM_DEB_PACKAGES := qemu-system-x86 busybox-static cpio e2fsprogs binutils
+## pymodbus, an independent Modbus slave for the tests (RTU over TCP, ASCII), in a venv under .build.
+PYVENV      := .build/pyvenv
+PY_PACKAGES := pymodbus==3.16.1 pyserial==3.5
 BIN         := .build/debug
 
-.PHONY: all deps build test test-vm lint demo bench install clean
+.PHONY: all deps pydeps build test test-vm lint demo bench install clean
 
 all: build
 
@@ -24,9 +27,15 @@ deps:
 build: deps
 	$(SWIFT) build
 
+## The test venv with pymodbus and pyserial from PyPI, made only if they are not importable there.
+pydeps: deps
+	@$(PYVENV)/bin/python -c "import pymodbus, serial" 2>/dev/null || { \
+	  rm -rf $(PYVENV) && python3 -m venv $(PYVENV) && \
+	  $(PYVENV)/bin/python -m pip install -q --disable-pip-version-check $(PY_PACKAGES); }
+
 ## Builds everything and runs every test: unit tests, then integration tests with a real
 ## Mosquitto, the simulators and the daemon as processes.
-test: deps
+test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

@@ -6,23 +6,38 @@ public enum RailgateVersion {
 /// The retained `status` messages: the birth message describing the sources, and the will.
 public enum StatusMessage {
     /// `{"state":"online",...,"sources":{...}}`, published retained on every connect.
-    public static func birth(config: GatewayConfig, started: Timestamp) -> JSON {
+    /// - Parameter statics: the last reading of each device's `poll = "once"` points (by device
+    ///   name, in profile order): a source carries the good ones in `"static"` (values as in a
+    ///   sample) and the failed ones in `"static_errors"` (reasons as in a sample's `errors`).
+    public static func birth(
+        config: GatewayConfig, started: Timestamp,
+        statics: [String: [(name: String, reading: Result<PointValue, ReadFailure>)]] = [:]
+    ) -> JSON {
         var sources: [(String, JSON)] = []
         for device in config.devices {
             let points: [(String, JSON)] = device.profile.points.map { point in
                 var fields: [(String, JSON)] = []
                 if let unit = point.unit { fields.append(("unit", .string(unit))) }
                 fields.append(("type", .string(point.table.holdsBits ? "bool" : point.type.description)))
+                if point.pollOnce { fields.append(("poll", .string("once"))) }
                 return (point.name, .object(fields))
             }
-            sources.append(
-                (
-                    device.name,
-                    .object([
-                        ("kind", .string("modbus")), ("model", .string(device.profile.model)),
-                        ("points", .object(points)),
-                    ])
-                ))
+            var fields: [(String, JSON)] = [
+                ("kind", .string("modbus")), ("model", .string(device.profile.model)), ("points", .object(points)),
+            ]
+            if let readings = statics[device.name] {
+                var values: [(String, JSON)] = []
+                var errors: [(String, JSON)] = []
+                for (name, reading) in readings {
+                    switch reading {
+                    case .success(let value): values.append((name, value.jsonValue))
+                    case .failure(let reason): errors.append((name, .string(reason.description)))
+                    }
+                }
+                fields.append(("static", .object(values)))
+                if !errors.isEmpty { fields.append(("static_errors", .object(errors))) }
+            }
+            sources.append((device.name, .object(fields)))
         }
         for gate in config.gates {
             sources.append((gate.name, .object([("kind", .string("gate"))])))

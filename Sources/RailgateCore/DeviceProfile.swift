@@ -20,12 +20,15 @@ public struct PointDefinition: Sendable, Equatable {
     /// `invalid`: raw bit patterns (see `RegisterCodec.rawPattern`) that mean "no reading"; such a
     /// read is reported in `errors` as `invalid`, never as a value.
     public var invalid: [UInt64]
+    /// `poll = "once"`: a static point (serial number, firmware version) read at start and after
+    /// each reconnect, reported in the birth message under its source and in no sample.
+    public var pollOnce: Bool
 
     public init(
         name: String, table: RegisterTable, address: Int, type: ValueType, order: WordOrder = .abcd,
         scale: Double = 1, offset: Double = 0, unit: String? = nil, deadband: Double? = nil,
         maxSilenceMs: Int? = nil, alarmAbove: Double? = nil, alarmBelow: Double? = nil, alarmHysteresis: Double? = nil,
-        invalid: [UInt64] = []
+        invalid: [UInt64] = [], pollOnce: Bool = false
     ) {
         self.name = name
         self.table = table
@@ -41,6 +44,7 @@ public struct PointDefinition: Sendable, Equatable {
         self.alarmBelow = alarmBelow
         self.alarmHysteresis = alarmHysteresis
         self.invalid = invalid
+        self.pollOnce = pollOnce
     }
 
     /// Registers (or bits) the point occupies: `address ..< address + count`.
@@ -55,9 +59,15 @@ public struct PointDefinition: Sendable, Equatable {
     /// What a poll reports for the point's registers: its engineering value, or why there is none:
     /// `invalid` when the raw pattern is one of the point's sentinels, `nan` or `inf` when a float
     /// (or a scaled value) is not finite. Numbers that go upstream are always finite.
+    /// Packed BCD with a nibble above 9 is `invalid` too.
     public func reading(_ registers: some Collection<UInt16>) -> Result<PointValue, ReadFailure> {
         if !table.holdsBits, !invalid.isEmpty, type.sentinelBits != nil,
             invalid.contains(RegisterCodec.rawPattern(registers, as: type, order: order))
+        {
+            return .failure(.invalid)
+        }
+        if !table.holdsBits, type.isBCD,
+            RegisterCodec.bcd(RegisterCodec.rawPattern(registers, as: type, order: order), digits: 4 * count) == nil
         {
             return .failure(.invalid)
         }
@@ -66,7 +76,9 @@ public struct PointDefinition: Sendable, Equatable {
         return .success(value)
     }
 
-    /// Registers holding `value`: the inverse of `decode`, for simulators.
+    /// Registers holding `value`: the inverse of `decode`, for simulators. A `bit`, `u8` or `i8`
+    /// point fills only its `type.registerMask` of the register; a simulator merges it with the
+    /// register's other points.
     public func encode(_ value: PointValue) -> [UInt16] {
         if table.holdsBits { return [value.numeric.map { $0 != 0 ? 1 : 0 } ?? 0] }
         return RegisterCodec.registers(for: value, as: type, order: order, scale: scale, offset: offset)
@@ -147,11 +159,11 @@ public struct DeviceProfile: Sendable, Equatable {
         let tableName = reader.choice("table", RegisterTable.allCases.map(\.rawValue), required: true)
         let address = reader.integer("address", in: 0...65535, required: true, as: Int.self)
         let typeText = reader.string("type", required: true)
-        let type = typeText.flatMap(ValueType.init)
+        var type = typeText.flatMap(ValueType.init)
         if let typeText, type == nil {
             log.report(
                 reader.line(of: "type"),
-                "type = \"\(typeText)\" is not one of bool, u16, i16, u32, i32, u64, i64, f32, f64, string:N (N 1...125)"
+                "type = \"\(typeText)\" is not one of bool, bit, u8, i8, u16, i16, u32, i32, u64, i64, f16, f32, f64, bcd16, bcd32, string:N (N 1...125)"
             )
         }
         let orderText = reader.choice("order", WordOrder.allCases.map(\.rawValue))
@@ -164,7 +176,27 @@ public struct DeviceProfile: Sendable, Equatable {
         let alarmBelow = reader.double("alarm_below")
         let hysteresis = reader.double("alarm_hysteresis")
         let invalidList = reader.integerArray("invalid")
+        let bit = reader.integer("bit", in: 0...15, as: Int.self)
+        let byteText = reader.choice("byte", RegisterByte.allCases.map(\.rawValue))
+        let pollText = reader.choice("poll", ["every", "once"])
         reader.finish()
+        switch type {
+        case .bit:
+            if let bit {
+                type = .bit(bit)
+            } else {
+                log.report(reader.line(of: "type"), "type = \"bit\" needs bit = 0..15 (0 the least significant)")
+            }
+        case .u8, .i8:
+            if let half = byteText.flatMap(RegisterByte.init(rawValue:)) {
+                type = type == .u8(.low) ? .u8(half) : .i8(half)
+            } else if byteText == nil {
+                log.report(reader.line(of: "type"), "type = \"\(typeText ?? "")\" needs byte = \"high\" or \"low\"")
+            }
+        default:
+            if bit != nil { log.report(reader.line(of: "bit"), "bit applies to type = \"bit\" only") }
+            if byteText != nil { log.report(reader.line(of: "byte"), "byte applies to type = \"u8\" or \"i8\" only") }
+        }
         if let hysteresis, hysteresis < 0 {
             log.report(reader.line(of: "alarm_hysteresis"), "alarm_hysteresis must not be negative")
         }
@@ -182,6 +214,11 @@ public struct DeviceProfile: Sendable, Equatable {
         if let tableName, let table = RegisterTable(rawValue: tableName), let type {
             if table.holdsBits, type != .bool {
                 log.report(reader.line(of: "type"), "a \(tableName) holds single bits: type must be \"bool\"")
+            }
+            if pollText == "once", deadband != nil || alarmAbove != nil || alarmBelow != nil {
+                log.report(
+                    reader.line(of: "poll"),
+                    "poll = \"once\" reports the point in the birth message only: deadband and alarms do not apply")
             }
             if let address, !table.holdsBits, address + type.registerCount > 65536 {
                 log.report(reader.line(of: "address"), "\(type) at address \(address) runs past register 65535")
@@ -224,7 +261,7 @@ public struct DeviceProfile: Sendable, Equatable {
             name: name, table: table, address: address, type: type,
             order: orderText.flatMap(WordOrder.init(rawValue:)) ?? .abcd, scale: scale, offset: offset, unit: unit,
             deadband: deadband, maxSilenceMs: maxSilence, alarmAbove: alarmAbove, alarmBelow: alarmBelow,
-            alarmHysteresis: hysteresis, invalid: invalid)
+            alarmHysteresis: hysteresis, invalid: invalid, pollOnce: pollText == "once")
     }
 
     /// The raw pattern a sentinel from the profile stands for: a 16- or 32-bit pattern

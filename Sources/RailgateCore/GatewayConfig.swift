@@ -111,6 +111,22 @@ public struct UpstreamSettings: Sendable, Equatable {
 public enum BusTransport: Sendable, Equatable {
     case rtu(device: String, baud: Int, parity: Parity, dataBits: Int, stopBits: Int)
     case tcp(host: String, port: Int)
+    /// RTU frames (slave address, CRC-16) inside a TCP stream: a serial device server in
+    /// transparent mode (`transport = "rtu-over-tcp"`).
+    case rtuOverTCP(host: String, port: Int)
+    /// Modbus ASCII on a serial line (`transport = "ascii"`).
+    case ascii(device: String, baud: Int, parity: Parity, dataBits: Int, stopBits: Int)
+    /// Modbus ASCII frames inside a TCP stream (`transport = "ascii-over-tcp"`).
+    case asciiOverTCP(host: String, port: Int)
+
+    /// Whether frames carry a slave address and no transaction id (RTU and ASCII, on a line or in
+    /// TCP): unit ids 1...247, one request at a time.
+    public var isLineFraming: Bool {
+        switch self {
+        case .tcp: false
+        default: true
+        }
+    }
 
     /// Serial parity.
     public enum Parity: String, Sendable, CaseIterable { case none, even, odd }
@@ -129,6 +145,11 @@ public struct BusConfig: Sendable, Equatable {
     /// The pause after each (re)connect before the first request, for devices that ignore the
     /// first requests of a connection (`connect_delay_ms`).
     public var connectDelayMs: Int
+    /// How often a request answered with exception 6 (slave device busy) or 5 (acknowledge) is
+    /// asked again before it counts as failed with reason `busy` (`busy_retries`).
+    public var busyRetries: Int = 3
+    /// The wait before asking a busy device again, in milliseconds (`busy_retry_ms`).
+    public var busyRetryMs: Int = 200
 }
 
 /// `[[device]]`: a slave on a bus, read per its profile.
@@ -290,17 +311,17 @@ public struct ConfigLoader {
                 )
             }
             if let bus, let unit {
-                if case .rtu = bus.transport, unit == 0 {
+                if bus.transport.isLineFraming, unit == 0 {
                     log.report(
                         reader.line(of: "unit"),
                         "unit = 0 is the RTU broadcast address: slaves act on it without answering, so it cannot be polled"
                     )
-                } else if case .rtu = bus.transport, unit > 247 {
+                } else if bus.transport.isLineFraming, unit > 247 {
                     log.report(
                         reader.line(of: "unit"),
                         "unit = \(unit): an RTU slave address is 1...247 (248-255 are reserved)")
                 }
-                if case .rtu = bus.transport, replyUnit != nil {
+                if bus.transport.isLineFraming, replyUnit != nil {
                     log.report(
                         reader.line(of: "reply_unit"),
                         "reply_unit is for TCP gateways that answer with a fixed unit id; on RTU the slave address is checked"
@@ -472,30 +493,41 @@ public struct ConfigLoader {
         var reader = TableReader(table, context: "[[bus]]", log: log)
         let before = log.problems.count
         let name = reader.string("name", required: true)
-        let transportName = reader.choice("transport", ["rtu", "tcp"], required: true)
+        let transportName = reader.choice(
+            "transport", ["rtu", "tcp", "rtu-over-tcp", "ascii", "ascii-over-tcp"], required: true)
         var transport: BusTransport?
         switch transportName {
-        case "rtu":
+        case "rtu", "ascii":
             let device = reader.string("device", required: true)
             let baud = reader.integer("baud", in: 50...4_000_000, as: Int.self) ?? 19200
             let parity =
                 reader.choice("parity", BusTransport.Parity.allCases.map(\.rawValue)).flatMap(BusTransport.Parity.init)
                 ?? .even
-            let dataBits = reader.integer("data_bits", in: 5...8, as: Int.self) ?? 8
+            // Modbus ASCII is specified with 7 data bits; RTU with 8.
+            let dataBits = reader.integer("data_bits", in: 5...8, as: Int.self) ?? (transportName == "ascii" ? 7 : 8)
             let stopBits = reader.integer("stop_bits", in: 1...2, as: Int.self) ?? 1
             for key in ["host", "port"] where reader.has(key) {
-                log.report(reader.line(of: key), "\(key) belongs to a tcp bus; this bus is rtu")
+                log.report(reader.line(of: key), "\(key) belongs to a tcp bus; this bus is \(transportName!)")
             }
             if let device {
-                transport = .rtu(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
+                transport =
+                    transportName == "ascii"
+                    ? .ascii(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
+                    : .rtu(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
             }
-        case "tcp":
+        case "tcp", "rtu-over-tcp", "ascii-over-tcp":
             let host = reader.string("host", required: true)
             let port = reader.integer("port", in: 1...65535, as: Int.self) ?? 502
             for key in ["device", "baud", "parity", "data_bits", "stop_bits"] where reader.has(key) {
-                log.report(reader.line(of: key), "\(key) belongs to an rtu bus; this bus is tcp")
+                log.report(reader.line(of: key), "\(key) belongs to a serial bus; this bus is \(transportName!)")
             }
-            if let host { transport = .tcp(host: host, port: port) }
+            if let host {
+                switch transportName {
+                case "tcp": transport = .tcp(host: host, port: port)
+                case "rtu-over-tcp": transport = .rtuOverTCP(host: host, port: port)
+                default: transport = .asciiOverTCP(host: host, port: port)
+                }
+            }
         default:
             break
         }
@@ -505,6 +537,8 @@ public struct ConfigLoader {
         let delay = reader.integer("inter_request_delay_ms", in: 0...10_000, as: Int.self) ?? 0
         let maxBackoff = reader.integer("max_backoff_ms", in: 100...3_600_000, as: Int.self) ?? 30_000
         let connectDelay = reader.integer("connect_delay_ms", in: 0...60_000, as: Int.self) ?? 0
+        let busyRetries = reader.integer("busy_retries", in: 0...100, as: Int.self) ?? 3
+        let busyRetryMs = reader.integer("busy_retry_ms", in: 1...60_000, as: Int.self) ?? 200
         reader.finish()
         if let name, !Names.isValid(name) {
             log.report(reader.line(of: "name"), "bus name '\(name)' must match [A-Za-z0-9._-]{1,64}")
@@ -512,7 +546,8 @@ public struct ConfigLoader {
         guard log.problems.count == before, let name, let transport else { return nil }
         return BusConfig(
             name: name, transport: transport, timeoutMs: timeout, retries: retries, maxGap: maxGap,
-            interRequestDelayMs: delay, maxBackoffMs: maxBackoff, connectDelayMs: connectDelay)
+            interRequestDelayMs: delay, maxBackoffMs: maxBackoff, connectDelayMs: connectDelay,
+            busyRetries: busyRetries, busyRetryMs: busyRetryMs)
     }
 
     private func parseGate(_ table: TOMLTable, log: ProblemLog) -> GateConfig? {

@@ -1,7 +1,14 @@
-/// How Modbus frames travel: an MBAP header over TCP, or slave address and CRC-16 on a serial line.
+/// How Modbus frames travel: an MBAP header over TCP, slave address and CRC-16 (RTU, on a serial
+/// line or inside a TCP stream), or ASCII: ':' + hex digits + LRC + CR LF (on a line or in TCP).
 public enum ModbusFraming: Sendable, Equatable {
     case tcp
     case rtu
+    case ascii
+
+    /// Whether a frame carries a slave address and no transaction id (RTU, ASCII): one request
+    /// at a time, a late answer is told apart only by silence, so the link is drained after a
+    /// timeout or bad frame; unit ids 0...247.
+    public var isLineFraming: Bool { self != .tcp }
 }
 
 /// Why a reply is not the answer to the request in flight.
@@ -18,8 +25,13 @@ public enum ModbusReplyFault: Sendable, Equatable, CustomStringConvertible {
     case byteCount(expected: Int, got: Int)
     /// The RTU frame's CRC-16 does not match its bytes.
     case crc
-    /// Bytes followed a complete RTU frame: it may have been the late answer to an earlier request.
+    /// Bytes followed a complete RTU or ASCII frame: it may have been the late answer to an earlier request.
     case trailingBytes(Int)
+    /// The ASCII frame's LRC does not match its bytes.
+    case lrc
+    /// An ASCII frame that does not start with ':', has characters other than hex digits, an odd
+    /// number of them, or no CR LF at its end.
+    case asciiSyntax
 
     public var description: String {
         switch self {
@@ -30,6 +42,8 @@ public enum ModbusReplyFault: Sendable, Equatable, CustomStringConvertible {
         case .byteCount(let expected, let got): "byte count \(got) instead of \(expected)"
         case .crc: "CRC mismatch"
         case .trailingBytes(let count): "\(count) bytes after the reply frame"
+        case .lrc: "LRC mismatch"
+        case .asciiSyntax: "not a Modbus ASCII frame"
         }
     }
 }
@@ -55,7 +69,7 @@ public enum ModbusReplyVerdict: Sendable, Equatable {
 public struct ModbusReadFrame: Sendable, Equatable {
     public var framing: ModbusFraming
     public var table: RegisterTable
-    /// The unit id (slave address) the request is sent to: 0...255 on TCP, 0...247 on RTU.
+    /// The unit id (slave address) the request is sent to: 0...255 on TCP, 0...247 on RTU and ASCII.
     public var unit: UInt8
     /// The unit id the reply must carry: `unit`, unless a TCP gateway answers every unit with a
     /// fixed one (`reply_unit`); the reply is then still matched by transaction id.
@@ -92,7 +106,8 @@ public struct ModbusReadFrame: Sendable, Equatable {
     /// The data bytes a correct reply carries: 2 per register, 1 per 8 bits.
     public var expectedByteCount: Int { table.holdsBits ? (Int(count) + 7) / 8 : Int(count) * 2 }
 
-    /// The request ADU: MBAP header + PDU on TCP, address + PDU + CRC-16 (low byte first) on RTU.
+    /// The request ADU: MBAP header + PDU on TCP, address + PDU + CRC-16 (low byte first) on RTU,
+    /// ':' + address and PDU and LRC as upper-case hex digits + CR LF on ASCII.
     public var bytes: [UInt8] {
         let pdu: [UInt8] = [
             functionCode, UInt8(address >> 8), UInt8(address & 0xFF), UInt8(count >> 8), UInt8(count & 0xFF),
@@ -104,6 +119,8 @@ public struct ModbusReadFrame: Sendable, Equatable {
             let body = [unit] + pdu
             let crc = ModbusCRC16.checksum(body)
             return body + [UInt8(crc & 0xFF), UInt8(crc >> 8)]
+        case .ascii:
+            return ModbusASCII.frame([unit] + pdu)
         }
     }
 
@@ -112,6 +129,7 @@ public struct ModbusReadFrame: Sendable, Equatable {
         switch framing {
         case .tcp: examineTCP(reply)
         case .rtu: examineRTU(reply)
+        case .ascii: examineASCII(reply)
         }
     }
 
@@ -184,6 +202,46 @@ public struct ModbusReadFrame: Sendable, Equatable {
         return .values(decode(frame.dropFirst(3).dropLast(2)), frameLength: frameLength)
     }
 
+    /// ASCII: the frame must start at the first byte with ':' and end with CR LF, all between in
+    /// hex digit pairs; then slave address, function code, byte count and LRC as on RTU, and
+    /// nothing after the LF.
+    private func examineASCII(_ reply: ArraySlice<UInt8>) -> ModbusReplyVerdict {
+        guard let first = reply.first else { return .needMore(1) }
+        guard first == UInt8(ascii: ":") else { return .reject(.asciiSyntax, frameLength: nil) }
+        // The longest reply: ':' + 2 x (address, function, count, 250 data bytes, LRC) + CR LF.
+        let longest = 1 + 2 * 254 + 2
+        guard let newline = reply.firstIndex(of: 0x0A) else {
+            return reply.count >= longest ? .reject(.asciiSyntax, frameLength: nil) : .needMore(reply.count + 1)
+        }
+        let frameLength = newline - reply.startIndex + 1
+        guard let bytes = ModbusASCII.bytes(of: reply.prefix(frameLength)), bytes.count >= 3 else {
+            return .reject(.asciiSyntax, frameLength: nil)
+        }
+        guard bytes[0] == replyUnit else { return .reject(.unit(expected: replyUnit, got: bytes[0]), frameLength: nil) }
+        let function = bytes[1]
+        let dataEnd: Int
+        if function == functionCode | 0x80 {
+            guard bytes.count == 4 else { return .reject(.length(bytes.count), frameLength: nil) }
+            dataEnd = 3
+        } else {
+            guard function == functionCode else {
+                return .reject(.function(expected: functionCode, got: function), frameLength: nil)
+            }
+            let byteCount = Int(bytes[2])
+            guard byteCount == expectedByteCount else {
+                return .reject(.byteCount(expected: expectedByteCount, got: byteCount), frameLength: nil)
+            }
+            guard bytes.count == 3 + byteCount + 1 else { return .reject(.length(bytes.count), frameLength: nil) }
+            dataEnd = 3 + byteCount
+        }
+        guard ModbusASCII.lrc(bytes[..<dataEnd]) == bytes[dataEnd] else { return .reject(.lrc, frameLength: nil) }
+        guard reply.count == frameLength else {
+            return .reject(.trailingBytes(reply.count - frameLength), frameLength: nil)
+        }
+        if function == functionCode | 0x80 { return .exception(bytes[2], frameLength: frameLength) }
+        return .values(decode(bytes[3..<dataEnd]), frameLength: frameLength)
+    }
+
     /// Registers big-endian, two bytes each; bits least significant first, eight per byte.
     private func decode(_ data: ArraySlice<UInt8>) -> [UInt16] {
         let bytes = Array(data)
@@ -203,5 +261,56 @@ public enum ModbusCRC16 {
             for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0xA001 : crc >> 1 }
         }
         return crc
+    }
+}
+
+/// Modbus ASCII framing (Modbus over serial line, 2.5.2): ':' then every byte of address, PDU and
+/// LRC as two upper-case hex digits, then CR LF.
+public enum ModbusASCII {
+    /// The LRC: the two's complement of the 8-bit sum of the bytes.
+    public static func lrc(_ bytes: some Sequence<UInt8>) -> UInt8 {
+        0 &- bytes.reduce(UInt8(0)) { $0 &+ $1 }
+    }
+
+    /// The ASCII frame of `body` (address and PDU), LRC appended.
+    public static func frame(_ body: [UInt8]) -> [UInt8] {
+        let digits = Array("0123456789ABCDEF".utf8)
+        var frame: [UInt8] = [UInt8(ascii: ":")]
+        for byte in body + [lrc(body)] {
+            frame.append(digits[Int(byte >> 4)])
+            frame.append(digits[Int(byte & 0x0F)])
+        }
+        return frame + [0x0D, 0x0A]
+    }
+
+    /// The bytes (address, PDU, LRC) of one whole frame, ':' to LF; nil if it is not one (no ':'
+    /// first, no CR LF last, a character other than a hex digit, an odd number of digits).
+    /// Lower-case hex digits are accepted.
+    public static func bytes(of frame: some Collection<UInt8>) -> [UInt8]? {
+        let characters = Array(frame)
+        guard characters.count >= 3, characters.first == UInt8(ascii: ":"), characters.suffix(2) == [0x0D, 0x0A]
+        else { return nil }
+        let digits = characters[1..<(characters.count - 2)]
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        var index = digits.startIndex
+        while index < digits.endIndex {
+            guard let high = value(ofHexDigit: digits[index]), let low = value(ofHexDigit: digits[index + 1]) else {
+                return nil
+            }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        return bytes
+    }
+
+    static func value(ofHexDigit character: UInt8) -> UInt8? {
+        switch character {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
+        default: nil
+        }
     }
 }

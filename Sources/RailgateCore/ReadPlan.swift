@@ -56,15 +56,19 @@ public struct RequestLimits: Sendable, Equatable {
 }
 
 /// Plans the fewest read requests for a profile's points: per table, neighbours merged across
-/// gaps of at most `maxGap` unused registers, within the per-request limits. Pure; computed once
-/// per device.
+/// gaps of at most `maxGap` unused registers, within the per-request limits. Points that share a
+/// register (the `bit` flags and `u8`/`i8` halves of one status register) cost that register once.
+/// Pure; computed once per device.
 public enum ReadPlanner {
+    /// - Parameter including: which points to plan for (all by default; the poller plans its
+    ///   `poll = "once"` points apart from the others). Indices stay those of `points`.
     public static func plan(
-        _ points: [PointDefinition], maxGap: Int, limits: RequestLimits = .protocolMaximum
+        _ points: [PointDefinition], maxGap: Int, limits: RequestLimits = .protocolMaximum,
+        including: (PointDefinition) -> Bool = { _ in true }
     ) -> [ReadRequest] {
         var requests: [ReadRequest] = []
         for table in RegisterTable.allCases {
-            let indices = points.indices.filter { points[$0].table == table }
+            let indices = points.indices.filter { points[$0].table == table && including(points[$0]) }
                 .sorted { (points[$0].address, $0) < (points[$1].address, $1) }
             let limit = limits.items(for: table)
             var current: ReadRequest?

@@ -22,6 +22,9 @@ public enum ReadFailure: Error, Sendable, Hashable, CustomStringConvertible {
     case inf
     /// The raw value is one of the point's `invalid` sentinels ("no sensor", "no reading").
     case invalid
+    /// The slave answered exception 6 (slave device busy) or 5 (acknowledge) to every attempt
+    /// (`busy_retries` + 1, `busy_retry_ms` apart).
+    case busy
 
     public var description: String {
         switch self {
@@ -32,6 +35,7 @@ public enum ReadFailure: Error, Sendable, Hashable, CustomStringConvertible {
         case .nan: "nan"
         case .inf: "inf"
         case .invalid: "invalid"
+        case .busy: "busy"
         }
     }
 }

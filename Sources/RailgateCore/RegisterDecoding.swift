@@ -9,16 +9,40 @@ public enum RegisterTable: String, Sendable, CaseIterable, Hashable {
     public var maxItemsPerRequest: Int { holdsBits ? 2000 : 125 }
 }
 
+/// Which half of a register an 8-bit point is (`byte = "high" | "low"`).
+public enum RegisterByte: String, Sendable, Hashable, CaseIterable {
+    case high, low
+}
+
 /// The type a point's registers are decoded as (`type` in a profile).
 public enum ValueType: Sendable, Hashable, CustomStringConvertible {
     case bool, u16, i16, u32, i32, u64, i64, f32, f64
     /// `string:N`: N registers, two characters each (high byte first, or low byte first with
     /// `order = "BADC"`), cut at the first NUL.
     case string(registers: Int)
+    /// `bit` with `bit = 0..15`: one bit of a holding or input register (0 the least
+    /// significant), read as a boolean; several flags of one register share its read.
+    case bit(Int)
+    /// `u8` / `i8` with `byte = "high" | "low"`: one byte of a register.
+    case u8(RegisterByte)
+    case i8(RegisterByte)
+    /// IEEE 754 half precision (binary16) in one register.
+    case f16
+    /// Packed BCD: 4 decimal digits in one register (0...9999), 8 in two (0...99999999); a
+    /// nibble above 9 is no reading (`invalid`).
+    case bcd16, bcd32
 
-    /// Parses a profile's `type` value: `u16`, `f32`, `string:8`, ...
+    /// Parses a profile's `type` value: `u16`, `f32`, `string:8`, ... `bit`, `u8` and `i8` take
+    /// their bit or byte from the profile's `bit` and `byte` keys (they parse here as bit 0 and
+    /// the low byte); `modbus read --type` also takes `bit:N`, `u8:high`, `i8:low`.
     public init?(_ text: String) {
         switch text {
+        case "bit": self = .bit(0)
+        case "u8": self = .u8(.low)
+        case "i8": self = .i8(.low)
+        case "f16": self = .f16
+        case "bcd16": self = .bcd16
+        case "bcd32": self = .bcd32
         case "bool": self = .bool
         case "u16": self = .u16
         case "i16": self = .i16
@@ -29,6 +53,15 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
         case "f32": self = .f32
         case "f64": self = .f64
         default:
+            if text.hasPrefix("bit:"), let bit = Int(text.dropFirst(4)), (0...15).contains(bit) {
+                self = .bit(bit)
+                return
+            }
+            for (prefix, make) in [("u8:", ValueType.u8), ("i8:", ValueType.i8)] where text.hasPrefix(prefix) {
+                guard let half = RegisterByte(rawValue: String(text.dropFirst(3))) else { return nil }
+                self = make(half)
+                return
+            }
             guard text.hasPrefix("string:"), let count = Int(text.dropFirst(7)), (1...125).contains(count) else {
                 return nil
             }
@@ -48,14 +81,39 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
         case .f32: "f32"
         case .f64: "f64"
         case .string(let n): "string:\(n)"
+        case .bit: "bit"
+        case .u8: "u8"
+        case .i8: "i8"
+        case .f16: "f16"
+        case .bcd16: "bcd16"
+        case .bcd32: "bcd32"
+        }
+    }
+
+    /// The profile's spelling of the type for messages: `bit 3`, `u8 (high byte)`, else `description`.
+    public var detail: String {
+        switch self {
+        case .bit(let bit): "bit \(bit)"
+        case .u8(let half), .i8(let half): "\(description) (\(half.rawValue) byte)"
+        default: description
+        }
+    }
+
+    /// The bits of its register a point of this type uses, for types that share a register
+    /// (`bit`, `u8`, `i8`); nil when the point owns its registers.
+    public var registerMask: UInt16? {
+        switch self {
+        case .bit(let bit): 1 << UInt16(bit)
+        case .u8(let half), .i8(let half): half == .high ? 0xFF00 : 0x00FF
+        default: nil
         }
     }
 
     /// Registers (or bits, for a bool in a bit table) the value occupies.
     public var registerCount: Int {
         switch self {
-        case .bool, .u16, .i16: 1
-        case .u32, .i32, .f32: 2
+        case .bool, .u16, .i16, .bit, .u8, .i8, .f16, .bcd16: 1
+        case .u32, .i32, .f32, .bcd32: 2
         case .u64, .i64, .f64: 4
         case .string(let n): n
         }
@@ -64,7 +122,7 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
     /// Whether the type is a number of two or four registers (every `order` applies to it).
     public var isMultiRegisterNumber: Bool {
         switch self {
-        case .u32, .i32, .f32, .u64, .i64, .f64: true
+        case .u32, .i32, .f32, .u64, .i64, .f64, .bcd32: true
         default: false
         }
     }
@@ -76,11 +134,13 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
     /// - `string:N`: `ABCD` and `BADC`/`DCBA` (low byte of each register first); text is always
     ///   read in register address order, so `CDAB` has no meaning.
     /// - `bool`: `ABCD` only (any non-zero register or bit is true; bytes have no order).
+    /// - `bit`, `u8`, `i8`: `ABCD` only (`bit` and `byte` name the bits of the register itself).
+    /// - `f16`, `bcd16`: like `u16`; `bcd32`: all four, like `u32`.
     public var allowedOrders: [WordOrder] {
         switch self {
-        case .bool: [.abcd]
-        case .u16, .i16, .string: [.abcd, .badc, .dcba]
-        case .u32, .i32, .f32, .u64, .i64, .f64: WordOrder.allCases
+        case .bool, .bit, .u8, .i8: [.abcd]
+        case .u16, .i16, .string, .f16, .bcd16: [.abcd, .badc, .dcba]
+        case .u32, .i32, .f32, .u64, .i64, .f64, .bcd32: WordOrder.allCases
         }
     }
 
@@ -88,21 +148,30 @@ public enum ValueType: Sendable, Hashable, CustomStringConvertible {
     /// sentinels do not apply (`bool`, `string:N`).
     public var sentinelBits: Int? {
         switch self {
-        case .u16, .i16: 16
-        case .u32, .i32, .f32: 32
+        case .u8, .i8: 8
+        case .u16, .i16, .f16, .bcd16: 16
+        case .u32, .i32, .f32, .bcd32: 32
         case .u64, .i64, .f64: 64
-        case .bool, .string: nil
+        case .bool, .string, .bit: nil
         }
     }
 
     /// Whether the raw pattern is signed, so that `invalid` may also give the signed value
     /// (`-32768` for an `i16`'s `0x8000`).
-    public var isSignedInteger: Bool { self == .i16 || self == .i32 || self == .i64 }
+    public var isSignedInteger: Bool {
+        switch self {
+        case .i8, .i16, .i32, .i64: true
+        default: false
+        }
+    }
+
+    /// Whether the type is packed BCD, whose raw pattern may hold a nibble that is no digit.
+    public var isBCD: Bool { self == .bcd16 || self == .bcd32 }
 
     /// Whether the decoded value is a number that `scale`, `offset`, deadbands and alarms apply to.
     public var isNumeric: Bool {
         switch self {
-        case .bool, .string: false
+        case .bool, .string, .bit: false
         default: true
         }
     }
@@ -196,6 +265,14 @@ public enum RegisterCodec {
     public static func rawPattern(_ registers: some Collection<UInt16>, as type: ValueType, order: WordOrder) -> UInt64
     {
         precondition(registers.count == type.registerCount, "wrong register count for \(type)")
+        switch type {
+        case .u8(let half), .i8(let half):
+            let word = registers.first!
+            return UInt64(half == .high ? word >> 8 : word & 0xFF)
+        case .bit(let bit):
+            return UInt64(registers.first! >> UInt16(bit) & 1)
+        default: break
+        }
         if type.registerCount == 1 {
             let word = registers.first!
             return UInt64(order.bytesSwapped ? word.byteSwapped : word)
@@ -210,11 +287,24 @@ public enum RegisterCodec {
         switch type {
         case .bool:
             return .bool(registers.first! != 0)
+        case .bit:
+            return .bool(rawPattern(registers, as: type, order: order) != 0)
         case .string:
             return .text(text(registers, order: order))
-        case .u16, .i16, .u32, .i32, .f32, .u64, .i64, .f64:
+        case .bcd16, .bcd32:
+            // An invalid nibble reads NaN here; `PointDefinition.reading` reports it as `invalid`.
+            let bits = rawPattern(registers, as: type, order: order)
+            return bcd(bits, digits: type.registerCount * 4).map { .unsigned($0) } ?? .number(.nan)
+        case .f16:
+            let bits = rawPattern(registers, as: type, order: order)
+            let half = Float16(bitPattern: UInt16(truncatingIfNeeded: bits))
+            // Through its shortest decimal form, so 0x3555 reads 0.3333, not 0.333251953125.
+            return .number(half.isFinite ? Double(half.description) ?? Double(half) : Double(half))
+        case .u8, .i8, .u16, .i16, .u32, .i32, .f32, .u64, .i64, .f64:
             let bits = rawPattern(registers, as: type, order: order)
             switch type {
+            case .u8: return .unsigned(bits)
+            case .i8: return .integer(Int64(Int8(bitPattern: UInt8(truncatingIfNeeded: bits))))
             case .u16: return .unsigned(bits)
             case .i16: return .integer(Int64(Int16(bitPattern: UInt16(truncatingIfNeeded: bits))))
             case .u32, .u64: return .unsigned(bits)
@@ -224,6 +314,17 @@ public enum RegisterCodec {
             default: return .number(Double(bitPattern: bits))
             }
         }
+    }
+
+    /// The number packed BCD digits stand for (`0x1234` -> 1234), or nil when a nibble is above 9.
+    public static func bcd(_ pattern: UInt64, digits: Int) -> UInt64? {
+        var value: UInt64 = 0
+        for index in stride(from: digits - 1, through: 0, by: -1) {
+            let digit = pattern >> UInt64(4 * index) & 0xF
+            guard digit <= 9 else { return nil }
+            value = value * 10 + digit
+        }
+        return value
     }
 
     /// The text of a `string:N` point as devices send it: two bytes a register, high byte first
@@ -251,7 +352,7 @@ public enum RegisterCodec {
         guard type.isNumeric, scale != 1 || offset != 0, let number = raw.numeric else { return raw }
         let scaled = number * scale + offset
         switch type {
-        case .f32, .f64: return .number(scaled)
+        case .f16, .f32, .f64: return .number(scaled)
         default: return .number(round(scaled, decimals: max(decimals(of: scale), decimals(of: offset))))
         }
     }
@@ -271,6 +372,23 @@ public enum RegisterCodec {
         let bits: UInt64
         switch type {
         case .bool: return [raw != 0 ? 1 : 0]
+        case .bit(let bit): return [raw != 0 ? 1 << UInt16(bit) : 0]
+        case .u8(let half), .i8(let half):
+            let byte =
+                type.isSignedInteger
+                ? UInt16(UInt8(bitPattern: Int8(clamping: Int64(saturating: raw.rounded()))))
+                : UInt16(UInt8(clamping: Int64(saturating: raw.rounded())))
+            return [half == .high ? byte << 8 : byte]
+        case .f16: bits = UInt64(Float16(raw).bitPattern)
+        case .bcd16, .bcd32:
+            let digits = type.registerCount * 4
+            var number = UInt64(clamping: Int64(saturating: raw.rounded()))
+            var packed: UInt64 = 0
+            for index in 0..<digits {
+                packed |= (number % 10) << UInt64(4 * index)
+                number /= 10
+            }
+            bits = packed
         case .u16: bits = UInt64(UInt16(clamping: Int64(saturating: raw.rounded())))
         case .i16: bits = UInt64(UInt16(bitPattern: Int16(clamping: Int64(saturating: raw.rounded()))))
         case .u32: bits = UInt64(UInt32(clamping: Int64(saturating: raw.rounded())))

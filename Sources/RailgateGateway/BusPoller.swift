@@ -31,13 +31,20 @@ final class BusPoller: @unchecked Sendable {
     private var pollers: [DevicePoller]
     private var utilisation = 0.0
     private var snapshot: [(name: String, stats: DeviceStats)]
+    /// Told each new reading of a device's `poll = "once"` points (device name, readings), from
+    /// the bus thread.
+    private let onStatic: @Sendable (String, [(name: String, reading: Result<PointValue, ReadFailure>)]) -> Void
 
     /// - Parameter alarms: alarms raised before (a restart or reload), by device and point: not raised again.
     init(
         bus: BusConfig, devices: [DeviceConfig], sink: any RecordSink, logger: Logger,
-        alarms: [String: [EdgeFilter.RaisedAlarm]] = [:]
+        alarms: [String: [EdgeFilter.RaisedAlarm]] = [:],
+        onStatic: @escaping @Sendable (String, [(name: String, reading: Result<PointValue, ReadFailure>)]) -> Void = {
+            _, _ in
+        }
     ) {
         self.bus = bus
+        self.onStatic = onStatic
         self.sink = sink
         self.logger = logger
         let now = MonotonicInstant.now()
@@ -74,6 +81,9 @@ final class BusPoller: @unchecked Sendable {
             return
         }
         connection.pause = { [worker] deadline in worker.wait(until: deadline) }
+        let busy = BusyPolicy(bus: bus) { [worker] deadline in worker.wait(until: deadline) }
+        // The connection count at which each device's static points were last read.
+        var staticConnects = [Int](repeating: -1, count: pollers.count)
         var windowStart = MonotonicInstant.now()
         var busyNanoseconds: Int64 = 0
         var wasDown = false
@@ -82,7 +92,26 @@ final class BusPoller: @unchecked Sendable {
             let due = poller.nextDue
             guard worker.wait(until: due) else { break }
             let started = MonotonicInstant.now()
-            let record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now())
+            let wasAnswering = poller.stats.consecutiveFailures == 0
+            let record = poller.poll(over: connection, retries: bus.retries, busy: busy, at: WallClock.now())
+            if let index = pollers.firstIndex(where: { $0 === poller }), !poller.staticRequests.isEmpty,
+                !worker.isStopping
+            {
+                // Static points, read while the device answers: at start, after a reconnect, when
+                // it answers again after being down (it may have been replaced), and until every
+                // one has a value.
+                let answering = poller.stats.consecutiveFailures == 0
+                let due =
+                    answering
+                    && (staticConnects[index] != connection.connects || !wasAnswering || !poller.staticComplete)
+                if due {
+                    let before = poller.staticReadings.map(Self.describe)
+                    if let readings = poller.readStatic(over: connection, retries: bus.retries, busy: busy) {
+                        staticConnects[index] = connection.connects
+                        if Self.describe(readings) != before { onStatic(poller.device.name, readings) }
+                    }
+                }
+            }
             let finished = MonotonicInstant.now()
             // A stop cut a pause short: the poll's errors say "stopping", not something about the device.
             if worker.isStopping, case .sample(_, let errors) = record.body, !errors.isEmpty { break }
@@ -120,6 +149,16 @@ final class BusPoller: @unchecked Sendable {
             }
         }
         connection.disconnect()
+    }
+
+    /// A comparable rendering of static readings.
+    private static func describe(_ readings: [(name: String, reading: Result<PointValue, ReadFailure>)]) -> String {
+        readings.map { reading in
+            switch reading.reading {
+            case .success(let value): "\(reading.name)=\(value)"
+            case .failure(let reason): "\(reading.name)!\(reason)"
+            }
+        }.joined(separator: ",")
     }
 }
 

@@ -21,6 +21,42 @@ public struct DeviceStats: Sendable, Equatable {
     public var requests = 0
 }
 
+/// How a poll treats a device that answers exception 6 (slave device busy) or 5 (acknowledge):
+/// asked again `retries` times, `waitMs` apart, waiting through `pause` (false: stop waiting).
+public struct BusyPolicy {
+    public var retries: Int
+    public var waitMs: Int
+    public var pause: (MonotonicInstant) -> Bool
+
+    /// By default `pause` sleeps until the instant (`nanosleep`).
+    public init(retries: Int = 3, waitMs: Int = 200, pause: @escaping (MonotonicInstant) -> Bool = BusyPolicy.sleep) {
+        self.retries = retries
+        self.waitMs = waitMs
+        self.pause = pause
+    }
+
+    /// The bus's `busy_retries` and `busy_retry_ms`, waiting through `pause`.
+    public init(bus: BusConfig, pause: @escaping (MonotonicInstant) -> Bool = BusyPolicy.sleep) {
+        self.init(retries: bus.busyRetries, waitMs: bus.busyRetryMs, pause: pause)
+    }
+
+    /// Sleeps until `deadline`; always true.
+    public static func sleep(until deadline: MonotonicInstant) -> Bool {
+        let nanoseconds = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
+        if nanoseconds > 0 {
+            var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+            var remaining = timespec()
+            while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
+        }
+        return true
+    }
+
+    /// Whether the slave said "busy, ask again later" (exception 6 or 5).
+    static func isBusy(_ error: ModbusError) -> Bool {
+        error.kind == .exception(6) || error.kind == .exception(5)
+    }
+}
+
 /// Polls one device: reads its planned requests, decodes its points, and turns the poll into a
 /// `sample` record. Owned by its bus's thread.
 public final class DevicePoller {
@@ -28,6 +64,10 @@ public final class DevicePoller {
     /// The read plan: planned once from the profile within the device's request limits, then
     /// refined by what the device refused (see `poll`).
     public private(set) var requests: [ReadRequest]
+    /// The requests of the `poll = "once"` points, read by `readStatic`.
+    public let staticRequests: [ReadRequest]
+    /// The static points' last reading (nil until read), in profile order.
+    public private(set) var staticReadings: [(name: String, reading: Result<PointValue, ReadFailure>)]?
     /// The longest reads the device has answered, of bits and of registers.
     private var planNotes: [String] = []
     private var largestAnsweredBits = 0
@@ -39,7 +79,12 @@ public final class DevicePoller {
 
     public init(device: DeviceConfig, maxGap: Int, firstDue: MonotonicInstant) {
         self.device = device
-        requests = ReadPlanner.plan(device.profile.points, maxGap: maxGap, limits: device.requestLimits)
+        requests = ReadPlanner.plan(device.profile.points, maxGap: maxGap, limits: device.requestLimits) {
+            !$0.pollOnce
+        }
+        staticRequests = ReadPlanner.plan(device.profile.points, maxGap: maxGap, limits: device.requestLimits) {
+            $0.pollOnce
+        }
         nextDue = firstDue
         edge = EdgeFilter(profile: device.profile)
     }
@@ -56,22 +101,17 @@ public final class DevicePoller {
     /// errors. A device silent on its first request is not asked the rest (each would cost the
     /// line a timeout).
     /// The transport paces the line (`inter_request_delay_ms` between any two requests of the bus).
-    public func poll(over transport: any ModbusTransport, retries: Int, at timestamp: Timestamp) -> Record {
+    /// A request answered "busy" (exception 6 or 5) is asked again after `busy.waitMs`, up to
+    /// `busy.retries` times, before its points fail with `busy`. `poll = "once"` points are not
+    /// read here (see `readStatic`) and appear in no sample.
+    public func poll(
+        over transport: any ModbusTransport, retries: Int, busy: BusyPolicy = BusyPolicy(), at timestamp: Timestamp
+    ) -> Record {
         let points = device.profile.points
         var results = [Result<PointValue, ReadFailure>?](repeating: nil, count: points.count)
         var failure: ModbusError?
         func read(_ table: RegisterTable, _ address: Int, _ count: Int) -> Result<[UInt16], ModbusError> {
-            var attempt = 0
-            while true {
-                stats.requests += 1
-                do throws(ModbusError) {
-                    return .success(try transport.read(table, unit: device.unit, address: address, count: count))
-                } catch {
-                    let retryable = error.kind == .timeout || error.kind == .crc || error.kind == .badReply
-                    guard retryable, attempt < retries else { return .failure(error) }
-                    attempt += 1
-                }
-            }
+            readRegisters(transport, retries: retries, busy: busy, table, address, count)
         }
         // Requests the device refused are halved until the parts are answered; what is learnt
         // replaces the request in the plan, so later polls ask for the parts straight away.
@@ -107,7 +147,8 @@ public final class DevicePoller {
                 return partAnswered || error.kind != .exception(4) ? parts : [(request, false)]
             case .failure(let error):
                 failure = error
-                for index in request.pointIndices { results[index] = .failure(error.readFailure) }
+                let reason: ReadFailure = BusyPolicy.isBusy(error) ? .busy : error.readFailure
+                for index in request.pointIndices { results[index] = .failure(reason) }
                 if error.kind == .connection || error.kind == .setup || (error.kind == .timeout && !answered) {
                     // The link is down, or the device is silent from its first request: the remaining
                     // requests would fail the same way, each costing a timeout of the shared line.
@@ -127,7 +168,7 @@ public final class DevicePoller {
         if split { learn(outcomes) }
         var values: [(String, PointValue)] = []
         var errors: [(String, ReadFailure)] = []
-        for (index, result) in results.enumerated() {
+        for (index, result) in results.enumerated() where !points[index].pollOnce {
             switch result {
             case .success(let value): values.append((points[index].name, value))
             case .failure(let reason): errors.append((points[index].name, reason))
@@ -143,6 +184,65 @@ public final class DevicePoller {
             stats.consecutiveFailures = values.isEmpty ? stats.consecutiveFailures + 1 : 0
         }
         return Record(timestamp: timestamp, source: device.name, body: .sample(values: values, errors: errors))
+    }
+
+    /// One request with up to `retries` retries on timeouts and garbled replies, and up to
+    /// `busy.retries` more, `busy.waitMs` apart, while the slave answers exception 6 or 5.
+    private func readRegisters(
+        _ transport: any ModbusTransport, retries: Int, busy: BusyPolicy, _ table: RegisterTable, _ address: Int,
+        _ count: Int
+    ) -> Result<[UInt16], ModbusError> {
+        var attempt = 0
+        var busyAttempt = 0
+        while true {
+            stats.requests += 1
+            do throws(ModbusError) {
+                return .success(try transport.read(table, unit: device.unit, address: address, count: count))
+            } catch {
+                if BusyPolicy.isBusy(error) {
+                    guard busyAttempt < busy.retries,
+                        busy.pause(MonotonicInstant.now().adding(milliseconds: busy.waitMs))
+                    else { return .failure(error) }
+                    busyAttempt += 1
+                    continue
+                }
+                let retryable = error.kind == .timeout || error.kind == .crc || error.kind == .badReply
+                guard retryable, attempt < retries else { return .failure(error) }
+                attempt += 1
+            }
+        }
+    }
+
+    /// Reads the `poll = "once"` points (serial number, firmware version): each request with the
+    /// poll's retries, no halving. Returns the readings in profile order (also kept in
+    /// `staticReadings`), or nil when the device has none.
+    public func readStatic(
+        over transport: any ModbusTransport, retries: Int, busy: BusyPolicy = BusyPolicy()
+    ) -> [(name: String, reading: Result<PointValue, ReadFailure>)]? {
+        guard !staticRequests.isEmpty else { return nil }
+        let points = device.profile.points
+        var results: [Int: Result<PointValue, ReadFailure>] = [:]
+        for request in staticRequests {
+            switch readRegisters(transport, retries: retries, busy: busy, request.table, request.address, request.count)
+            {
+            case .success(let registers):
+                for index in request.pointIndices {
+                    let start = points[index].address - request.address
+                    results[index] = points[index].reading(registers[start..<(start + points[index].count)])
+                }
+            case .failure(let error):
+                let reason: ReadFailure = BusyPolicy.isBusy(error) ? .busy : error.readFailure
+                for index in request.pointIndices { results[index] = .failure(reason) }
+            }
+        }
+        let readings = results.keys.sorted().map { (name: points[$0].name, reading: results[$0]!) }
+        staticReadings = readings
+        return readings
+    }
+
+    /// Whether every static point has a value (false before the first `readStatic`).
+    public var staticComplete: Bool {
+        staticReadings?.allSatisfy { if case .success = $0.reading { true } else { false } } ?? staticRequests.isEmpty
     }
 
     /// Replaces the plan with the parts a poll's refused requests were split into. Answered

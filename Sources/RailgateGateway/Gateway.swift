@@ -31,6 +31,8 @@ public final class Gateway: @unchecked Sendable {
     private var control: ControlServer?
     private var metrics: MetricsServer?
     private let supervisor: Supervisor
+    /// The last reading of each device's `poll = "once"` points, for the birth message (guarded by `lock`).
+    private var statics: [String: [(name: String, reading: Result<PointValue, ReadFailure>)]] = [:]
     /// The service being stopped now, for the log line when the stop deadline passes.
     private var stopping: String?
 
@@ -198,6 +200,16 @@ public final class Gateway: @unchecked Sendable {
         try startServices(fresh, uplink: kept)
     }
 
+    /// A bus read a device's static points: the birth message is published again with them.
+    private func staticsRead(device: String, _ readings: [(name: String, reading: Result<PointValue, ReadFailure>)]) {
+        let (birth, uplink) = lock.withLock {
+            statics[device] = readings
+            return (StatusMessage.birth(config: config, started: started, statics: statics), self.uplink)
+        }
+        logger.info("device \(device): static points read; publishing the birth message again")
+        uplink?.announce(birth)
+    }
+
     /// Starts every service for `config`; an `uplink` kept across a reload is told the new sources.
     /// Each service is registered as it starts, so a failure part-way leaves nothing unstoppable.
     /// - Throws: `ThreadError` if a service's thread could not be created.
@@ -206,7 +218,11 @@ public final class Gateway: @unchecked Sendable {
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { continue }
-            let poller = BusPoller(bus: bus, devices: devices, sink: records, logger: logger, alarms: alarms)
+            let poller = BusPoller(
+                bus: bus, devices: devices, sink: records, logger: logger, alarms: alarms
+            ) { [weak self] device, readings in
+                self?.staticsRead(device: device, readings)
+            }
             lock.withLock { pollers.append(poller) }
             try poller.start(supervisor: supervisor)
         }
@@ -216,13 +232,20 @@ public final class Gateway: @unchecked Sendable {
             try watcher.start(supervisor: supervisor)
         }
         if let kept {
-            kept.announce(StatusMessage.birth(config: config, started: started))
+            kept.announce(StatusMessage.birth(config: config, started: started, statics: lock.withLock { statics }))
             lock.withLock { uplink = kept }
         } else if case .mqtt = config.upstream.endpoint {
             let candidate = Uplink(config: config, buffer: buffer, started: started, logger: logger)
             do {
                 try candidate.start()
-                lock.withLock { uplink = candidate }
+                // Static points read before the uplink existed go into its birth message now.
+                let known = lock.withLock {
+                    uplink = candidate
+                    return statics
+                }
+                if !known.isEmpty {
+                    candidate.announce(StatusMessage.birth(config: config, started: started, statics: known))
+                }
             } catch let error as ThreadError {
                 throw error
             } catch {
@@ -398,7 +421,8 @@ public enum SinglePoll {
                 let poller = DevicePoller(device: device, maxGap: bus.maxGap, firstDue: .now())
                 let record: Record
                 if let connection {
-                    record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now())
+                    record = poller.poll(
+                        over: connection, retries: bus.retries, busy: BusyPolicy(bus: bus), at: WallClock.now())
                     // Say why on stderr: the record only carries "io" or "timeout".
                     if case .sample(_, let errors) = record.body, !errors.isEmpty, let reason = poller.stats.lastError {
                         StandardStreams.error("device \(device.name) (unit \(device.unit)): \(reason)")

@@ -63,25 +63,58 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
 public enum ModbusEndpoint: Sendable, Equatable, CustomStringConvertible {
     case tcp(host: String, port: Int)
     case rtu(device: String, baud: Int, parity: BusTransport.Parity, dataBits: Int, stopBits: Int)
+    /// RTU frames inside a TCP stream (a serial device server in transparent mode).
+    case rtuOverTCP(host: String, port: Int)
+    /// Modbus ASCII on a serial line.
+    case ascii(device: String, baud: Int, parity: BusTransport.Parity, dataBits: Int, stopBits: Int)
+    /// Modbus ASCII frames inside a TCP stream.
+    case asciiOverTCP(host: String, port: Int)
 
     public init(_ transport: BusTransport) {
         switch transport {
         case .tcp(let host, let port): self = .tcp(host: host, port: port)
         case .rtu(let device, let baud, let parity, let dataBits, let stopBits):
             self = .rtu(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
+        case .rtuOverTCP(let host, let port): self = .rtuOverTCP(host: host, port: port)
+        case .ascii(let device, let baud, let parity, let dataBits, let stopBits):
+            self = .ascii(device: device, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
+        case .asciiOverTCP(let host, let port): self = .asciiOverTCP(host: host, port: port)
+        }
+    }
+
+    /// How frames are built and checked on this endpoint.
+    public var framing: ModbusFraming {
+        switch self {
+        case .tcp: .tcp
+        case .rtu, .rtuOverTCP: .rtu
+        case .ascii, .asciiOverTCP: .ascii
+        }
+    }
+
+    /// Whether the link is a TCP connection (which the peer may close, and which is reopened).
+    public var isNetwork: Bool {
+        switch self {
+        case .tcp, .rtuOverTCP, .asciiOverTCP: true
+        case .rtu, .ascii: false
         }
     }
 
     public var description: String {
         switch self {
         case .tcp(let host, let port): "tcp \(host):\(port)"
+        case .rtuOverTCP(let host, let port): "rtu-over-tcp \(host):\(port)"
+        case .asciiOverTCP(let host, let port): "ascii-over-tcp \(host):\(port)"
         case .rtu(let device, let baud, let parity, let dataBits, let stopBits):
             "rtu \(device) \(baud) \(dataBits)\(parity.rawValue.first!.uppercased())\(stopBits)"
+        case .ascii(let device, let baud, let parity, let dataBits, let stopBits):
+            "ascii \(device) \(baud) \(dataBits)\(parity.rawValue.first!.uppercased())\(stopBits)"
         }
     }
 }
 
 /// Owns one libmodbus context (`modbus_t`): frees it in `deinit`, refuses use after `close()`.
+/// libmodbus opens TCP connections and serial ports (an ASCII line too: opening the port and
+/// setting its termios is the same as for RTU; railgate frames every byte itself).
 /// Not thread-safe: one bus poller owns it and calls it from its own thread (the calls block).
 final class ModbusContext {
     private var context: OpaquePointer?
@@ -90,7 +123,8 @@ final class ModbusContext {
         switch endpoint {
         case .tcp(let host, let port):
             context = modbus_new_tcp_pi(host, String(port))
-        case .rtu(let device, let baud, let parity, let dataBits, let stopBits):
+        case .rtu(let device, let baud, let parity, let dataBits, let stopBits),
+            .ascii(let device, let baud, let parity, let dataBits, let stopBits):
             let parityCode: UInt8 =
                 switch parity {
                 case .none: UInt8(ascii: "N")
@@ -99,6 +133,8 @@ final class ModbusContext {
                 }
             context = modbus_new_rtu(
                 device, Int32(baud), CChar(bitPattern: parityCode), Int32(dataBits), Int32(stopBits))
+        case .rtuOverTCP, .asciiOverTCP:
+            preconditionFailure("libmodbus has no context for \(endpoint); StreamSocket opens it")
         }
         guard context != nil else {
             throw ModbusError(kind: .setup, code: errno, operation: "create a Modbus context for \(endpoint)")
@@ -126,7 +162,94 @@ final class ModbusContext {
     }
 }
 
-/// A Modbus master connection over TCP or RTU.
+/// Owns the TCP socket of an RTU-over-TCP or ASCII-over-TCP link (libmodbus can only put MBAP
+/// frames on a TCP socket): opens it with a bounded connect, closes it in `close()` and `deinit`.
+/// Not thread-safe; the C functions are `getaddrinfo`, `socket`, `connect`, `poll`, `close`.
+final class StreamSocket {
+    let host: String
+    let port: Int
+    /// The open descriptor, or -1.
+    private(set) var descriptor: Int32 = -1
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    deinit { close() }
+
+    /// Resolves `host` and connects to the first address that answers within `timeoutMs`
+    /// (each), with TCP_NODELAY. Throws `.connection` with the errno of the last attempt, or
+    /// `.setup` when the name does not resolve.
+    func connect(timeoutMs: Int) throws(ModbusError) {
+        close()
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let resolved = getaddrinfo(host, String(port), &hints, &list)
+        guard resolved == 0, let list else {
+            throw ModbusError(
+                kind: .setup, code: EHOSTUNREACH,
+                operation: "resolve \(host): \(String(cString: gai_strerror(resolved)))")
+        }
+        defer { freeaddrinfo(list) }
+        var lastError = ECONNREFUSED
+        var entry: UnsafeMutablePointer<addrinfo>? = list
+        while let address = entry {
+            entry = address.pointee.ai_next
+            let fd = socket(
+                address.pointee.ai_family, address.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue),
+                address.pointee.ai_protocol)
+            guard fd >= 0 else {
+                lastError = errno
+                continue
+            }
+            if let code = Self.connect(fd, to: address.pointee, timeoutMs: timeoutMs) {
+                lastError = code
+                Glibc.close(fd)
+                continue
+            }
+            var on: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+            descriptor = fd
+            return
+        }
+        throw ModbusError.fromErrno(lastError, operation: "connect to \(host):\(port)")
+    }
+
+    /// A non-blocking connect bounded by `timeoutMs`, then back to blocking; nil on success, else
+    /// the errno.
+    private static func connect(_ fd: Int32, to address: addrinfo, timeoutMs: Int) -> Int32? {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        defer { _ = fcntl(fd, F_SETFL, flags) }
+        if Glibc.connect(fd, address.ai_addr, address.ai_addrlen) == 0 { return nil }
+        guard errno == EINPROGRESS || errno == EINTR else { return errno }
+        var waiting = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let deadline = MonotonicInstant.now().adding(milliseconds: timeoutMs)
+        while true {
+            let remaining = Int(deadline.nanoseconds - MonotonicInstant.now().nanoseconds) / 1_000_000
+            let ready = Glibc.poll(&waiting, 1, Int32(max(0, remaining)))
+            if ready < 0, errno == EINTR { continue }
+            if ready < 0 { return errno }
+            if ready == 0 { return ETIMEDOUT }
+            break
+        }
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0 else { return errno }
+        return code == 0 ? nil : code
+    }
+
+    func close() {
+        guard descriptor >= 0 else { return }
+        Glibc.close(descriptor)
+        descriptor = -1
+    }
+}
+
+/// A Modbus master connection over TCP, RTU, RTU over TCP, ASCII or ASCII over TCP.
 ///
 /// libmodbus opens the link (`modbus_connect`: the TCP connect, the serial line's termios and
 /// RS-485 mode); railgate frames requests and matches replies itself (`ModbusReadFrame`), because
@@ -146,11 +269,17 @@ final class ModbusContext {
 /// never from Swift's cooperative pool. Not thread-safe. Errors are `ModbusError` with the C code kept.
 public final class ModbusConnection {
     public let endpoint: ModbusEndpoint
-    private let context: ModbusContext
+    /// libmodbus's context for TCP and serial lines; nil for RTU/ASCII over TCP.
+    private let context: ModbusContext?
+    /// The TCP socket of RTU/ASCII over TCP.
+    private let stream: StreamSocket?
     private let framing: ModbusFraming
     /// The whole reply must arrive within this many milliseconds of the request.
     public let responseTimeoutMs: Int
     public private(set) var isConnected = false
+    /// How many times the link was opened: a change tells the owner it reconnected (static
+    /// points are read again then).
+    public private(set) var connects = 0
     /// Whether the serial port took RS-485 mode (`modbus_rtu_set_serial_mode`) at the last connect;
     /// false for TCP, ptys and adapters that switch direction by themselves.
     public private(set) var isRS485 = false
@@ -182,12 +311,17 @@ public final class ModbusConnection {
     public init(endpoint: ModbusEndpoint, responseTimeoutMs: Int) throws(ModbusError) {
         self.endpoint = endpoint
         self.responseTimeoutMs = responseTimeoutMs
-        context = try ModbusContext(endpoint)
+        framing = endpoint.framing
         switch endpoint {
-        case .tcp: framing = .tcp
-        case .rtu: framing = .rtu
+        case .rtuOverTCP(let host, let port), .asciiOverTCP(let host, let port):
+            context = nil
+            stream = StreamSocket(host: host, port: port)
+            return
+        case .tcp, .rtu, .ascii:
+            context = try ModbusContext(endpoint)
+            stream = nil
         }
-        let handle = context.handle
+        let handle = context!.handle
         if modbus_set_response_timeout(
             handle, UInt32(responseTimeoutMs / 1000), UInt32(responseTimeoutMs % 1000 * 1000)) == -1
         {
@@ -199,10 +333,24 @@ public final class ModbusConnection {
         }
     }
 
-    /// Opens the TCP connection or the serial device (`modbus_connect`), then waits `connectDelayMs`.
+    /// Opens the TCP connection or the serial device (`modbus_connect`, or railgate's own socket
+    /// for RTU/ASCII over TCP), then waits `connectDelayMs`.
     public func connect() throws(ModbusError) {
         guard !isConnected else { return }
-        let handle = context.handle
+        if let stream {
+            do throws(ModbusError) {
+                try stream.connect(timeoutMs: responseTimeoutMs)
+            } catch {
+                throw ModbusError(
+                    kind: error.kind, code: error.code, operation: "connect to \(endpoint)",
+                    remedy: remedy(for: error.code))
+            }
+            isConnected = true
+            connects += 1
+            try waitAfterConnect()
+            return
+        }
+        let handle = context!.handle
         if modbus_connect(handle) == -1 {
             let code = errno
             modbus_close(handle)
@@ -212,12 +360,17 @@ public final class ModbusConnection {
             modbus_close(handle)
             throw ModbusError(kind: .setup, code: EBADF, operation: "connect to \(endpoint): no descriptor")
         }
-        if case .rtu = endpoint {
+        if !endpoint.isNetwork {
             // RS-485 mode (the kernel drives RTS) where the port has it; a pty, a USB adapter that
             // switches by itself, or an RS-232 port refuses with ENOTTY/EINVAL: that is fine.
             isRS485 = modbus_rtu_set_serial_mode(handle, Int32(MODBUS_RTU_RS485)) == 0
         }
         isConnected = true
+        connects += 1
+        try waitAfterConnect()
+    }
+
+    private func waitAfterConnect() throws(ModbusError) {
         if connectDelayMs > 0 {
             guard pause(MonotonicInstant.now().adding(milliseconds: connectDelayMs)) else {
                 throw ModbusError(kind: .connection, code: ECANCELED, operation: "connect to \(endpoint): stopping")
@@ -228,7 +381,8 @@ public final class ModbusConnection {
     /// Closes the socket or device; the next read reconnects.
     public func disconnect() {
         guard isConnected else { return }
-        modbus_close(context.handle)
+        if let context { modbus_close(context.handle) }
+        stream?.close()
         isConnected = false
     }
 
@@ -239,7 +393,7 @@ public final class ModbusConnection {
     /// closes the connection so that the next call reconnects.
     public func read(_ table: RegisterTable, unit: Int, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
         let operation = "read \(count) \(table.rawValue) at \(address) from unit \(unit) on \(endpoint)"
-        let unitLimit = framing == .tcp ? 255 : 247
+        let unitLimit = framing.isLineFraming ? 247 : 255
         guard (0...unitLimit).contains(unit) else {
             throw ModbusError(kind: .setup, code: EINVAL, operation: "\(operation): unit ids are 0...\(unitLimit)")
         }
@@ -255,7 +409,7 @@ public final class ModbusConnection {
         var retriedAfterPeerClose = false
         while true {
             try connect()
-            let descriptor = modbus_get_socket(context.handle)
+            let descriptor = stream?.descriptor ?? modbus_get_socket(context!.handle)
             transactionId &+= 1
             let frame = ModbusReadFrame(
                 framing: framing, table: table, unit: UInt8(unit), replyUnit: replyUnits[unit].map(UInt8.init),
@@ -275,22 +429,24 @@ public final class ModbusConnection {
             case .timeout(let partial):
                 // TCP: a late answer carries an old transaction id and is skipped; only a partial frame
                 // leaves the stream out of step. RTU: wait until a late answer has passed.
-                if framing == .rtu { drain(descriptor) } else if partial { disconnect() }
+                if framing.isLineFraming { drain(descriptor) } else if partial { disconnect() }
                 throw ModbusError(kind: .timeout, code: ETIMEDOUT, operation: operation)
             case .fault(let fault, let inStep):
-                if framing == .rtu { drain(descriptor) } else if !inStep { disconnect() }
+                if framing.isLineFraming { drain(descriptor) } else if !inStep { disconnect() }
                 let code: Int32 =
                     switch fault {
-                    case .crc: railgate_modbus_embbadcrc
+                    case .crc, .lrc: railgate_modbus_embbadcrc
                     case .unit: railgate_modbus_embbadslave
                     default: railgate_modbus_embbaddata
                     }
                 throw ModbusError(
-                    kind: fault == .crc ? .crc : .badReply, code: code, operation: "\(operation): \(fault)")
+                    kind: fault == .crc || fault == .lrc ? .crc : .badReply, code: code,
+                    operation: "\(operation): \(fault)")
             case .peerClosed(let code):
                 disconnect()
-                // A TCP device that closes idle connections: reopen and ask again, once.
-                if framing == .tcp, !retriedAfterPeerClose {
+                // A TCP device (or device server) that closes idle connections: reopen and ask
+                // again, once.
+                if endpoint.isNetwork, !retriedAfterPeerClose {
                     retriedAfterPeerClose = true
                     continue
                 }
@@ -332,7 +488,7 @@ public final class ModbusConnection {
         var sent = 0
         while sent < request.count {
             let result = request[sent...].withUnsafeBytes { buffer in
-                framing == .tcp
+                endpoint.isNetwork
                     ? Glibc.send(descriptor, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL))
                     : Glibc.write(descriptor, buffer.baseAddress, buffer.count)
             }
@@ -409,12 +565,16 @@ public final class ModbusConnection {
     /// What a technician does about a failure to open the link.
     private func remedy(for code: Int32) -> String? {
         switch (endpoint, code) {
-        case (.rtu, ENOENT), (.rtu, ENODEV), (.rtu, ENXIO):
+        case (_, ENOENT) where !endpoint.isNetwork, (_, ENODEV) where !endpoint.isNetwork,
+            (_, ENXIO) where !endpoint.isNetwork:
             "check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name"
-        case (.rtu, EACCES), (.rtu, EPERM): "add the railgate user to the dialout group"
-        case (.rtu, EBUSY): "another program holds the serial device (fuser -v DEVICE)"
-        case (.tcp, ECONNREFUSED): "check the host and port, and that the device or gateway listens"
-        case (.tcp, EHOSTUNREACH), (.tcp, ENETUNREACH), (.tcp, ETIMEDOUT):
+        case (_, EACCES) where !endpoint.isNetwork, (_, EPERM) where !endpoint.isNetwork:
+            "add the railgate user to the dialout group"
+        case (_, EBUSY) where !endpoint.isNetwork: "another program holds the serial device (fuser -v DEVICE)"
+        case (_, ECONNREFUSED) where endpoint.isNetwork:
+            "check the host and port, and that the device or gateway (device server) listens"
+        case (_, EHOSTUNREACH) where endpoint.isNetwork, (_, ENETUNREACH) where endpoint.isNetwork,
+            (_, ETIMEDOUT) where endpoint.isNetwork:
             "check the network path to the device (cable, switch, address)"
         default: nil
         }

@@ -2,21 +2,33 @@ import Glibc
 import RailgateCore
 import RailgateSystem
 
-/// Modbus RTU slaves on a serial line (or one end of a pty pair), answering for many unit ids.
+/// Modbus RTU or ASCII slaves on a serial line (or one end of a pty pair), or behind a TCP
+/// listener (RTU over TCP, ASCII over TCP: a serial device server's view), answering for many
+/// unit ids.
 ///
-/// libmodbus's RTU receive filters on one slave id and builds replies itself, so this slave
-/// frames requests by line silence, checks their CRC, and builds the reply PDUs directly: that
-/// lets one process play several slaves on a line and inject faults into the bytes on the wire
-/// (bad CRC, short replies). Blocking: run it on its own thread or process.
+/// libmodbus's RTU receive filters on one slave id and builds replies itself, and libmodbus has
+/// no ASCII at all, so this slave frames requests itself (RTU by line silence and CRC, ASCII from
+/// ':' to CR LF and LRC) and builds the reply PDUs directly: that lets one process play several
+/// slaves on a line and inject faults into the bytes on the wire (bad CRC or LRC, short replies).
+/// Over TCP it serves one connection at a time and takes the next when it closes. Blocking: run
+/// it on its own thread or process.
 public final class ModbusRTUSlave {
-    private let fd: Int32
+    /// The serial descriptor, or the connection being served (-1 while none).
+    private var fd: Int32
+    /// The TCP listener (RTU or ASCII over TCP), or -1.
+    private var listener: Int32 = -1
     public let device: String
+    /// The TCP port listened on (the kernel's choice when asked for 0), or 0 on a serial line.
+    public private(set) var port = 0
+    /// `.rtu` or `.ascii`.
+    public let framing: ModbusFraming
     /// Silence that ends a frame: 3.5 characters at the baud rate, at least 2 ms.
     private let frameGapMs: Int32
 
-    /// Opens `device` raw at the given line settings.
+    /// Opens `device` raw at the given line settings; `framing` is `.rtu` or `.ascii`.
     public init(
-        device: String, baud: Int, parity: BusTransport.Parity, dataBits: Int = 8, stopBits: Int = 1
+        device: String, baud: Int, parity: BusTransport.Parity, dataBits: Int = 8, stopBits: Int = 1,
+        framing: ModbusFraming = .rtu
     ) throws(ModbusError) {
         let fd = open(device, O_RDWR | O_NOCTTY | O_CLOEXEC)
         guard fd >= 0 else { throw ModbusError(kind: .setup, code: errno, operation: "open \(device)") }
@@ -34,32 +46,109 @@ public final class ModbusRTUSlave {
         tcsetattr(fd, TCSANOW, &settings)
         self.fd = fd
         self.device = device
+        self.framing = framing
         let bitsPerCharacter = 1 + dataBits + (parity == .none ? 0 : 1) + stopBits
         frameGapMs = Int32(max(2, (35 * bitsPerCharacter * 1000 / 10 + baud - 1) / baud))
     }
 
-    deinit { close(fd) }
+    /// Listens on `host:port` (0: any free port, see `port`) for RTU-over-TCP or ASCII-over-TCP
+    /// masters.
+    public init(listeningOn host: String, port: Int, framing: ModbusFraming) throws(ModbusError) {
+        self.framing = framing
+        device = "\(framing == .ascii ? "ascii" : "rtu")-over-tcp \(host):\(port)"
+        frameGapMs = 2
+        fd = -1
+        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard listener >= 0 else { throw ModbusError(kind: .setup, code: errno, operation: "socket for \(device)") }
+        var on: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            close(listener)
+            throw ModbusError(kind: .setup, code: EINVAL, operation: "\(device): not an IPv4 address")
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0, listen(listener, 4) == 0 else {
+            let code = errno
+            close(listener)
+            throw ModbusError(kind: .setup, code: code, operation: "listen on \(device)")
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
+        self.port = Int(UInt16(bigEndian: actual.sin_port))
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if listener >= 0 { close(listener) }
+    }
 
     /// Serves requests until `shouldStop` returns true, calling `tick` about every `tickMs`.
-    /// `respond` decides what each well-formed request (right CRC) gets.
+    /// `respond` decides what each well-formed request (right CRC or LRC) gets.
     public func serve(
         tickMs: Int, tick: () -> Void, shouldStop: () -> Bool, respond: (ModbusIndication) -> ModbusResponse
     ) {
         var frame: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 512)
         while !shouldStop() {
+            if fd < 0 {
+                var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+                if poll(&waiting, 1, Int32(tickMs)) > 0 {
+                    fd = accept(listener, nil, nil)
+                    frame.removeAll()
+                } else {
+                    tick()
+                }
+                continue
+            }
             var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, frame.isEmpty ? Int32(tickMs) : frameGapMs)
+            // ASCII frames end with CR LF, not with silence; a partial one is dropped after a second.
+            let wait = frame.isEmpty ? Int32(tickMs) : framing == .ascii ? 1000 : frameGapMs
+            let ready = poll(&descriptor, 1, wait)
             if ready > 0 {
                 let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count > 0 { frame += chunk[0..<count] }
-                if frame.count > 256 { frame.removeAll() }  // noise: no RTU frame is longer
+                if count > 0 {
+                    frame += chunk[0..<count]
+                } else if listener >= 0, count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    close(fd)  // the master closed the connection: take the next one
+                    fd = -1
+                    continue
+                }
+                if framing == .ascii {
+                    while let newline = frame.firstIndex(of: 0x0A) {
+                        let line = Array(frame[...newline])
+                        frame.removeSubrange(...newline)
+                        if let start = line.firstIndex(of: UInt8(ascii: ":")) {
+                            answerASCII(Array(line[start...]), respond: respond)
+                        }
+                    }
+                    if frame.count > 600 { frame.removeAll() }  // noise: no ASCII frame is longer
+                } else if frame.count > 256 {
+                    frame.removeAll()  // noise: no RTU frame is longer
+                } else if listener >= 0, frame.count >= 4, ModbusCRC.check(frame), let request = RTURequest(frame) {
+                    // Inside TCP a whole request arrives at once and silence means nothing: answer
+                    // a complete frame with a good CRC now.
+                    frame.removeAll()
+                    let response = respond(request.indication)
+                    if request.indication.unit != 0, let reply = request.reply(response) { write(reply) }
+                }
                 continue
             }
             tick()
             guard !frame.isEmpty else { continue }
             defer { frame.removeAll() }
-            guard frame.count >= 4, ModbusCRC.check(frame), let request = RTURequest(frame) else { continue }
+            guard framing == .rtu, frame.count >= 4, ModbusCRC.check(frame), let request = RTURequest(frame) else {
+                continue
+            }
             let response = respond(request.indication)
             guard request.indication.unit != 0 else { continue }  // broadcast: no reply
             guard let reply = request.reply(response) else { continue }
@@ -67,9 +156,28 @@ public final class ModbusRTUSlave {
         }
     }
 
+    /// One ASCII request ':' ... CR LF: checked (hex digits, LRC), answered in ASCII.
+    private func answerASCII(_ line: [UInt8], respond: (ModbusIndication) -> ModbusResponse) {
+        guard let bytes = ModbusASCII.bytes(of: line), bytes.count >= 3,
+            ModbusASCII.lrc(bytes.dropLast()) == bytes.last!
+        else { return }
+        var rtu = Array(bytes.dropLast())
+        ModbusCRC.append(to: &rtu)
+        guard let request = RTURequest(rtu) else { return }
+        let response = respond(request.indication)
+        guard request.indication.unit != 0, let reply = request.reply(response) else { return }
+        var ascii = ModbusASCII.frame(Array(reply.dropLast(2)))
+        if case .damaged(_, .badCRC) = response {
+            ascii[ascii.count - 3] = ascii[ascii.count - 3] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        } else if case .damaged(_, .truncated) = response {
+            ascii = Array(ascii.prefix(ascii.count / 2))
+        }
+        write(ascii)
+    }
+
     private func write(_ bytes: [UInt8]) {
         StandardStreams.write(fd: fd, bytes: bytes)
-        tcdrain(fd)
+        if listener < 0 { tcdrain(fd) }
     }
 
     static func speed(_ baud: Int) -> speed_t {

@@ -58,7 +58,7 @@ func detach(_ body: @escaping @Sendable () -> Void) {
 /// plain C libmodbus loop reading the same registers from the same server.
 enum ModbusBench {
     static func run() throws {
-        let profiles = ["axle-bearing-sensor", "brake-load-sensor"]
+        let profiles = ["axle-bearing-sensor", "brake-load-sensor", "door-status-panel"]
         let locator = ProfileLocator(files: LocalFiles(), searchPath: ["Firmware-config/profiles"], besideFile: nil)
         StandardStreams.out("\n== Modbus: requests per poll cycle (max_gap 8) against the fewest possible")
         for name in profiles {
@@ -119,6 +119,42 @@ enum ModbusBench {
         )
         StandardStreams.out("ratio railgate / C: \(format(ratio)) (target >= 0.9)")
         try refusedReads()
+        try framedOverTCP(locator.load("door-status-panel"))
+    }
+
+    /// Poll throughput of the door-status-panel profile (16 flags, bytes, f16, BCD: one request a
+    /// cycle) over RTU over TCP and ASCII over TCP, against the simulator's slave on loopback.
+    /// libmodbus speaks neither, so there is no C baseline: the figures are for the record.
+    static func framedOverTCP(_ profile: DeviceProfile) throws {
+        StandardStreams.out("\n== Modbus RTU and ASCII over TCP, door-status-panel (one request a cycle), 2000 cycles")
+        for framing in [ModbusFraming.rtu, .ascii] {
+            let slave = try ModbusRTUSlave(listeningOn: "127.0.0.1", port: 0, framing: framing)
+            let bank = try ModbusDataBank()
+            for point in profile.points where point.type.registerMask == nil {
+                bank.set(point.table, address: point.address, point.encode(.number(42)))
+            }
+            nonisolated(unsafe) let server = (slave, bank)
+            detach { server.0.serve(tickMs: 1000, tick: {}, shouldStop: { false }) { _ in .reply(server.1) } }
+            let device = DeviceConfig(
+                name: "doors", bus: "b", unit: 1, profileName: "door-status-panel", profile: profile,
+                pollIntervalMs: 1000)
+            let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())
+            let endpoint: ModbusEndpoint =
+                framing == .rtu
+                ? .rtuOverTCP(host: "127.0.0.1", port: slave.port) : .asciiOverTCP(host: "127.0.0.1", port: slave.port)
+            let connection = try ModbusConnection(endpoint: endpoint, responseTimeoutMs: 1000)
+            let cycles = 2000
+            let start = seconds()
+            for _ in 0..<cycles {
+                let record = poller.poll(over: connection, retries: 0, at: WallClock.now())
+                if case .sample(_, let errors) = record.body, !errors.isEmpty {
+                    throw BenchError(description: "\(endpoint) poll failed: \(errors)")
+                }
+            }
+            let rate = Double(cycles) / (seconds() - start)
+            connection.disconnect()
+            StandardStreams.out("\(endpoint): \(Int(rate)) cycles/s, \(poller.requests.count) request a cycle")
+        }
     }
 
     /// Requests per poll for 60 consecutive holding registers on a device that answers exception 3

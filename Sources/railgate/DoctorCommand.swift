@@ -199,7 +199,12 @@ struct DoctorCommand: ParsableCommand {
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             let subject = "bus \(bus.name)"
-            if case .rtu(let device, _, _, _, _) = bus.transport {
+            let serialDevice: String? =
+                switch bus.transport {
+                case .rtu(let device, _, _, _, _), .ascii(let device, _, _, _, _): device
+                case .tcp, .rtuOverTCP, .asciiOverTCP: nil
+                }
+            if let device = serialDevice {
                 guard access(device, F_OK) == 0 else {
                     note(
                         .fail, subject,

@@ -9,7 +9,8 @@ struct ModbusCommand: ParsableCommand {
         subcommands: [ModbusReadCommand.self, ModbusScanCommand.self])
 }
 
-/// How to reach the bus: `--tcp HOST[:PORT]` or `--rtu DEVICE` with its line settings.
+/// How to reach the bus: `--tcp HOST[:PORT]`, `--rtu-over-tcp HOST[:PORT]`, `--ascii-over-tcp
+/// HOST[:PORT]`, or `--rtu DEVICE` / `--ascii DEVICE` with its line settings.
 struct BusOptions: ParsableArguments {
     @Option(help: "Modbus TCP slave or gateway, HOST[:PORT] (port 502 by default).")
     var tcp: String?
@@ -17,14 +18,25 @@ struct BusOptions: ParsableArguments {
     @Option(help: "Serial device of an RS-485 line, e.g. /dev/ttyS1.")
     var rtu: String?
 
+    @Option(
+        name: .customLong("rtu-over-tcp"),
+        help: "Serial device server passing RTU frames through TCP, HOST[:PORT] (port 502 by default).")
+    var rtuOverTCP: String?
+
+    @Option(help: "Serial device of a Modbus ASCII line (7 data bits unless --data-bits).")
+    var ascii: String?
+
+    @Option(name: .customLong("ascii-over-tcp"), help: "Device server passing Modbus ASCII through TCP, HOST[:PORT].")
+    var asciiOverTCP: String?
+
     @Option(help: "RTU baud rate.")
     var baud: Int = 19200
 
     @Option(help: "RTU parity: none, even or odd.")
     var parity: BusTransport.Parity = .even
 
-    @Option(name: .customLong("data-bits"), help: "RTU data bits.")
-    var dataBits: Int = 8
+    @Option(name: .customLong("data-bits"), help: "Data bits (8 for RTU, 7 for ASCII by default).")
+    var dataBits: Int?
 
     @Option(name: .customLong("stop-bits"), help: "RTU stop bits: 1 or 2.")
     var stopBits: Int = 1
@@ -33,22 +45,39 @@ struct BusOptions: ParsableArguments {
     var timeoutMs: Int?
 
     func validate() throws {
-        guard (tcp == nil) != (rtu == nil) else {
-            throw ValidationError("give exactly one of --tcp HOST[:PORT] or --rtu DEVICE")
+        guard [tcp, rtu, rtuOverTCP, ascii, asciiOverTCP].compactMap({ $0 }).count == 1 else {
+            throw ValidationError(
+                "give exactly one of --tcp, --rtu-over-tcp, --ascii-over-tcp HOST[:PORT] or --rtu, --ascii DEVICE")
         }
-        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil {
-            throw ValidationError("--tcp wants HOST[:PORT], got '\(tcp)'")
+        for (flag, value) in [("--tcp", tcp), ("--rtu-over-tcp", rtuOverTCP), ("--ascii-over-tcp", asciiOverTCP)] {
+            if let value, HostPort.split(value, defaultPort: 502) == nil {
+                throw ValidationError("\(flag) wants HOST[:PORT], got '\(value)'")
+            }
         }
         guard [1, 2].contains(stopBits) else { throw ValidationError("--stop-bits must be 1 or 2") }
-        guard (5...8).contains(dataBits) else { throw ValidationError("--data-bits must be 5...8") }
+        if let dataBits, !(5...8).contains(dataBits) { throw ValidationError("--data-bits must be 5...8") }
     }
+
+    /// Whether frames carry a slave address (RTU, ASCII): unit ids 0...247.
+    var isLineFraming: Bool { tcp == nil }
 
     var endpoint: ModbusEndpoint {
         if let tcp {
             let (host, port) = HostPort.split(tcp, defaultPort: 502)!
             return .tcp(host: host, port: port)
         }
-        return .rtu(device: rtu!, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits)
+        if let rtuOverTCP {
+            let (host, port) = HostPort.split(rtuOverTCP, defaultPort: 502)!
+            return .rtuOverTCP(host: host, port: port)
+        }
+        if let asciiOverTCP {
+            let (host, port) = HostPort.split(asciiOverTCP, defaultPort: 502)!
+            return .asciiOverTCP(host: host, port: port)
+        }
+        if let ascii {
+            return .ascii(device: ascii, baud: baud, parity: parity, dataBits: dataBits ?? 7, stopBits: stopBits)
+        }
+        return .rtu(device: rtu!, baud: baud, parity: parity, dataBits: dataBits ?? 8, stopBits: stopBits)
     }
 
     func connect(defaultTimeoutMs: Int) throws -> ModbusConnection {
@@ -84,7 +113,11 @@ struct ModbusReadCommand: ParsableCommand {
     @Option(help: "How many values (of --type) to read.")
     var count: Int = 1
 
-    @Option(help: "Decode as: bool u16 i16 u32 i32 u64 i64 f32 f64 string:N.")
+    @Option(
+        help: """
+            Decode as: bool u16 i16 u32 i32 u64 i64 f32 f64 string:N bit:N u8:high u8:low i8:high i8:low \
+            f16 bcd16 bcd32.
+            """)
     var type: String = "u16"
 
     @Option(help: "Word order of multi-register values: ABCD CDAB BADC DCBA.")
@@ -108,14 +141,23 @@ struct ModbusReadCommand: ParsableCommand {
 
     func validate() throws {
         guard let valueType = ValueType(type) else {
-            throw ValidationError("--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N")
+            throw ValidationError(
+                "--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N bit:N u8:high|low i8:high|low f16 bcd16 bcd32"
+            )
+        }
+        if ["bit", "u8", "i8"].contains(type) {
+            throw ValidationError(
+                type == "bit"
+                    ? "--type bit needs its bit: bit:N (N 0...15, 0 the least significant)"
+                    : "--type \(type) needs its byte: \(type):high or \(type):low")
         }
         guard WordOrder(rawValue: order) != nil else {
             throw ValidationError("--order must be ABCD, CDAB, BADC or DCBA")
         }
         guard (0...255).contains(unit) else { throw ValidationError("--unit must be 0...255") }
-        if bus.rtu != nil, unit > 247 {
-            throw ValidationError("--unit \(unit): an RTU slave address is 0...247 (0 is broadcast, nothing answers)")
+        if bus.isLineFraming, unit > 247 {
+            throw ValidationError(
+                "--unit \(unit): an RTU or ASCII slave address is 0...247 (0 is broadcast, nothing answers)")
         }
         guard count >= 1, (0...65535).contains(address) else {
             throw ValidationError("--count must be at least 1 and --address 0...65535")
@@ -192,7 +234,7 @@ struct ModbusScanCommand: ParsableCommand {
 
     func run() throws {
         let bounds = units.split(separator: "-").compactMap { Int($0) }
-        let highest = bus.rtu == nil ? 255 : 247
+        let highest = bus.isLineFraming ? 247 : 255
         guard bounds.count == 2, bounds[0] <= bounds[1], bounds[0] >= 0, bounds[1] <= highest else {
             throw ValidationError("--units wants A-B with 0 <= A <= B <= \(highest)")
         }

@@ -25,6 +25,8 @@ func frame(_ request: ModbusReadFrame, unit: UInt8, pdu: [UInt8], transactionId:
         let body = [unit] + pdu
         let crc = ModbusCRC16.checksum(body)
         return body + [UInt8(crc & 0xFF), UInt8(crc >> 8)]
+    case .ascii:
+        return ModbusASCII.frame([unit] + pdu)
     }
 }
 
@@ -69,9 +71,9 @@ struct ModbusFrameTests {
 
     @Test(
         "a correct reply gives its values, whole or in any split; a prefix needs more",
-        arguments: [ModbusFraming.tcp, .rtu])
+        arguments: [ModbusFraming.tcp, .rtu, .ascii])
     func correctReplies(_ framing: ModbusFraming) {
-        var random = SplitMix(state: framing == .tcp ? 1 : 2)
+        var random = SplitMix(state: framing == .tcp ? 1 : framing == .rtu ? 2 : 12)
         for _ in 0..<300 {
             let (request, values) = randomRequest(&random, framing: framing)
             let reply = correctReply(to: request, values: values)
@@ -85,7 +87,7 @@ struct ModbusFrameTests {
         }
     }
 
-    @Test("the reply of another unit, function or size is never taken", arguments: [ModbusFraming.tcp, .rtu])
+    @Test("the reply of another unit, function or size is never taken", arguments: [ModbusFraming.tcp, .rtu, .ascii])
     func mismatches(_ framing: ModbusFraming) {
         var random = SplitMix(state: framing == .tcp ? 3 : 4)
         for _ in 0..<300 {
@@ -161,7 +163,8 @@ struct ModbusFrameTests {
     }
 
     @Test(
-        "exceptions are recognised only for this function, unit and transaction", arguments: [ModbusFraming.tcp, .rtu])
+        "exceptions are recognised only for this function, unit and transaction",
+        arguments: [ModbusFraming.tcp, .rtu, .ascii])
     func exceptions(_ framing: ModbusFraming) {
         var random = SplitMix(state: framing == .tcp ? 6 : 7)
         for _ in 0..<200 {
@@ -176,6 +179,34 @@ struct ModbusFrameTests {
                 continue
             }
         }
+    }
+
+    @Test("ASCII: the spec's frame, LRC, hex digits, CR LF and trailing bytes are all checked")
+    func asciiFrames() {
+        let request = ModbusReadFrame(framing: .ascii, table: .holding, unit: 17, address: 0x6B, count: 3)
+        #expect(request.bytes == Array(":1103006B00037E\r\n".utf8))
+        let reply = correctReply(to: request, values: [0x022B, 0, 0x64])
+        #expect(reply == Array(":110306022B0000006455\r\n".utf8))
+        #expect(request.examine(reply) == .values([0x022B, 0, 0x64], frameLength: reply.count))
+        let lower = Array(String(decoding: reply, as: UTF8.self).lowercased().utf8)
+        #expect(request.examine(lower) == .values([0x022B, 0, 0x64], frameLength: reply.count))
+        var badLRC = reply
+        badLRC[reply.count - 3] = UInt8(ascii: "E")
+        #expect(request.examine(badLRC) == .reject(.lrc, frameLength: nil))
+        var notHex = reply
+        notHex[5] = UInt8(ascii: "G")
+        #expect(request.examine(notHex) == .reject(.asciiSyntax, frameLength: nil))
+        #expect(request.examine(Array(reply.dropFirst())) == .reject(.asciiSyntax, frameLength: nil))
+        #expect(request.examine(reply + [0x3A]) == .reject(.trailingBytes(1), frameLength: nil))
+        // A late answer of another request (two registers) before ours: refused, never mixed.
+        var earlier = request
+        earlier.count = 2
+        let late = correctReply(to: earlier, values: [1, 2]) + reply
+        #expect(request.examine(late) == .reject(.byteCount(expected: 6, got: 4), frameLength: nil))
+        // A slave that never ends its frame is cut off at the longest possible reply.
+        let endless = [UInt8(ascii: ":")] + [UInt8](repeating: UInt8(ascii: "0"), count: 600)
+        #expect(request.examine(endless) == .reject(.asciiSyntax, frameLength: nil))
+        #expect(ModbusASCII.lrc([0x11, 0x03, 0x00, 0x6B, 0x00, 0x03]) == 0x7E)
     }
 
     @Test("RTU: every single-bit error in a reply is caught; trailing bytes are refused")

@@ -30,6 +30,8 @@ enum Signal {
         let name = point.name.lowercased()
         let units = (point.unit ?? "").lowercased()
         if point.type == .bool || point.table.holdsBits { return .toggling(meanPeriodS: 120) }
+        if case .bit = point.type { return .toggling(meanPeriodS: 120) }
+        if point.pollOnce { return .constant(.unsigned(UInt64(1000 + unit))) }
         if case .string = point.type { return .constant(.text("SIM-\(unit)-\(point.name)")) }
         if name.contains("count") || name.contains("odometer") || units == "km" || units == "pulses" {
             return .counter(perSecond: units == "km" ? 0.02 : 1)
@@ -100,7 +102,8 @@ struct SimulatedPoint {
         if case .constant(let fixed) = signal { return fixed }
         if definition.type == .bool || definition.table.holdsBits { return .bool(value != 0) }
         switch definition.type {
-        case .u16, .u32, .u64, .i16, .i32, .i64:
+        case .bit: return .bool(value != 0)
+        case .u8, .i8, .bcd16, .bcd32, .u16, .u32, .u64, .i16, .i32, .i64:
             // Serve what the sensor would: a whole number of raw counts.
             let raw = ((value - definition.offset) / definition.scale).rounded()
             return .number(raw * definition.scale + definition.offset)

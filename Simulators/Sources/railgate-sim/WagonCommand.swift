@@ -29,6 +29,20 @@ struct WagonCommand: ParsableCommand {
     @Option(help: "Serve Modbus RTU on this serial or pty device.")
     var rtu: String?
 
+    @Option(
+        name: .customLong("rtu-over-tcp"),
+        help: "Serve Modbus RTU frames over TCP on HOST:PORT, as a serial device server in transparent mode.")
+    var rtuOverTCP: String?
+
+    @Option(help: "Serve Modbus ASCII on this serial or pty device.")
+    var ascii: String?
+
+    @Option(name: .customLong("ascii-over-tcp"), help: "Serve Modbus ASCII frames over TCP on HOST:PORT.")
+    var asciiOverTCP: String?
+
+    @Option(name: .customLong("data-bits"), help: "Serial data bits (8 for RTU, 7 for ASCII by default).")
+    var dataBits: Int?
+
     @Option(help: "RTU baud rate.")
     var baud: Int = 19200
 
@@ -63,15 +77,18 @@ struct WagonCommand: ParsableCommand {
     var trace = false
 
     func validate() throws {
-        guard (tcp == nil) != (rtu == nil) else {
-            throw ValidationError("give exactly one of --tcp HOST:PORT or --rtu DEVICE")
+        guard [tcp, rtu, rtuOverTCP, ascii, asciiOverTCP].compactMap({ $0 }).count == 1 else {
+            throw ValidationError(
+                "give exactly one of --tcp, --rtu-over-tcp, --ascii-over-tcp HOST:PORT or --rtu, --ascii DEVICE")
         }
         guard (unit == nil) != (units == nil) else {
             throw ValidationError("give exactly one of --unit N or --units A-B")
         }
         _ = try unitIDs()
-        if let tcp, HostPort.split(tcp, defaultPort: 502) == nil {
-            throw ValidationError("--tcp wants HOST:PORT, got '\(tcp)'")
+        for (flag, value) in [("--tcp", tcp), ("--rtu-over-tcp", rtuOverTCP), ("--ascii-over-tcp", asciiOverTCP)] {
+            if let value, HostPort.split(value, defaultPort: 502) == nil {
+                throw ValidationError("\(flag) wants HOST:PORT, got '\(value)'")
+            }
         }
     }
 
@@ -153,16 +170,36 @@ struct WagonCommand: ParsableCommand {
                 return .reply(bank)
             }
         }
-        if let rtu {
+        if let device = rtu ?? ascii {
+            let framing: ModbusFraming = ascii != nil ? .ascii : .rtu
             let slave: ModbusRTUSlave
             do {
-                slave = try ModbusRTUSlave(device: rtu, baud: baud, parity: parity)
+                slave = try ModbusRTUSlave(
+                    device: device, baud: baud, parity: parity, dataBits: dataBits ?? (framing == .ascii ? 7 : 8),
+                    framing: framing)
             } catch {
-                printError("cannot serve on \(rtu): \(error)")
+                printError("cannot serve on \(device): \(error)")
                 throw ExitCode(69)
             }
             StandardStreams.out(
-                "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(rtu) \(baud) baud")
+                "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(device) \(baud) baud"
+                    + (framing == .ascii ? " (ASCII)" : ""))
+            slave.serve(tickMs: 100, tick: tick, shouldStop: { false }, respond: respond)
+            return
+        }
+        if let address = rtuOverTCP ?? asciiOverTCP {
+            let framing: ModbusFraming = asciiOverTCP != nil ? .ascii : .rtu
+            let (host, port) = HostPort.split(address, defaultPort: 502)!
+            let slave: ModbusRTUSlave
+            do {
+                slave = try ModbusRTUSlave(listeningOn: host, port: port, framing: framing)
+            } catch {
+                printError("cannot serve on \(address): \(error)")
+                throw ExitCode(69)
+            }
+            StandardStreams.out(
+                "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port) ("
+                    + (framing == .ascii ? "ASCII" : "RTU") + " over TCP)")
             slave.serve(tickMs: 100, tick: tick, shouldStop: { false }, respond: respond)
             return
         }
@@ -186,6 +223,7 @@ struct WagonCommand: ParsableCommand {
     /// boolean or text, as the point's type reads it.
     static func parsePinned(_ text: String, for point: PointDefinition) -> PointValue {
         if point.type == .bool || point.table.holdsBits { return .bool(text == "true" || text == "1") }
+        if case .bit = point.type { return .bool(text == "true" || text == "1") }
         if case .string = point.type { return .text(text) }
         if let integer = Int64(text), point.scale == 1, point.offset == 0 { return .integer(integer) }
         if let unsigned = UInt64(text), point.scale == 1, point.offset == 0 { return .unsigned(unsigned) }
@@ -270,8 +308,14 @@ struct SimulatedWagon {
     private func write() {
         for (unit, unitPoints) in points {
             for point in unitPoints {
-                banks[unit]!.set(
-                    point.definition.table, address: point.definition.address, point.definition.encode(point.current))
+                let definition = point.definition
+                var words = definition.encode(point.current)
+                if let mask = definition.type.registerMask, !definition.table.holdsBits {
+                    // A flag or byte shares its register with the register's other points.
+                    let register = banks[unit]!.get(definition.table, address: definition.address, count: 1)[0]
+                    words = [register & ~mask | words[0] & mask]
+                }
+                banks[unit]!.set(definition.table, address: definition.address, words)
             }
             for pin in raw { banks[unit]!.set(pin.table, address: pin.address, pin.words) }
         }

@@ -61,16 +61,21 @@ final class ScriptedSlave: @unchecked Sendable {
     /// TCP only: connections idle this long are closed by the slave.
     let closeIdleAfterMs: Int?
     let isTCP: Bool
+    /// How frames look on the wire: `.tcp` (MBAP), or `.rtu` on a pty or inside TCP (RTU over TCP).
+    let framing: ModbusFraming
 
-    /// A TCP slave on a free loopback port.
+    /// A TCP slave on a free loopback port, speaking Modbus TCP, or RTU frames with `framing: .rtu`
+    /// (a serial device server in transparent mode).
     init(
         tcpClosingIdleAfterMs closeIdleAfterMs: Int? = nil,
+        framing: ModbusFraming = .tcp,
         served: Served = .standard,
         script: @escaping Script = { request, slave in [.send(slave.reply(to: request))] }
     ) throws {
         self.served = served
         self.script = script
         self.closeIdleAfterMs = closeIdleAfterMs
+        self.framing = framing
         isTCP = true
         listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var yes: Int32 = 1
@@ -100,6 +105,7 @@ final class ScriptedSlave: @unchecked Sendable {
         self.served = served
         self.script = script
         closeIdleAfterMs = nil
+        framing = .rtu
         isTCP = false
         let descriptor = open(device, O_RDWR | O_NOCTTY)
         guard descriptor >= 0 else { throw TimedOut(description: "cannot open \(device): \(errno)") }
@@ -157,7 +163,7 @@ final class ScriptedSlave: @unchecked Sendable {
 
     /// `pdu` framed as a reply to `request`: MBAP header on TCP, address and CRC on RTU.
     func frame(_ request: Request, unit: UInt8, pdu: [UInt8], transactionId: UInt16? = nil) -> [UInt8] {
-        if isTCP {
+        if framing == .tcp {
             let tid = transactionId ?? request.transactionId
             return [UInt8(tid >> 8), UInt8(tid & 0xFF), 0, 0, 0, UInt8(pdu.count + 1), unit] + pdu
         }
@@ -177,8 +183,12 @@ final class ScriptedSlave: @unchecked Sendable {
                 connections += 1
                 return connections
             }
-            serveConnection(client, number: number, headerLength: 7) { header in
-                (Int(header[4]) << 8 | Int(header[5])) - 1
+            if framing == .tcp {
+                serveConnection(client, number: number, headerLength: 7) { header in
+                    (Int(header[4]) << 8 | Int(header[5])) - 1
+                }
+            } else {
+                serveConnection(client, number: number, headerLength: 2) { _ in 6 }
             }
             close(client)
         }
