@@ -1,6 +1,7 @@
 import Glibc
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 
 /// Reads registers from a slave: the seam between the poller and libmodbus, so that polling
 /// logic can run over a real connection or a test double.
