@@ -30,6 +30,11 @@ final class BusPoller: @unchecked Sendable {
     private var pollers: [DevicePoller]
     private var utilisation = 0.0
     private var snapshot: [(name: String, stats: DeviceStats)]
+    /// The poll loop's proof of life for the systemd watchdog.
+    let heartbeat: Heartbeat
+    /// The longest one device's poll may take on this line, in milliseconds: every request of
+    /// the device with all its retries, each a timeout plus the drain after it and the pause.
+    private let pollBoundMs: Int
 
     /// - Parameter alarms: alarms raised before (a restart or reload), by device and point: not raised again.
     init(
@@ -46,6 +51,10 @@ final class BusPoller: @unchecked Sendable {
         }
         for poller in pollers { poller.edge.restore(alarms[poller.device.name] ?? []) }
         snapshot = pollers.map { ($0.device.name, $0.stats) }
+        heartbeat = Heartbeat(name: "bus \(bus.name)")
+        let requests = pollers.map(\.requests.count).max() ?? 1
+        pollBoundMs =
+            bus.connectDelayMs + max(1, requests) * (bus.retries + 1) * (2 * bus.timeoutMs + bus.interRequestDelayMs)
     }
 
     /// Starts polling on the bus's own thread, supervised by `supervisor` (restarted if it ends).
@@ -65,6 +74,8 @@ final class BusPoller: @unchecked Sendable {
     }
 
     private func run() {
+        heartbeat.expect(within: pollBoundMs)
+        defer { heartbeat.ended() }
         let connection: ModbusConnection
         do {
             connection = try ModbusConnection(bus: bus, devices: pollers.map(\.device))
@@ -75,12 +86,18 @@ final class BusPoller: @unchecked Sendable {
         connection.pause = { [worker] deadline in worker.wait(until: deadline) }
         var windowStart = MonotonicInstant.now()
         var busyNanoseconds: Int64 = 0
-        var wasDown = false
         while true {
             guard let poller = pollers.min(by: { $0.nextDue < $1.nextDue }) else { return }
             let due = poller.nextDue
-            guard worker.wait(until: due) else { break }
+            guard waitBeating(until: due) else { break }
+            if StallTestHook.triggered() {
+                logger.warning("bus \(bus.name): RAILGATE_TEST_HOOK_STALL_FILE: this loop hangs now (test hook)")
+                _ = worker.wait(until: MonotonicInstant(nanoseconds: Int64.max))
+                break
+            }
+            heartbeat.expect(within: pollBoundMs)
             let started = MonotonicInstant.now()
+            let failedBefore = poller.stats.consecutiveFailures > 0
             let record = poller.poll(over: connection, retries: bus.retries, at: WallClock.now())
             let finished = MonotonicInstant.now()
             // A stop cut a pause short: the poll's errors say "stopping", not something about the device.
@@ -93,17 +110,15 @@ final class BusPoller: @unchecked Sendable {
             }
             if let sample { sink.accept(sample) }
             for note in poller.takePlanNotes() { logger.notice("\(note)") }
+            // One line per change of this device's state, never one per poll.
             let down = poller.stats.consecutiveFailures > 0
-            if down != wasDown || (down && poller.stats.consecutiveFailures == 1) {
-                if down {
-                    logger.warning(
-                        "device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")"
-                    )
-                } else if wasDown {
-                    logger.notice("device \(poller.device.name) answers again")
-                }
+            if down, poller.stats.consecutiveFailures == 1 {
+                logger.warning(
+                    "device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")"
+                )
+            } else if !down, failedBefore {
+                logger.notice("device \(poller.device.name) answers again")
             }
-            wasDown = pollers.contains { $0.stats.consecutiveFailures > 0 }
             poller.scheduleNext(after: due, now: finished, maxBackoffMs: bus.maxBackoffMs)
             let windowMs = finished.milliseconds(since: windowStart)
             lock.withLock {
@@ -119,6 +134,16 @@ final class BusPoller: @unchecked Sendable {
             }
         }
         connection.disconnect()
+    }
+
+    /// Waits until `deadline` in slices of `Heartbeat.sliceMs`, beating after each; false when stopping.
+    private func waitBeating(until deadline: MonotonicInstant) -> Bool {
+        while true {
+            let slice = MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs)
+            heartbeat.expect(within: Heartbeat.sliceMs)
+            guard worker.wait(until: min(deadline, slice)) else { return false }
+            if MonotonicInstant.now() >= deadline { return true }
+        }
     }
 }
 

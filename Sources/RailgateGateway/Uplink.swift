@@ -60,6 +60,8 @@ final class Uplink: @unchecked Sendable {
     private var batchesAcknowledged = 0
     private var offlineMessageID: Int32?
     private var offlineAcknowledged = false
+    /// The publisher loop's proof of life for the systemd watchdog.
+    let heartbeat = Heartbeat(name: "the uplink")
 
     static let maxBatchesInFlight = 10
     /// A batch unacknowledged this long on a live connection is sent again.
@@ -280,14 +282,17 @@ final class Uplink: @unchecked Sendable {
     // MARK: Publisher thread
 
     private func publishLoop() {
+        defer { heartbeat.ended() }
         var lastSend = MonotonicInstant(nanoseconds: 0)
         var nextAllowed = MonotonicInstant(nanoseconds: 0)
         while true {
+            heartbeat.expect(within: Heartbeat.sliceMs)
             let ready: Bool = lock.withLock {
                 resendIfStuck()
                 while !stopping, state != "connected" || inFlight.count >= Self.maxBatchesInFlight {
                     resendIfStuck()
-                    lock.wait(until: MonotonicInstant.now().adding(milliseconds: 1000))
+                    heartbeat.expect(within: Heartbeat.sliceMs)
+                    lock.wait(until: MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs))
                 }
                 return !stopping
             }
@@ -316,7 +321,10 @@ final class Uplink: @unchecked Sendable {
             let holdUntil = max(records.count < settings.batchMaxRecords ? intervalEnd : now, nextAllowed)
             if holdUntil > now {
                 lock.withLock {
-                    while !stopping, MonotonicInstant.now() < holdUntil { lock.wait(until: holdUntil) }
+                    while !stopping, MonotonicInstant.now() < holdUntil {
+                        heartbeat.expect(within: Heartbeat.sliceMs)
+                        lock.wait(until: min(holdUntil, MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs)))
+                    }
                 }
                 records = buffer.records(after: from, limits: limits, excluding: lock.withLock { sentAhead })
             }
@@ -331,6 +339,7 @@ final class Uplink: @unchecked Sendable {
     /// On the way out: sends everything durable that is not in flight yet, while connected.
     private func drain() {
         while lock.withLock({ state == "connected" }) {
+            heartbeat.expect(within: Heartbeat.sliceMs)
             let (from, skipping) = lock.withLock { (cursor, sentAhead) }
             let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
             let records = urgent.isEmpty ? buffer.records(after: from, limits: limits, excluding: skipping) : urgent
@@ -358,11 +367,14 @@ final class Uplink: @unchecked Sendable {
             if earlyAcknowledgementsContains(messageID) { acknowledge(messageID) }
             return payload.count
         } catch {
-            lock.withLock {
+            // One line per distinct failure, not one per attempt (one a second while it lasts).
+            let isNew: Bool = lock.withLock {
+                let isNew = lastError != error.description
                 lastError = error.description
                 _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 1000))
+                return isNew
             }
-            logger.warning("publish failed: \(error)")
+            if isNew { logger.warning("publish failed: \(error)") }
             return nil
         }
     }
