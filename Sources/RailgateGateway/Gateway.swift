@@ -100,7 +100,9 @@ public final class Gateway: @unchecked Sendable {
         // Ready: the configuration is loaded, the buffer open and every service started.
         SystemdNotifier.notify("READY=1")
         let watchdog = SystemdWatchdog(environment: SystemdWatchdog.processEnvironment(), pid: getpid())
-        if let watchdog { logger.info("systemd watchdog: pinging every \(watchdog.pingIntervalMs) ms while every loop beats") }
+        if let watchdog {
+            logger.info("systemd watchdog: pinging every \(watchdog.pingIntervalMs) ms while every loop beats")
+        }
         var health = HealthReport()
         var nextTick: MonotonicInstant? = SystemdNotifier.isActive ? .now() : nil
         while true {
