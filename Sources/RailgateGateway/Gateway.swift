@@ -99,7 +99,9 @@ public final class Gateway: @unchecked Sendable {
         }
         // Ready: the configuration is loaded, the buffer open and every service started.
         SystemdNotifier.notify("READY=1")
-        let watchdog = SystemdWatchdog(environment: SystemdWatchdog.processEnvironment(), pid: getpid())
+        let watchdog =
+            SystemdNotifier.isActive
+            ? SystemdWatchdog(environment: SystemdWatchdog.processEnvironment(), pid: getpid()) : nil
         if let watchdog {
             logger.info("systemd watchdog: pinging every \(watchdog.pingIntervalMs) ms while every loop beats")
         }
