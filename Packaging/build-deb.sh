@@ -3,14 +3,17 @@
 # statically, stripped). Depends: is computed by dpkg-shlibdeps from the binaries' real shared
 # libraries. Usage: Packaging/build-deb.sh [OUTDIR] (default .build/deb); prints the .deb's path.
 # Expects `swift build -c release --static-swift-stdlib` to have been run (make deb does).
+# For a cross build (README, "Building for arm64 boxes"): RELEASE_DIR (where the binaries are),
+# DEB_ARCH (the Debian architecture, e.g. arm64) and STRIP (e.g. aarch64-linux-gnu-strip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-.build/deb}
-release=.build/release
+release=${RELEASE_DIR:-.build/release}
+strip=${STRIP:-strip}
 maintainer=${DEB_MAINTAINER:-railgate developers <railgate@example.org>}
 version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/RailgateCore/BirthMessage.swift)
-arch=$(dpkg --print-architecture)
+arch=${DEB_ARCH:-$(dpkg --print-architecture)}
 [ -n "$version" ] || { echo "build-deb: cannot read the version from BirthMessage.swift" >&2; exit 1; }
 for binary in railgate railgate-sim; do
     [ -x "$release/$binary" ] || { echo "build-deb: $release/$binary missing: run make deb" >&2; exit 1; }
@@ -22,7 +25,7 @@ mkdir -p "$root/DEBIAN"
 # Installed files: the same layout as `make install`.
 install -D -m 0755 "$release/railgate" "$root/usr/bin/railgate"
 install -D -m 0755 "$release/railgate-sim" "$root/usr/bin/railgate-sim"
-strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/railgate" \
+$strip --strip-unneeded --remove-section=.comment "$root/usr/bin/railgate" \
     "$root/usr/bin/railgate-sim"
 install -D -m 0644 Systemd/railgate.service "$root/usr/lib/systemd/system/railgate.service"
 install -D -m 0644 Systemd/railgate.sysusers "$root/usr/lib/sysusers.d/railgate.conf"
