@@ -110,4 +110,33 @@ final class NotifySocket: @unchecked Sendable {
         #expect(!gateway.errorOutput.contains("<6>"))
         #expect(!gateway.errorOutput.contains("systemd watchdog"))
     }
+
+    /// journald gets one line per change of a device's state: with one device of a bus silent,
+    /// the polls of its answering neighbour log nothing (they used to log "answers again" each).
+    @Test func oneLinePerDeviceStateChangeNeverOnePerPoll() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let config = gatewayConfig(
+            scratch: scratch, brokerPort: nil,
+            devices: [
+                ("axlebox-1", simulator.port, 7, "axle-bearing-sensor"),
+                ("axlebox-2", simulator.port, 8, "axle-bearing-sensor"),
+            ], pollMs: 100)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        try eventually("20 polls of axlebox-1 and 3 of the silent axlebox-2", seconds: 60, intervalMs: 200) {
+            () -> Void? in
+            let devices = try daemonStatus(scratch)["devices"]?.arrayValue ?? []
+            let polls = { (name: String) in
+                devices.first { $0["name"] == .string(name) }?["polls"]?.intValue ?? 0
+            }
+            return polls("axlebox-1") >= 20 && polls("axlebox-2") >= 3 ? () : nil
+        }
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit(seconds: stopBoundSeconds) == 0)
+        let log = gateway.errorOutput
+        #expect(log.components(separatedBy: "device axlebox-2 (unit 8) is not answering").count - 1 == 1, "\(log)")
+        #expect(!log.contains("answers again"), "\(log.suffix(2000))")
+        #expect(!log.contains("axlebox-1 (unit 7) is not answering"))
+    }
 }
