@@ -122,6 +122,8 @@ public final class Gateway: @unchecked Sendable {
             let received = Self.waitForSignal(&signals, until: wakeUp)
             switch received {
             case SIGHUP:
+                // A ping now: the reload (at most the 20 s stop deadline) stays within WatchdogSec.
+                if nextTick != nil { reportHealth(watchdog: watchdog, into: &health) }
                 do {
                     try reload()
                 } catch {

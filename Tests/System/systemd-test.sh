@@ -228,6 +228,10 @@ wait_for 30 "telemetry after the reload" more_than $((before + 6))
 inside journalctl -u railgate --no-pager -o cat | grep -q "reloading the configuration" || fail "railgate did not reload"
 seqs check >/dev/null || fail "seqs not contiguous after the reload: $(seqs check)"
 echo "ok 4 reload: $(seqs check)"
+# Idle RSS of the daemon in its steady state (3 devices polled, uplink connected, reloaded once).
+rss_kb=$(inside cat "/proc/$pid/status" | awk '/^VmRSS:/ { print $2 }')
+threads=$(inside cat "/proc/$pid/status" | awk '/^Threads:/ { print $2 }')
+echo "   idle RSS ${rss_kb} kB, $threads threads"
 
 # --- 5. kill -9: restarted, no seq reused.
 restarts() { inside systemctl show -p NRestarts --value railgate; }
@@ -242,10 +246,6 @@ wait_for 30 "telemetry after the restart" more_than $((before + 6))
 seqs check >/dev/null || fail "after kill -9: $(seqs check)"
 echo "ok 5 kill -9 of $pid: restarted as $new_pid, $(seqs check)"
 
-# Idle RSS of the running daemon (3 devices polled, uplink connected).
-rss_kb=$(inside cat "/proc/$new_pid/status" | awk '/^VmRSS:/ { print $2 }')
-threads=$(inside cat "/proc/$new_pid/status" | awk '/^Threads:/ { print $2 }')
-echo "   idle RSS ${rss_kb} kB, $threads threads"
 
 # --- 6. A stalled bus loop: no more watchdog pings, systemd restarts the service.
 pid=$new_pid
