@@ -11,7 +11,9 @@
 #   5. `kill -9` of the main pid: systemd restarts it, telemetry goes on, no seq is reused;
 #   6. a stalled bus loop (the RAILGATE_TEST_HOOK_STALL_FILE test hook, set by a drop-in with
 #      WatchdogSec=10s) stops the watchdog pings and systemd restarts the service;
-#   7. `systemctl stop` ends with status 0 and {"state":"offline"} retained on the status topic.
+#   -. `dpkg -i` of the package again (an upgrade) restarts it, seqs still contiguous;
+#   7. `systemctl stop` ends with status 0 and {"state":"offline"} retained on the status topic;
+#   -. `dpkg -r` keeps /etc/railgate and /var/lib/railgate, `dpkg --purge` deletes them.
 # Prints the idle RSS of the main process. Skips (exit 0, with the reason) without root,
 # debootstrap or systemd-nspawn. Usage: Tests/System/systemd-test.sh PATH.deb
 set -euo pipefail
@@ -265,6 +267,16 @@ wait_for 30 "telemetry after the watchdog restart" more_than $((before + 6))
 seqs check >/dev/null || fail "after the watchdog restart: $(seqs check)"
 echo "ok 6 stalled bus loop: watchdog restart $(($(date +%s) - stall_at)) s after the stall, $(seqs check)"
 
+# --- An upgrade (the same package again, with systemd running): postinst restarts the service.
+pid=$(main_pid)
+inside dpkg -i "/srv/$(basename "$deb")" >"$scratch/dpkg-upgrade.log" 2>&1 || { cat "$scratch/dpkg-upgrade.log"; fail "dpkg -i (upgrade) failed"; }
+upgraded() { [ "$(main_pid)" != "$pid" ] && [ "$(main_pid)" != 0 ] && inside systemctl is-active --quiet railgate; }
+wait_for 30 "railgate restarted by the upgrade" upgraded
+before=$(seqs max)
+wait_for 30 "telemetry after the upgrade" more_than $((before + 6))
+seqs check >/dev/null || fail "after the upgrade: $(seqs check)"
+echo "ok upgrade: dpkg -i restarted railgate ($pid -> $(main_pid)), $(seqs check)"
+
 # --- 7. Stop: exit 0 and offline on the status topic.
 inside systemctl stop railgate || fail "systemctl stop failed"
 code=$(inside systemctl show -p ExecMainStatus --value railgate)
@@ -277,4 +289,15 @@ inside journalctl -u railgate --no-pager -p notice -o cat | grep -q "signal 15: 
     fail "the stop line is not in the journal at priority notice"
 echo "ok 7 systemctl stop: exit 0, status topic $offline"
 seqs check >/dev/null || fail "final: $(seqs check)"
+
+# --- Remove keeps the buffer and the configuration; purge deletes them.
+inside dpkg -r railgate >"$scratch/dpkg-remove.log" 2>&1 || { cat "$scratch/dpkg-remove.log"; fail "dpkg -r failed"; }
+[ -f "$work/etc/railgate/railgate.toml" ] || fail "dpkg -r removed the configuration"
+ls "$work/var/lib/railgate" | grep -q . || fail "dpkg -r removed the buffer"
+[ ! -e "$work/usr/bin/railgate" ] || fail "dpkg -r left /usr/bin/railgate"
+inside dpkg --purge railgate >"$scratch/dpkg-purge.log" 2>&1 || { cat "$scratch/dpkg-purge.log"; fail "dpkg --purge failed"; }
+[ ! -e "$work/etc/railgate" ] || fail "dpkg --purge left /etc/railgate"
+[ ! -e "$work/var/lib/railgate" ] || fail "dpkg --purge left /var/lib/railgate"
+! inside dpkg-statoverride --list /etc/railgate/railgate.toml >/dev/null || fail "purge left the stat override"
+echo "ok remove kept /etc/railgate and /var/lib/railgate; purge deleted them"
 echo "ok systemd-test: $(seqs check); $(($(date +%s) - started_at)) s"
