@@ -41,6 +41,7 @@ include=systemd,systemd-sysv,dbus,libmodbus5,libmosquitto1,libgpiod2,zlib1g,libs
 
 pids=()
 nspawn_pid=
+passed=no
 cleanup() {
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
         kill -TERM "$nspawn_pid" 2>/dev/null || true # nspawn asks the container's systemd to power off
@@ -50,6 +51,8 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$scratch"
+    # The booted copy stays after a failure, for its journal (journalctl -D $work/var/log/journal).
+    if [ "$passed" = yes ] && ! { [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; }; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -300,4 +303,5 @@ inside dpkg --purge railgate >"$scratch/dpkg-purge.log" 2>&1 || { cat "$scratch/
 [ ! -e "$work/var/lib/railgate" ] || fail "dpkg --purge left /var/lib/railgate"
 ! inside dpkg-statoverride --list /etc/railgate/railgate.toml >/dev/null || fail "purge left the stat override"
 echo "ok remove kept /etc/railgate and /var/lib/railgate; purge deleted them"
+passed=yes
 echo "ok systemd-test: $(seqs check); $(($(date +%s) - started_at)) s"
