@@ -34,6 +34,11 @@ final class BusPoller: @unchecked Sendable {
     /// Told each new reading of a device's `poll = "once"` points (device name, readings), from
     /// the bus thread.
     private let onStatic: @Sendable (String, [(name: String, reading: Result<PointValue, ReadFailure>)]) -> Void
+    /// The poll loop's proof of life for the systemd watchdog.
+    let heartbeat: Heartbeat
+    /// The longest one device's poll may take on this line, in milliseconds: every request of
+    /// the device with all its retries, each a timeout plus the drain after it and the pause.
+    private let pollBoundMs: Int
 
     /// - Parameter alarms: alarms raised before (a restart or reload), by device and point: not raised again.
     init(
@@ -54,6 +59,17 @@ final class BusPoller: @unchecked Sendable {
         }
         for poller in pollers { poller.edge.restore(alarms[poller.device.name] ?? []) }
         snapshot = pollers.map { ($0.device.name, $0.stats) }
+        heartbeat = Heartbeat(name: "bus \(bus.name)")
+        // Generous on purpose: a bound too tight restarts a healthy daemon, one too loose only
+        // notices a hang later. Refused reads may be halved down to one request per point (twice
+        // the points at worst), static points are read in the same turn, every attempt may cost a
+        // timeout and an RTU drain (capped at 10 timeouts), and busy replies are asked again.
+        let requests =
+            pollers.map { 2 * ($0.requests.count + $0.staticRequests.count + $0.device.profile.points.count) }
+            .max() ?? 1
+        let attemptMs = 11 * bus.timeoutMs + bus.interRequestDelayMs
+        let requestMs = (bus.retries + 1) * attemptMs + bus.busyRetries * (bus.busyRetryMs + attemptMs)
+        pollBoundMs = bus.connectDelayMs + max(1, requests) * requestMs
     }
 
     /// Starts polling on the bus's own thread, supervised by `supervisor` (restarted if it ends).
@@ -73,6 +89,8 @@ final class BusPoller: @unchecked Sendable {
     }
 
     private func run() {
+        heartbeat.expect(within: pollBoundMs)
+        defer { heartbeat.ended() }
         let connection: ModbusConnection
         do {
             connection = try ModbusConnection(bus: bus, devices: pollers.map(\.device))
@@ -86,13 +104,19 @@ final class BusPoller: @unchecked Sendable {
         var staticConnects = [Int](repeating: -1, count: pollers.count)
         var windowStart = MonotonicInstant.now()
         var busyNanoseconds: Int64 = 0
-        var wasDown = false
         while true {
             guard let poller = pollers.min(by: { $0.nextDue < $1.nextDue }) else { return }
             let due = poller.nextDue
-            guard worker.wait(until: due) else { break }
+            guard waitBeating(until: due) else { break }
+            if StallTestHook.triggered() {
+                logger.warning("bus \(bus.name): RAILGATE_TEST_HOOK_STALL_FILE: this loop hangs now (test hook)")
+                _ = worker.wait(until: MonotonicInstant(nanoseconds: Int64.max))
+                break
+            }
+            heartbeat.expect(within: pollBoundMs)
             let started = MonotonicInstant.now()
             let wasAnswering = poller.stats.consecutiveFailures == 0
+            let failedBefore = !wasAnswering
             let record = poller.poll(over: connection, retries: bus.retries, busy: busy, at: WallClock.now())
             if let index = pollers.firstIndex(where: { $0 === poller }), !poller.staticRequests.isEmpty,
                 !worker.isStopping
@@ -123,17 +147,15 @@ final class BusPoller: @unchecked Sendable {
             }
             if let sample { sink.accept(sample) }
             for note in poller.takePlanNotes() { logger.notice("\(note)") }
+            // One line per change of this device's state, never one per poll.
             let down = poller.stats.consecutiveFailures > 0
-            if down != wasDown || (down && poller.stats.consecutiveFailures == 1) {
-                if down {
-                    logger.warning(
-                        "device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")"
-                    )
-                } else if wasDown {
-                    logger.notice("device \(poller.device.name) answers again")
-                }
+            if down, poller.stats.consecutiveFailures == 1 {
+                logger.warning(
+                    "device \(poller.device.name) (unit \(poller.device.unit)) is not answering: \(poller.stats.lastError ?? "?")"
+                )
+            } else if !down, failedBefore {
+                logger.notice("device \(poller.device.name) answers again")
             }
-            wasDown = pollers.contains { $0.stats.consecutiveFailures > 0 }
             poller.scheduleNext(after: due, now: finished, maxBackoffMs: bus.maxBackoffMs)
             let windowMs = finished.milliseconds(since: windowStart)
             lock.withLock {
@@ -159,6 +181,16 @@ final class BusPoller: @unchecked Sendable {
             case .failure(let reason): "\(reading.name)!\(reason)"
             }
         }.joined(separator: ",")
+    }
+
+    /// Waits until `deadline` in slices of `Heartbeat.sliceMs`, beating after each; false when stopping.
+    private func waitBeating(until deadline: MonotonicInstant) -> Bool {
+        while true {
+            let slice = MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs)
+            heartbeat.expect(within: Heartbeat.sliceMs)
+            guard worker.wait(until: min(deadline, slice)) else { return false }
+            if MonotonicInstant.now() >= deadline { return true }
+        }
     }
 }
 

@@ -18,9 +18,12 @@ final class GateWatcher: @unchecked Sendable {
     private var fault: String?
     private var lastError: String?
     static let retryMs = 5000
+    /// The watch loop's proof of life for the systemd watchdog.
+    let heartbeat: Heartbeat
 
     init(gate: GateConfig, sink: any RecordSink, logger: Logger) {
         self.gate = gate
+        heartbeat = Heartbeat(name: "gate \(gate.name)")
         self.sink = sink
         self.logger = logger
     }
@@ -43,8 +46,10 @@ final class GateWatcher: @unchecked Sendable {
     }
 
     private func run() {
+        defer { heartbeat.ended() }
         var reported: String?
         while !worker.isStopping {
+            heartbeat.expect(within: Self.retryMs)
             do throws(GPIOError) {
                 try watch()
             } catch {
@@ -72,6 +77,7 @@ final class GateWatcher: @unchecked Sendable {
         if wasUnavailable { logger.notice("gate \(gate.name): chip \(gate.chip) is back") }
         emit(machine.start(openActive: openActive, closedActive: closedActive, atMs: Self.nowMs()))
         while !worker.isStopping {
+            heartbeat.expect(within: 500)
             let now = Self.nowMs()
             let wait = machine.nextDeadlineMs.map { max(0, min(500, $0 - now)) } ?? 500
             for edge in try watch.waitForEdges(timeoutMs: Int(wait)) {

@@ -103,17 +103,33 @@ public final class Gateway: @unchecked Sendable {
             logger.critical("\(error); exiting")
             return stop(exitCode: Self.exitNoThread)
         }
-        SystemdNotifier.notify(
-            "READY=1\nSTATUS=polling \(config.devices.count) devices, watching \(config.gates.count) gates")
+        // Ready: the configuration is loaded, the buffer open and every service started.
+        SystemdNotifier.notify("READY=1")
+        let watchdog =
+            SystemdNotifier.isActive
+            ? SystemdWatchdog(environment: SystemdWatchdog.processEnvironment(), pid: getpid()) : nil
+        if let watchdog {
+            logger.info("systemd watchdog: pinging every \(watchdog.pingIntervalMs) ms while every loop beats")
+        }
+        var health = HealthReport()
+        var nextTick: MonotonicInstant? = SystemdNotifier.isActive ? .now() : nil
         while true {
             if let reason = supervisor.fatalReason {
                 logger.critical("\(reason): stopping")
                 return stop(exitCode: Self.exitServiceFailed)
             }
             supervisor.restartDue()
-            let received = Self.waitForSignal(&signals, until: supervisor.nextRestart)
+            if let tick = nextTick, MonotonicInstant.now() >= tick {
+                reportHealth(watchdog: watchdog, into: &health)
+                nextTick = MonotonicInstant.now().adding(
+                    milliseconds: min(Self.statusIntervalMs, watchdog?.pingIntervalMs ?? Self.statusIntervalMs))
+            }
+            let wakeUp = [supervisor.nextRestart, nextTick].compactMap { $0 }.min()
+            let received = Self.waitForSignal(&signals, until: wakeUp)
             switch received {
             case SIGHUP:
+                // A ping now: the reload (at most the 20 s stop deadline) stays within WatchdogSec.
+                if nextTick != nil { reportHealth(watchdog: watchdog, into: &health) }
                 do {
                     try reload()
                 } catch {
@@ -127,6 +143,45 @@ public final class Gateway: @unchecked Sendable {
                 continue  // The supervisor's wake-up, or a restart is due.
             }
         }
+    }
+
+    /// How often the main thread refreshes `STATUS=` (sent only when it changed), in milliseconds.
+    static let statusIntervalMs = 2000
+
+    /// What the last health report said, so that each change is logged and sent once.
+    struct HealthReport {
+        var status = ""
+        var stalled: String?
+    }
+
+    /// Under systemd: sends `WATCHDOG=1` when every loop's heartbeat is on time (logs the first
+    /// loop that is not, once, and withholds the ping so systemd restarts the service), and
+    /// `STATUS=` when the line changed. Called on the main thread.
+    private func reportHealth(watchdog: SystemdWatchdog?, into report: inout HealthReport) {
+        let (pollers, gates, uplink) = lock.withLock { (self.pollers, self.gates, self.uplink) }
+        let beats = pollers.map(\.heartbeat) + gates.map(\.heartbeat) + (uplink.map { [$0.heartbeat] } ?? [])
+        let overdue = beats.lazy.compactMap { beat in beat.overdueMs().map { (beat.name, $0) } }.first
+        if let (name, late) = overdue, report.stalled != name {
+            logger.critical(
+                "\(name) made no progress: \(late / 1000) s past its heartbeat; withholding the watchdog ping so systemd restarts railgate"
+            )
+        } else if overdue == nil, let name = report.stalled {
+            logger.notice("\(name) made progress again")
+        }
+        report.stalled = overdue?.0
+        var message: [String] = []
+        if watchdog != nil, overdue == nil { message.append("WATCHDOG=1") }
+        let devices = pollers.flatMap { $0.status().devices }
+        let stored = buffer.stats()
+        let status = StatusLine.render(
+            devicesAnswering: devices.filter { $0.stats.polls > 0 && $0.stats.consecutiveFailures == 0 }.count,
+            devices: devices.count, gates: gates.count, uplink: uplink?.status().state ?? "disabled",
+            records: stored.records, nextSeq: stored.nextSeq, stalled: overdue?.0)
+        if status != report.status {
+            message.append("STATUS=\(status)")
+            report.status = status
+        }
+        if !message.isEmpty { SystemdNotifier.notify(message.joined(separator: "\n")) }
     }
 
     /// The next of `signals`, or 0 when `deadline` passes first (or the wait was interrupted).

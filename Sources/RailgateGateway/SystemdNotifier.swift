@@ -3,8 +3,11 @@ import RailgateCore
 import RailgateSystem
 
 /// Tells systemd about the service's state through `$NOTIFY_SOCKET` (the sd_notify datagram
-/// protocol: `READY=1`, `STOPPING=1`, `RELOADING=1`, `STATUS=...`). Does nothing outside systemd.
+/// protocol: `READY=1`, `STOPPING=1`, `RELOADING=1`, `STATUS=...`, `WATCHDOG=1`). Does nothing outside systemd.
 enum SystemdNotifier {
+    /// Whether systemd listens (`$NOTIFY_SOCKET` set): `Type=notify` under systemd.
+    static var isActive: Bool { getenv("NOTIFY_SOCKET").map { $0.pointee != 0 } ?? false }
+
     static func notify(_ message: String) {
         guard let socketPath = getenv("NOTIFY_SOCKET").map({ String(cString: $0) }), !socketPath.isEmpty else { return }
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)

@@ -164,6 +164,8 @@ final class Uplink: @unchecked Sendable {
     private var cursor: UInt64
     private var batchesAcknowledged = 0
     private var offlineAcknowledged = false
+    /// The publisher loop's proof of life for the systemd watchdog.
+    let heartbeat = Heartbeat(name: "the uplink")
 
     static let maxBatchesInFlight = 10
 
@@ -446,16 +448,19 @@ final class Uplink: @unchecked Sendable {
     }
 
     private func publishLoop() {
+        defer { heartbeat.ended() }
         var lastSend = MonotonicInstant(nanoseconds: 0)
         var nextAllowed = MonotonicInstant(nanoseconds: 0)
         while true {
+            heartbeat.expect(within: Heartbeat.sliceMs)
             let step: Step = lock.withLock {
                 while true {
                     if stopping { return .stop }
                     if let reason = replacementReason() { return .replace(reason) }
                     if state == "connected", inFlight.count < Self.maxBatchesInFlight { return .publish }
-                    let second = MonotonicInstant.now().adding(milliseconds: 1000)
-                    lock.wait(until: stuckDeadline().map { min($0, second) } ?? second)
+                    heartbeat.expect(within: Heartbeat.sliceMs)
+                    let slice = MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs)
+                    lock.wait(until: stuckDeadline().map { min($0, slice) } ?? slice)
                 }
             }
             switch step {
@@ -489,7 +494,10 @@ final class Uplink: @unchecked Sendable {
             let holdUntil = max(records.count < settings.batchMaxRecords ? intervalEnd : now, nextAllowed)
             if holdUntil > now {
                 lock.withLock {
-                    while !stopping, MonotonicInstant.now() < holdUntil { lock.wait(until: holdUntil) }
+                    while !stopping, MonotonicInstant.now() < holdUntil {
+                        heartbeat.expect(within: Heartbeat.sliceMs)
+                        lock.wait(until: min(holdUntil, MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs)))
+                    }
                 }
                 records = buffer.records(after: from, limits: limits, excluding: lock.withLock { sentAhead })
             }
@@ -504,6 +512,7 @@ final class Uplink: @unchecked Sendable {
     /// On the way out: sends everything durable that is not in flight yet, while connected.
     private func drain() {
         while lock.withLock({ state == "connected" && distrust == nil }) {
+            heartbeat.expect(within: Heartbeat.sliceMs)
             let (from, skipping) = lock.withLock { (cursor, sentAhead) }
             let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
             let records = urgent.isEmpty ? buffer.records(after: from, limits: limits, excluding: skipping) : urgent
@@ -542,11 +551,14 @@ final class Uplink: @unchecked Sendable {
             }
             return published ? payload.count : nil
         } catch {
-            lock.withLock {
+            // One line per distinct failure, not one per attempt (one a second while it lasts).
+            let isNew: Bool = lock.withLock {
+                let isNew = lastError != error.description
                 lastError = error.description
                 _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 1000))
+                return isNew
             }
-            logger.warning("publish failed: \(error)")
+            if isNew { logger.warning("publish failed: \(error)") }
             return nil
         }
     }
