@@ -49,8 +49,7 @@ test-vm: deps
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	$(SWIFT) build -c release --static-swift-stdlib --product railgate
-	$(SWIFT) build -c release --static-swift-stdlib --product railgate-sim
+	$(MAKE) release
 	$(SWIFT) build --build-tests
 	RAILGATE_VM_TESTS=1 $(SWIFT) test --skip-build --filter PowerCutTests
 
