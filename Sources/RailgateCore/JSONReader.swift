@@ -1,8 +1,16 @@
 /// Reads JSON text into `JSON` (objects keep their key order). For the technician's tools that
 /// turn the daemon's documents into text; strict enough to reject garbage with a message.
+/// Bounded: nesting deeper than `maxDepth` (arrays and objects) or text longer than `maxBytes`
+/// is a `SyntaxError`, never a stack overflow.
 public struct JSONReader {
+    /// Deepest nesting of arrays and objects accepted (railgate's own documents nest 4 deep).
+    public static let maxDepth = 256
+    /// Largest text accepted, in bytes (64 MiB).
+    public static let maxBytes = 64 << 20
+
     private let bytes: [UInt8]
     private var index = 0
+    private var depth = 0
 
     /// A description of where and why the text is not JSON.
     public struct SyntaxError: Error, CustomStringConvertible {
@@ -13,6 +21,7 @@ public struct JSONReader {
 
     public static func parse(_ text: String) throws(SyntaxError) -> JSON {
         var reader = JSONReader(bytes: Array(text.utf8))
+        guard reader.bytes.count <= maxBytes else { throw reader.fail("more than \(maxBytes) bytes") }
         let value = try reader.value()
         reader.skipSpace()
         guard reader.index == reader.bytes.count else { throw reader.fail("trailing characters") }
@@ -25,35 +34,11 @@ public struct JSONReader {
         skipSpace()
         guard index < bytes.count else { throw fail("unexpected end") }
         switch bytes[index] {
-        case UInt8(ascii: "{"):
-            index += 1
-            var members: [(String, JSON)] = []
-            skipSpace()
-            if peek(UInt8(ascii: "}")) { return .object(members) }
-            while true {
-                skipSpace()
-                guard peek(UInt8(ascii: "\""), consume: false) else { throw fail("expected a key") }
-                let key = try string()
-                skipSpace()
-                guard peek(UInt8(ascii: ":")) else { throw fail("expected ':'") }
-                members.append((key, try value()))
-                skipSpace()
-                if peek(UInt8(ascii: ",")) { continue }
-                guard peek(UInt8(ascii: "}")) else { throw fail("expected ',' or '}'") }
-                return .object(members)
-            }
-        case UInt8(ascii: "["):
-            index += 1
-            var elements: [JSON] = []
-            skipSpace()
-            if peek(UInt8(ascii: "]")) { return .array(elements) }
-            while true {
-                elements.append(try value())
-                skipSpace()
-                if peek(UInt8(ascii: ",")) { continue }
-                guard peek(UInt8(ascii: "]")) else { throw fail("expected ',' or ']'") }
-                return .array(elements)
-            }
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maxDepth else { throw fail("nested deeper than \(Self.maxDepth)") }
+            return try bytes[index] == UInt8(ascii: "{") ? object() : array()
         case UInt8(ascii: "\""):
             return .string(try string())
         case UInt8(ascii: "t"): return try literal("true", .bool(true))
@@ -61,6 +46,39 @@ public struct JSONReader {
         case UInt8(ascii: "n"): return try literal("null", .null)
         default:
             return try number()
+        }
+    }
+
+    private mutating func object() throws(SyntaxError) -> JSON {
+        index += 1
+        var members: [(String, JSON)] = []
+        skipSpace()
+        if peek(UInt8(ascii: "}")) { return .object(members) }
+        while true {
+            skipSpace()
+            guard peek(UInt8(ascii: "\""), consume: false) else { throw fail("expected a key") }
+            let key = try string()
+            skipSpace()
+            guard peek(UInt8(ascii: ":")) else { throw fail("expected ':'") }
+            members.append((key, try value()))
+            skipSpace()
+            if peek(UInt8(ascii: ",")) { continue }
+            guard peek(UInt8(ascii: "}")) else { throw fail("expected ',' or '}'") }
+            return .object(members)
+        }
+    }
+
+    private mutating func array() throws(SyntaxError) -> JSON {
+        index += 1
+        var elements: [JSON] = []
+        skipSpace()
+        if peek(UInt8(ascii: "]")) { return .array(elements) }
+        while true {
+            elements.append(try value())
+            skipSpace()
+            if peek(UInt8(ascii: ",")) { continue }
+            guard peek(UInt8(ascii: "]")) else { throw fail("expected ',' or ']'") }
+            return .array(elements)
         }
     }
 

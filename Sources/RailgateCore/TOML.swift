@@ -36,6 +36,11 @@ public final class TOMLTable {
     public let line: Int
     fileprivate var isExplicitlyDefined = false
     fileprivate var isSealed = false  // inline tables and dotted-key parents may not be reopened
+    /// The section (counted from 1 at each header) whose dotted keys created this table, if any:
+    /// only that section's dotted keys may extend it, and no `[header]` may define it (TOML 1.0).
+    fileprivate var dottedKeySection: Int?
+    /// Keys of this table that hold an array of tables (`[[key]]`), which later headers may extend.
+    fileprivate var arraysOfTables: Set<String> = []
 
     init(line: Int) { self.line = line }
 
@@ -60,6 +65,30 @@ public final class TOMLTable {
         if values[key] == nil { keys.append(key) }
         values[key] = value
     }
+
+    /// Appends `element` to the array of tables at `key` in place (amortised O(1): the array is
+    /// taken out of the dictionary first so that appending does not copy it).
+    fileprivate func appendTable(_ element: TOMLValue, to key: String) {
+        guard var holder = values.removeValue(forKey: key), case .array(var elements) = holder.kind else { return }
+        holder.kind = .bool(false)  // drop the holder's reference to the array's storage
+        elements.append(element)
+        holder.kind = .array(elements)
+        values[key] = holder
+    }
+}
+
+/// Bounds on what `TOMLParser` accepts, so that no input can exhaust the stack, memory or time.
+public struct TOMLLimits: Sendable {
+    /// Largest document in bytes (default 4 MiB; railgate's configs and profiles are a few KiB).
+    public var maxBytes = 4 << 20
+    /// Longest line in bytes, newline excluded (default 64 KiB).
+    public var maxLineBytes = 64 << 10
+    /// Deepest nesting of arrays and inline tables, and most components in one dotted key (default 64).
+    public var maxDepth = 64
+    /// Most keys and `[[table]]` elements in the whole document (default 100,000).
+    public var maxKeys = 100_000
+
+    public init() {}
 }
 
 /// A syntax error in a TOML document.
@@ -71,18 +100,120 @@ public struct TOMLSyntaxError: Error, Equatable {
 /// Reads TOML 1.0 documents: tables, arrays of tables, dotted and quoted keys, basic and literal
 /// strings (multi-line too), integers (decimal, hex, octal, binary), floats, booleans, arrays and
 /// inline tables. Dates and times are refused with a clear message: no railgate key takes one.
+///
+/// Bounded by `TOMLLimits` (size, line length, nesting depth, key count): a document past a limit
+/// is a `TOMLSyntaxError` naming the line, never a stack overflow. Strict like TOML 1.0: control
+/// characters other than tab (a bare CR too) and invalid UTF-8 are refused; a leading UTF-8
+/// byte-order mark is skipped. Time is linear in the document's size.
 public struct TOMLParser {
     private let bytes: [UInt8]
+    private let limits: TOMLLimits
     private var index = 0
     private var line = 1
+    private var depth = 0
+    private var keyCount = 0
+    private var section = 0
 
     /// Parses `text` into its root table or throws the first `TOMLSyntaxError`.
-    public static func parse(_ text: String) throws(TOMLSyntaxError) -> TOMLTable {
-        var parser = TOMLParser(bytes: Array(text.utf8))
+    public static func parse(_ text: String, limits: TOMLLimits = TOMLLimits()) throws(TOMLSyntaxError) -> TOMLTable {
+        try parse(bytes: Array(text.utf8), limits: limits)
+    }
+
+    /// Parses the UTF-8 bytes of a document (invalid UTF-8 is a syntax error on its line).
+    public static func parse(bytes: [UInt8], limits: TOMLLimits = TOMLLimits()) throws(TOMLSyntaxError) -> TOMLTable {
+        guard bytes.count <= limits.maxBytes else {
+            throw TOMLSyntaxError(
+                line: 1, message: "the document has \(bytes.count) bytes, more than \(limits.maxBytes)")
+        }
+        var parser = TOMLParser(bytes: bytes, limits: limits)
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { parser.index = 3 }
+        try parser.checkCharacters()
         return try parser.document()
     }
 
-    private init(bytes: [UInt8]) { self.bytes = bytes }
+    private init(bytes: [UInt8], limits: TOMLLimits) {
+        self.bytes = bytes
+        self.limits = limits
+    }
+
+    /// One pass before parsing: valid UTF-8, no control character but tab, LF and CR-LF, no line
+    /// longer than the limit. TOML allows no other control character anywhere, in strings and
+    /// comments too.
+    private func checkCharacters() throws(TOMLSyntaxError) {
+        var position = index
+        var lineNumber = 1
+        var lineStart = position
+        func failure(_ message: String) -> TOMLSyntaxError { TOMLSyntaxError(line: lineNumber, message: message) }
+        while position < bytes.count {
+            let byte = bytes[position]
+            if byte < 0x80 {
+                if byte == 0x0A {
+                    lineNumber += 1
+                    lineStart = position + 1
+                } else if byte == 0x0D {
+                    guard position + 1 < bytes.count, bytes[position + 1] == 0x0A else {
+                        throw failure("a carriage return not followed by a newline")
+                    }
+                } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                    throw failure(
+                        "control character U+\(String(byte, radix: 16, uppercase: true)) (write it as an escape)")
+                }
+                position += 1
+            } else {
+                let length = utf8SequenceLength(at: position)
+                guard length > 0 else { throw failure("invalid UTF-8 at byte \(position)") }
+                position += length
+            }
+            if position - lineStart > limits.maxLineBytes + 1 {
+                throw failure("line longer than \(limits.maxLineBytes) bytes")
+            }
+        }
+    }
+
+    /// Length of the well-formed UTF-8 sequence starting at `position` (lead byte >= 0x80), or 0.
+    private func utf8SequenceLength(at position: Int) -> Int {
+        let lead = bytes[position]
+        let length: Int
+        var low: UInt8 = 0x80
+        var high: UInt8 = 0xBF
+        switch lead {
+        case 0xC2...0xDF: length = 2
+        case 0xE0:
+            length = 3
+            low = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: length = 3
+        case 0xED:
+            length = 3
+            high = 0x9F
+        case 0xF0:
+            length = 4
+            low = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4:
+            length = 4
+            high = 0x8F
+        default: return 0
+        }
+        guard position + length <= bytes.count else { return 0 }
+        let second = bytes[position + 1]
+        guard second >= low, second <= high else { return 0 }
+        for offset in 2..<length where bytes[position + offset] & 0xC0 != 0x80 { return 0 }
+        return length
+    }
+
+    /// Counts one more key (or `[[table]]` element) against `TOMLLimits.maxKeys`.
+    private mutating func countKey() throws(TOMLSyntaxError) {
+        keyCount += 1
+        guard keyCount <= limits.maxKeys else { throw fail("more than \(limits.maxKeys) keys") }
+    }
+
+    /// Enters one level of array or inline-table nesting, bounded by `TOMLLimits.maxDepth`.
+    private mutating func enterNesting() throws(TOMLSyntaxError) {
+        depth += 1
+        guard depth <= limits.maxDepth else {
+            throw fail("arrays and inline tables nested deeper than \(limits.maxDepth)")
+        }
+    }
 
     // MARK: Document structure
 
@@ -103,6 +234,7 @@ public struct TOMLParser {
 
     private mutating func tableHeader(root: TOMLTable) throws(TOMLSyntaxError) -> TOMLTable {
         let headerLine = line
+        section += 1
         advance()
         let isArray = peek() == UInt8(ascii: "[")
         if isArray { advance() }
@@ -111,6 +243,7 @@ public struct TOMLParser {
         skipSpaces()
         try expect("]")
         if isArray { try expect("]") }
+        try countKey()
 
         var table = root
         for component in path.dropLast() {
@@ -120,22 +253,21 @@ public struct TOMLParser {
         if isArray {
             let element = TOMLTable(line: headerLine)
             element.isExplicitlyDefined = true
-            if let existing = table[last] {
-                guard case .array(var elements) = existing.kind, elements.allSatisfy(\.isTable) else {
-                    throw fail("'\(last)' is already defined as \(existing.typeName) on line \(existing.line)")
-                }
-                elements.append(TOMLValue(kind: .table(element), line: headerLine))
-                table.set(last, TOMLValue(kind: .array(elements), line: existing.line))
+            let value = TOMLValue(kind: .table(element), line: headerLine)
+            if table.arraysOfTables.contains(last) {
+                // No copy of the array may be alive here, or appending would copy it (quadratic).
+                table.appendTable(value, to: last)
+            } else if let existing = table[last] {
+                throw fail("'\(last)' is already defined as \(existing.typeName) on line \(existing.line)")
             } else {
-                table.set(
-                    last,
-                    TOMLValue(kind: .array([TOMLValue(kind: .table(element), line: headerLine)]), line: headerLine))
+                table.set(last, TOMLValue(kind: .array([value]), line: headerLine))
+                table.arraysOfTables.insert(last)
             }
             return element
         }
         if let existing = table[last] {
             guard case .table(let existingTable) = existing.kind, !existingTable.isExplicitlyDefined,
-                !existingTable.isSealed
+                !existingTable.isSealed, existingTable.dottedKeySection == nil
             else {
                 throw fail("[\(path.joined(separator: "."))] is defined twice (first on line \(existing.line))")
             }
@@ -163,7 +295,7 @@ public struct TOMLParser {
         switch existing.kind {
         case .table(let child) where !child.isSealed:
             return child
-        case .array(let elements):
+        case .array(let elements) where table.arraysOfTables.contains(component):
             if let lastElement = elements.last, case .table(let child) = lastElement.kind, !child.isSealed {
                 return child
             }
@@ -179,17 +311,22 @@ public struct TOMLParser {
         skipSpaces()
         try expect("=")
         skipSpaces()
+        try countKey()
         let value = try self.value(line: keyLine)
         var target = table
         for component in path.dropLast() {
             if let existing = target[component] {
-                // Dotted keys may extend a table made by other dotted keys, never a [header] or inline one.
-                guard case .table(let child) = existing.kind, !child.isExplicitlyDefined, !child.isSealed else {
+                // Dotted keys may extend a table made by dotted keys of the same section (or an
+                // implicit one), never a [header], an array of tables or an inline table.
+                guard case .table(let child) = existing.kind, !child.isExplicitlyDefined, !child.isSealed,
+                    child.dottedKeySection == nil || child.dottedKeySection == section
+                else {
                     throw fail("'\(component)' is already defined as \(existing.typeName) on line \(existing.line)")
                 }
                 target = child
             } else {
                 let created = TOMLTable(line: keyLine)
+                created.dottedKeySection = section
                 target.set(component, TOMLValue(kind: .table(created), line: keyLine))
                 target = created
             }
@@ -219,6 +356,7 @@ public struct TOMLParser {
             }
             skipSpaces()
             guard peek() == UInt8(ascii: ".") else { return components }
+            guard components.count < limits.maxDepth else { throw fail("a key of more than \(limits.maxDepth) parts") }
             advance()
         }
     }
@@ -264,51 +402,19 @@ public struct TOMLParser {
         if token.contains(":") || (token.count >= 10 && token.dropFirst(4).first == "-" && token.first != "-") {
             throw fail("dates and times are not used by railgate; quote the value if it is text")
         }
-        let hasSign = token.first == "+" || token.first == "-"
-        let unsigned = hasSign ? String(token.dropFirst()) : token
-        let negative = token.first == "-"
-        switch unsigned {
-        case "inf": return .float(negative ? -.infinity : .infinity)
-        case "nan": return .float(.nan)
-        default: break
+        var scanner = NumberScanner(bytes: Array(token.utf8))
+        switch scanner.scan() {
+        case .value(let kind): return kind
+        case .tooLarge: throw fail("'\(token)' does not fit in a 64-bit integer")
+        case .leadingZero: throw fail("'\(token)': leading zeros are not allowed in TOML numbers")
+        case .invalid: throw fail("'\(token)' is not a valid TOML number")
         }
-        for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] where unsigned.hasPrefix(prefix) {
-            guard !hasSign, let value = Int64(try digits(String(unsigned.dropFirst(2)), token), radix: radix) else {
-                throw fail("'\(token)' is not a valid integer")
-            }
-            return .integer(value)
-        }
-        let cleaned = try digits(unsigned, token)
-        if cleaned.count > 1, cleaned.first == "0", cleaned.allSatisfy(\.isNumber) {
-            throw fail("'\(token)': leading zeros are not allowed in TOML integers")
-        }
-        if cleaned.allSatisfy(\.isNumber) {
-            guard let value = Int64((negative ? "-" : "") + cleaned) else {
-                throw fail("'\(token)' does not fit in a 64-bit integer")
-            }
-            return .integer(value)
-        }
-        guard let value = Double((negative ? "-" : "") + cleaned), cleaned.first?.isNumber == true,
-            cleaned.last?.isNumber == true, !cleaned.contains(".e"), !cleaned.contains(".E")
-        else {
-            throw fail("'\(token)' is not a valid number")
-        }
-        return .float(value)
-    }
-
-    /// Removes TOML's digit-group underscores, which must sit between two digits.
-    private func digits(_ text: String, _ token: String) throws(TOMLSyntaxError) -> String {
-        let characters = Array(text)
-        for (offset, character) in characters.enumerated() where character == "_" {
-            let before = offset > 0 ? characters[offset - 1] : " "
-            let after = offset + 1 < characters.count ? characters[offset + 1] : " "
-            guard before.isHexDigit, after.isHexDigit else { throw fail("'\(token)': misplaced underscore") }
-        }
-        return characters.filter { $0 != "_" }.map(String.init).joined()
     }
 
     private mutating func array() throws(TOMLSyntaxError) -> [TOMLValue] {
         advance()  // [
+        try enterNesting()
+        defer { depth -= 1 }
         var elements: [TOMLValue] = []
         while true {
             skipWhitespaceCommentsAndNewlines()
@@ -330,6 +436,8 @@ public struct TOMLParser {
 
     private mutating func inlineTable(line tableLine: Int) throws(TOMLSyntaxError) -> TOMLTable {
         advance()  // {
+        try enterNesting()
+        defer { depth -= 1 }
         let table = TOMLTable(line: tableLine)
         skipSpaces()
         if peek() == UInt8(ascii: "}") {
@@ -399,7 +507,12 @@ public struct TOMLParser {
                     next == UInt8(ascii: "\n") || next == UInt8(ascii: " ")
                         || next == UInt8(ascii: "\t") || next == UInt8(ascii: "\r")
                 {
+                    // A line-ending backslash: only spaces may sit between it and the newline.
                     advance()
+                    skipSpaces()
+                    guard peek() == UInt8(ascii: "\n") || peek() == UInt8(ascii: "\r") else {
+                        throw fail("a backslash followed by spaces must end the line in a multi-line string")
+                    }
                     skipWhitespaceAndNewlines()
                 } else {
                     scalars.append(try escape())
@@ -461,6 +574,7 @@ public struct TOMLParser {
         case UInt8(ascii: "u"), UInt8(ascii: "U"):
             let length = byte == UInt8(ascii: "u") ? 4 : 8
             guard index + length <= bytes.count,
+                bytes[index..<(index + length)].allSatisfy({ $0.hexDigitValue != nil }),
                 let code = UInt32(String(decoding: bytes[index..<(index + length)], as: UTF8.self), radix: 16),
                 let scalar = Unicode.Scalar(code)
             else { throw fail("invalid unicode escape") }
@@ -547,5 +661,112 @@ extension UInt8 {
 
     fileprivate var isNumberCharacter: Bool {
         isBareKeyCharacter || self == UInt8(ascii: "+") || self == UInt8(ascii: ".") || self == UInt8(ascii: ":")
+    }
+}
+
+/// Reads one TOML number token exactly as TOML 1.0's grammar defines it: a sign only on decimals,
+/// `0x`/`0o`/`0b` in lower case, underscores only between two digits, no leading zeros, a float
+/// needs digits on both sides of the point and after the exponent.
+private struct NumberScanner {
+    enum Result {
+        case value(TOMLValue.Kind)
+        case tooLarge
+        case leadingZero
+        case invalid
+    }
+
+    let bytes: [UInt8]
+    var index = 0
+
+    mutating func scan() -> Result {
+        var negative = false
+        var signed = false
+        if let first = bytes.first, first == UInt8(ascii: "+") || first == UInt8(ascii: "-") {
+            negative = first == UInt8(ascii: "-")
+            signed = true
+            index = 1
+        }
+        let rest = bytes[index...]
+        if rest.elementsEqual("inf".utf8) { return .value(.float(negative ? -.infinity : .infinity)) }
+        if rest.elementsEqual("nan".utf8) { return .value(.float(.nan)) }
+        if rest.count > 2, rest.first == UInt8(ascii: "0") {
+            let radix: UInt64? =
+                switch bytes[index + 1] {
+                case UInt8(ascii: "x"): 16
+                case UInt8(ascii: "o"): 8
+                case UInt8(ascii: "b"): 2
+                default: nil
+                }
+            if let radix {
+                guard !signed else { return .invalid }
+                index += 2
+                guard let digits = digitRun(radix: radix), index == bytes.count else { return .invalid }
+                var value: UInt64 = 0
+                for digit in digits {
+                    let (shifted, overflow) = value.multipliedReportingOverflow(by: radix)
+                    guard !overflow, shifted + digit <= UInt64(Int64.max) else { return .tooLarge }
+                    value = shifted + digit
+                }
+                return .value(.integer(Int64(value)))
+            }
+        }
+        guard let integerPart = digitRun(radix: 10) else { return .invalid }
+        if integerPart.count > 1, integerPart.first == 0 { return .leadingZero }
+        var text = (negative ? "-" : "") + integerPart.map(String.init).joined()
+        var isFloat = false
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            guard let fraction = digitRun(radix: 10) else { return .invalid }
+            text += "." + fraction.map(String.init).joined()
+            isFloat = true
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            index += 1
+            var exponentSign = ""
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                exponentSign = bytes[index] == UInt8(ascii: "-") ? "-" : "+"
+                index += 1
+            }
+            guard let exponent = digitRun(radix: 10) else { return .invalid }
+            text += "e" + exponentSign + exponent.map(String.init).joined()
+            isFloat = true
+        }
+        guard index == bytes.count else { return .invalid }
+        if isFloat {
+            guard let value = Double(text) else { return .invalid }
+            return .value(.float(value))
+        }
+        guard let value = Int64(text) else { return .tooLarge }
+        return .value(.integer(value))
+    }
+
+    /// Digits of `radix` from `index`, with single underscores between digits; nil if none or misplaced.
+    private mutating func digitRun(radix: UInt64) -> [UInt64]? {
+        var digits: [UInt64] = []
+        while index < bytes.count {
+            if let digit = bytes[index].hexDigitValue.map(UInt64.init), digit < radix {
+                digits.append(digit)
+                index += 1
+            } else if bytes[index] == UInt8(ascii: "_"), !digits.isEmpty, index + 1 < bytes.count,
+                let next = bytes[index + 1].hexDigitValue, UInt64(next) < radix
+            {
+                index += 1
+            } else {
+                break
+            }
+        }
+        return digits.isEmpty ? nil : digits
+    }
+}
+
+extension UInt8 {
+    /// The value of an ASCII hex digit (lower or upper case), or nil.
+    fileprivate var hexDigitValue: Int? {
+        switch self {
+        case 0x30...0x39: Int(self - 0x30)
+        case 0x41...0x46: Int(self - 0x41 + 10)
+        case 0x61...0x66: Int(self - 0x61 + 10)
+        default: nil
+        }
     }
 }
