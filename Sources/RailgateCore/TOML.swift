@@ -399,7 +399,8 @@ public struct TOMLParser {
             let found = peek().map { String(Character(Unicode.Scalar($0))) } ?? "end of file"
             throw fail("expected a value, found '\(found)'; strings must be quoted")
         }
-        if token.contains(":") || (token.count >= 10 && token.dropFirst(4).first == "-" && token.first != "-") {
+        let shape = Array(token.utf8.prefix(8)).map { $0 >= 0x30 && $0 <= 0x39 ? UInt8(ascii: "9") : $0 }
+        if token.contains(":") || shape == Array("9999-99-".utf8) {
             throw fail("dates and times are not used by railgate; quote the value if it is text")
         }
         var scanner = NumberScanner(bytes: Array(token.utf8))
@@ -497,12 +498,12 @@ public struct TOMLParser {
             if starts(with: "\"\"\"") {
                 var end = index + 3
                 while end < bytes.count, bytes[end] == UInt8(ascii: "\""), end - index < 5 { end += 1 }
-                scalars.append(contentsOf: String(decoding: bytes[run..<(end - 3)], as: UTF8.self).unicodeScalars)
+                scalars.append(contentsOf: multilineText(run..<(end - 3)).unicodeScalars)
                 index = end
                 return String(scalars)
             }
             if byte == UInt8(ascii: "\\") {
-                scalars.append(contentsOf: String(decoding: bytes[run..<index], as: UTF8.self).unicodeScalars)
+                scalars.append(contentsOf: multilineText(run..<index).unicodeScalars)
                 if let next = self.byte(at: index + 1),
                     next == UInt8(ascii: "\n") || next == UInt8(ascii: " ")
                         || next == UInt8(ascii: "\t") || next == UInt8(ascii: "\r")
@@ -549,7 +550,7 @@ public struct TOMLParser {
             if starts(with: "'''") {
                 var end = index + 3
                 while end < bytes.count, bytes[end] == UInt8(ascii: "'"), end - index < 5 { end += 1 }
-                let text = String(decoding: bytes[start..<(end - 3)], as: UTF8.self)
+                let text = multilineText(start..<(end - 3))
                 index = end
                 return text
             }
@@ -583,6 +584,14 @@ public struct TOMLParser {
         default:
             throw fail("invalid escape '\\\(Character(Unicode.Scalar(byte)))'")
         }
+    }
+
+    /// Raw text of a multi-line string with CR-LF read as LF, as TOML lets parsers normalise
+    /// (and tomllib does). Every raw CR is followed by LF here: `checkCharacters` refused the rest.
+    private func multilineText(_ range: Range<Int>) -> String {
+        let raw = bytes[range]
+        guard raw.contains(0x0D) else { return String(decoding: raw, as: UTF8.self) }
+        return String(decoding: raw.filter { $0 != 0x0D }, as: UTF8.self)
     }
 
     // MARK: Lexing helpers

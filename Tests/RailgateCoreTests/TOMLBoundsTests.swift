@@ -86,3 +86,77 @@ struct TOMLBoundsTests {
         }
     }
 }
+
+@Suite("TOML reader strict as TOML 1.0")
+struct TOMLStrictnessTests {
+    @Test(
+        "inputs tomllib refuses are refused, on their line",
+        arguments: [
+            ("a = \"x\u{0}y\"\n", 1),
+            ("a = 1\nb = \"x\u{7F}\"\n", 2),
+            ("a = 1 # x\u{7F}\n", 1),
+            ("# \u{0}\n", 1),
+            ("a = \"x\ry\"\n", 1),
+            ("a = 1\r", 1),
+            ("a = '''x\u{1F}'''\n", 1),
+            ("scale = 0X10\n", 1),
+            ("a = 0x-1\n", 1),
+            ("a = +0x1\n", 1),
+            ("a = 03.14\n", 1),
+            ("a = 1e_23\n", 1),
+            ("a = 1_e2\n", 1),
+            ("a = 1._5\n", 1),
+            ("a = 0x_1\n", 1),
+            ("a = 1.\n", 1),
+            ("a = .5\n", 1),
+            ("a = 0b2\n", 1),
+            ("[a]\nb.c = 1\n[a.b]\n", 3),
+            ("a.b = 1\n[a]\n", 2),
+            ("[a]\nb.c.d = 1\n[a.b.c]\n", 3),
+            ("[a.b.c]\nz = 9\n[a]\nb.c.t = 1\n", 4),
+            ("a = [{}]\n[[a]]\n", 2),
+            ("a = \"\"\"x\\  y\"\"\"\n", 1),
+            ("a = \"\"\"x\\q\"\"\"\n", 1),
+            ("a = \"\\u+123\"\n", 1),
+            ("a = \"\\uD800\"\n", 1),
+        ])
+    func refused(_ text: String, _ line: Int) {
+        do {
+            let root = try TOMLParser.parse(text)
+            Issue.record("accepted \(text.debugDescription): \(root.keys)")
+        } catch {
+            #expect(error.line == line, "\(error.message)")
+        }
+    }
+
+    @Test("invalid UTF-8 is refused on its line, not replaced")
+    func invalidUTF8() {
+        for bytes: [UInt8] in [[0xFF], [0xC3], [0xED, 0xA0, 0x80], [0xC0, 0xAF], [0xF4, 0x90, 0x80, 0x80]] {
+            do {
+                _ = try TOMLParser.parse(bytes: Array("a = 1\nb = \"".utf8) + bytes + Array("\"\n".utf8))
+                Issue.record("accepted \(bytes)")
+            } catch {
+                #expect(error.line == 2)
+            }
+        }
+    }
+
+    @Test("a leading byte-order mark, CR-LF and TOML 1.0 numbers are read")
+    func accepted() throws {
+        let root = try TOMLParser.parse(
+            bytes: [0xEF, 0xBB, 0xBF]
+                + Array(
+                    "a = 0x1F\r\nb = 1_000\r\nc = 6.02e+23\r\nd = -0.5E-1_0\r\ne = \"\"\"x\r\ny\"\"\"\r\n[t]\r\nf.g = 1\r\nf.h = 2\r\n"
+                        .utf8))
+        #expect(root.keys == ["a", "b", "c", "d", "e", "t"])
+        if case .integer(let a)? = root["a"]?.kind { #expect(a == 31) } else { Issue.record("a") }
+        if case .float(let c)? = root["c"]?.kind { #expect(c == 6.02e23) } else { Issue.record("c") }
+        if case .float(let d)? = root["d"]?.kind { #expect(d == -0.5e-10) } else { Issue.record("d") }
+        #expect(root.string("e") == "x\ny")
+        guard case .table(let t)? = root["t"]?.kind, case .table(let f)? = t["f"]?.kind else {
+            Issue.record("t.f")
+            return
+        }
+        #expect(f.keys == ["g", "h"])
+    }
+}
