@@ -69,22 +69,32 @@ final class SimulatedGPIOChip: GPIOChip {
             let parts = pair.split(separator: "=")
             if parts.count == 2, let line = Int(parts[0]) { levels[line] = (parts[1] == "1") != activeLow }
         }
-        return SimulatedLineWatch(connection: connection, chip: chip, activeLow: activeLow, levels: levels)
+        return SimulatedLineWatch(
+            connection: connection, chip: chip, activeLow: activeLow, levels: levels, watched: Set(lines))
     }
 }
 
 /// Lines of a simulated chip being watched: the connection streams their edges.
+///
+/// The simulator is outside input: edges on lines not watched and malformed edge lines are
+/// ignored; an edge's CLOCK_MONOTONIC timestamp is clamped into [the previous edge's (or the
+/// watch's start), now], so that no edge is dated before another or in the future (a timestamp
+/// of Int64.min reads as the previous edge's time, never as a date in 1734).
 final class SimulatedLineWatch: GPIOLineWatch {
     private var connection: SimulatorConnection?
     private let chip: String
     private let activeLow: Bool
+    private let watched: Set<Int>
     private var current: [Int: Bool]
+    private var lastTimestampNs: Int64
 
-    init(connection: SimulatorConnection, chip: String, activeLow: Bool, levels: [Int: Bool]) {
+    init(connection: SimulatorConnection, chip: String, activeLow: Bool, levels: [Int: Bool], watched: Set<Int>) {
         self.connection = connection
         self.chip = chip
         self.activeLow = activeLow
-        current = levels
+        self.watched = watched
+        current = levels.filter { watched.contains($0.key) }
+        lastTimestampNs = MonotonicInstant.now().nanoseconds
     }
 
     func levels() throws(GPIOError) -> [Int: Bool] { current }
@@ -96,11 +106,14 @@ final class SimulatedLineWatch: GPIOLineWatch {
         while let line = try connection.readLineIfAny(timeoutMs: wait) {
             wait = 0  // take what has arrived, then return
             let words = line.split(separator: " ")
-            guard words.count == 4, words[0] == "edge", let offset = Int(words[1]), let nanoseconds = Int64(words[3])
+            guard words.count == 4, words[0] == "edge", let offset = Int(words[1]), watched.contains(offset),
+                words[2] == "0" || words[2] == "1", let nanoseconds = Int64(words[3])
             else { continue }
             let active = (words[2] == "1") != activeLow
             current[offset] = active
-            edges.append(GPIOEdge(line: offset, active: active, timestampNs: nanoseconds))
+            let timestamp = min(max(nanoseconds, lastTimestampNs), MonotonicInstant.now().nanoseconds)
+            lastTimestampNs = timestamp
+            edges.append(GPIOEdge(line: offset, active: active, timestampNs: timestamp))
         }
         return edges
     }
@@ -108,11 +121,16 @@ final class SimulatedLineWatch: GPIOLineWatch {
     func release() { connection = nil }
 }
 
-/// A line-oriented client connection to the simulator's socket.
+/// A line-oriented client connection to the simulator's socket. A line longer than
+/// `maxLineBytes` without a newline is an error (`EMSGSIZE`), not a buffer that grows.
 final class SimulatorConnection {
+    /// Longest line accepted from the simulator, in bytes (its `info` reply is a few KiB).
+    static let maxLineBytes = 1 << 16
+
     private let fd: Int32
     private let path: String
     private var buffered: [UInt8] = []
+    private var scanned = 0  // bytes of `buffered` already searched for a newline
 
     init(socketPath: String) throws(GPIOError) {
         path = socketPath
@@ -147,10 +165,15 @@ final class SimulatorConnection {
     func readLineIfAny(timeoutMs: Int) throws(GPIOError) -> String? {
         let deadline = MonotonicInstant.now().adding(milliseconds: timeoutMs)
         while true {
-            if let newline = buffered.firstIndex(of: 10) {
+            if let newline = buffered[scanned...].firstIndex(of: 10) {
                 let line = String(decoding: buffered[..<newline], as: UTF8.self)
                 buffered.removeSubrange(...newline)
+                scanned = 0
                 return line
+            }
+            scanned = buffered.count
+            guard buffered.count <= Self.maxLineBytes else {
+                throw GPIOError(.io, chip: "sim:\(path)", code: EMSGSIZE)
             }
             let remaining = max(0, Int(deadline.milliseconds(since: MonotonicInstant.now())))
             var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
