@@ -5,8 +5,10 @@ import RailgateSystem
 
 /// The daemon's control socket: a Unix stream socket where a client writes one command line
 /// (`status`) and reads one JSON document back. Anything else gets `{"error":...}`; a client
-/// that has not sent its line within a second (silent, or trickling bytes) is dropped. Runs on
-/// its own thread; a stop waits for no client longer than 200 ms.
+/// that has not sent its line within a second (silent, or trickling bytes) is dropped. Served by
+/// a pool of 4 threads (`ConnectionServer`), so clients that trickle hold one thread each for at
+/// most a second while `status` from another client is answered at once; a stop waits for no
+/// client longer than 200 ms.
 final class ControlServer: @unchecked Sendable {
     let path: String
     private let logger: Logger

@@ -59,6 +59,15 @@ final class ServiceThread: @unchecked Sendable {
         try launch()
     }
 
+    /// Asks the service to stop without waiting (`stop()` waits), so that several services can
+    /// wind down at once.
+    func requestStop() {
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+    }
+
     /// Asks the service to stop and waits for its thread.
     func stop() {
         let (thread, supervisor) = lock.withLock {
@@ -209,47 +218,63 @@ struct ClientConnection {
     }
 }
 
-/// Accepts connections on a listening socket from its own thread, one at a time, and hands each
-/// to `handle`, which closes nothing: the server closes the connection after. Each connection
-/// gets `timeoutSeconds` in all to send its request (`ClientConnection.receive`) and as the send
-/// timeout, so a client that trickles bytes holds the server at most that long, and a stop at
-/// most 200 ms. Stops within 200 ms plus one send; closes the listener.
+/// Accepts connections on a listening socket from a small fixed pool of threads (`concurrency`,
+/// default 4), each serving one connection at a time and handing it to `handle`, which closes
+/// nothing: the server closes the connection after. Each connection gets `timeoutSeconds` in all
+/// to send its request (`ClientConnection.receive`) and as the send timeout, so a client that
+/// trickles bytes holds one thread at most that long while the others serve everyone else, and a
+/// stop at most 200 ms. The listener is made non-blocking (threads race for each connection).
+/// Stops within 200 ms plus one send; closes the listener.
 final class ConnectionServer: @unchecked Sendable {
-    private let worker = ServiceThread()
+    private let workers: [ServiceThread]
     private let listener: Int32
     private let timeoutSeconds: Int
 
-    init(listener: Int32, timeoutSeconds: Int) {
+    init(listener: Int32, timeoutSeconds: Int, concurrency: Int = 4) {
         self.listener = listener
         self.timeoutSeconds = timeoutSeconds
+        workers = (0..<max(1, concurrency)).map { _ in ServiceThread() }
     }
 
-    /// Starts accepting on a thread named `name`, supervised by `supervisor`.
-    /// - Throws: `ThreadError` if no thread could be created.
+    /// Starts accepting on `concurrency` threads named `name`, supervised by `supervisor`.
+    /// - Throws: `ThreadError` if a thread could not be created (those started are stopped).
     func start(
         name: String, supervisor: Supervisor? = nil, _ handle: @escaping @Sendable (ClientConnection) -> Void
     ) throws(ThreadError) {
-        try worker.start(name: name, supervisor: supervisor) { [self] in
-            while !worker.isStopping {
-                var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-                guard poll(&descriptor, 1, 200) > 0 else { continue }
-                let client = accept(listener, nil, nil)
-                guard client >= 0 else { continue }
-                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-                var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-                setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                handle(
-                    ClientConnection(
-                        fd: client, deadline: MonotonicInstant.now().adding(milliseconds: timeoutSeconds * 1000),
-                        worker: worker))
-                close(client)
+        _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK)
+        for (index, worker) in workers.enumerated() {
+            do {
+                try worker.start(name: workers.count > 1 ? "\(name) \(index + 1)" : name, supervisor: supervisor) {
+                    [self] in serve(worker, handle)
+                }
+            } catch {
+                for started in workers[..<index] { started.stop() }
+                throw error
             }
         }
     }
 
+    private func serve(_ worker: ServiceThread, _ handle: (ClientConnection) -> Void) {
+        while !worker.isStopping {
+            var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 200) > 0 else { continue }
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { continue }  // EAGAIN: another thread took it
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            handle(
+                ClientConnection(
+                    fd: client, deadline: MonotonicInstant.now().adding(milliseconds: timeoutSeconds * 1000),
+                    worker: worker))
+            close(client)
+        }
+    }
+
     func stop() {
-        worker.stop()
+        for worker in workers { worker.requestStop() }
+        for worker in workers { worker.stop() }
         close(listener)
     }
 }
