@@ -35,6 +35,15 @@ extension TOMLParser {
             throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
         }
     }
+
+    /// Parses the bytes of `file` (invalid UTF-8 is a `FILE:LINE` problem, not replaced).
+    public static func parse(bytes: [UInt8], file: String) throws(ConfigErrors) -> TOMLTable {
+        do {
+            return try parse(bytes: bytes)
+        } catch {
+            throw ConfigErrors([ConfigProblem(file: file, line: error.line, message: error.message)])
+        }
+    }
 }
 
 /// Collects problems for one file while its tables are decoded.

@@ -223,6 +223,13 @@ public struct GatewayConfig: Sendable, Equatable {
 public protocol ConfigFileSource {
     /// The text of the file at `path`, or nil if it cannot be read.
     func read(_ path: String) -> String?
+    /// The bytes of the file at `path` as stored (invalid UTF-8 kept, for the TOML reader to
+    /// refuse with its line), or nil. Defaults to the UTF-8 of `read(_:)`.
+    func readBytes(_ path: String) -> [UInt8]?
+}
+
+extension ConfigFileSource {
+    public func readBytes(_ path: String) -> [UInt8]? { read(path).map { Array($0.utf8) } }
 }
 
 /// Parses and validates a gateway configuration and the profiles it names.
@@ -233,16 +240,19 @@ public struct ConfigLoader {
 
     /// Loads `path`; throws `ConfigErrors` with every problem found, in file order.
     public func load(_ path: String) throws(ConfigErrors) -> GatewayConfig {
-        guard let text = files.read(path) else {
+        guard let bytes = files.readBytes(path) else {
             throw ConfigErrors([ConfigProblem(file: path, line: nil, message: "cannot read the configuration file")])
         }
-        return try parse(text, file: path)
+        return try decode(TOMLParser.parse(bytes: bytes, file: path), file: path)
     }
 
     /// Parses configuration `text` as if read from `file`.
     public func parse(_ text: String, file: String) throws(ConfigErrors) -> GatewayConfig {
+        try decode(TOMLParser.parse(text, file: file), file: file)
+    }
+
+    private func decode(_ root: TOMLTable, file: String) throws(ConfigErrors) -> GatewayConfig {
         let log = ProblemLog(file: file)
-        let root = try TOMLParser.parse(text, file: file)
         var profileProblems: [ConfigProblem] = []
         var top = TableReader(root, context: "the configuration", log: log)
         let gatewayTable = top.table("gateway")

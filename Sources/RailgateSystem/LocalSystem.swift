@@ -7,6 +7,14 @@ public struct LocalFiles: ConfigFileSource {
     public init() {}
 
     public func read(_ path: String) -> String? {
+        bytes(path, limit: .max).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The file's bytes, at most `TOMLLimits().maxBytes + 1` of them (enough for the TOML reader
+    /// to refuse a larger file by its size, without reading a huge one into memory).
+    public func readBytes(_ path: String) -> [UInt8]? { bytes(path, limit: TOMLLimits().maxBytes + 1) }
+
+    private func bytes(_ path: String, limit: Int) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -20,8 +28,9 @@ public struct LocalFiles: ConfigFileSource {
             guard count >= 0 else { return nil }
             if count == 0 { break }
             bytes += chunk[0..<count]
+            if bytes.count >= limit { break }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 }
 

@@ -160,3 +160,32 @@ struct TOMLStrictnessTests {
         #expect(f.keys == ["g", "h"])
     }
 }
+
+@Suite("Configuration files read as bytes")
+struct ConfigBytesTests {
+    struct RawFiles: ConfigFileSource {
+        var bytes: [UInt8]
+        func read(_ path: String) -> String? { String(decoding: bytes, as: UTF8.self) }
+        func readBytes(_ path: String) -> [UInt8]? { bytes }
+    }
+
+    @Test("invalid UTF-8 in a config is FILE:LINE, not replaced; a byte-order mark is fine")
+    func invalidUTF8Config() {
+        let loader = ConfigLoader(
+            files: RawFiles(bytes: Array("[gateway]\nid = \"".utf8) + [0xFF] + Array("\"\n".utf8)))
+        do {
+            _ = try loader.load("/etc/railgate/railgate.toml")
+            Issue.record("accepted")
+        } catch {
+            #expect(error.problems.map(\.description) == ["/etc/railgate/railgate.toml:2: invalid UTF-8 at byte 16"])
+        }
+        let bom = ConfigLoader(files: RawFiles(bytes: [0xEF, 0xBB, 0xBF] + Array("[gateway]\nscale = 0X10\n".utf8)))
+        do {
+            _ = try bom.load("/etc/railgate/railgate.toml")
+            Issue.record("accepted")
+        } catch {
+            #expect(
+                error.problems.first?.description == "/etc/railgate/railgate.toml:2: '0X10' is not a valid TOML number")
+        }
+    }
+}
