@@ -11,7 +11,7 @@ PYVENV      := .build/pyvenv
 PY_PACKAGES := pymodbus==3.16.1 pyserial==3.5
 BIN         := .build/debug
 
-.PHONY: all deps pydeps build test test-vm lint demo bench install clean release deb system-deps test-system
+.PHONY: all deps pydeps build test test-vm lint demo bench install clean release deb system-deps test-system fuzz
 
 all: build
 
@@ -52,6 +52,22 @@ test-vm: deps
 	$(MAKE) release
 	$(SWIFT) build --build-tests
 	RAILGATE_VM_TESTS=1 $(SWIFT) test --skip-build --filter PowerCutTests
+
+## libFuzzer on the TOML and JSON readers, FUZZ_SECONDS each (Fuzz/README.md); a crash stops
+## with its input under .build/fuzz/ and a non-zero exit.
+SWIFTC       ?= swiftc
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := .build/fuzz
+FUZZ_FLAGS   := -sanitize=fuzzer,address -parse-as-library -O -module-name RailgateCore
+fuzz:
+	mkdir -p $(FUZZ_DIR)/toml $(FUZZ_DIR)/json
+	$(SWIFTC) $(FUZZ_FLAGS) Sources/RailgateCore/TOML.swift Fuzz/Targets/TOMLFuzz.swift -o $(FUZZ_DIR)/toml-fuzz
+	$(SWIFTC) $(FUZZ_FLAGS) Sources/RailgateCore/JSON.swift Sources/RailgateCore/JSONReader.swift \
+		Sources/RailgateCore/Timestamp.swift Fuzz/Targets/JSONFuzz.swift -o $(FUZZ_DIR)/json-fuzz
+	$(FUZZ_DIR)/toml-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/toml- $(FUZZ_DIR)/toml Fuzz/corpus/toml
+	$(FUZZ_DIR)/json-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/json- $(FUZZ_DIR)/json Fuzz/corpus/json
 
 ## Formatting and style (.swift-format: 4 spaces, 120 columns, ordered imports).
 lint:
