@@ -114,8 +114,16 @@ public struct DeviceProfile: Sendable, Equatable {
 
     /// Parses and validates a profile; throws `ConfigErrors` listing every problem.
     public static func parse(_ text: String, file: String) throws(ConfigErrors) -> DeviceProfile {
+        try decode(TOMLParser.parse(text, file: file), file: file)
+    }
+
+    /// Parses and validates the bytes of a profile file (invalid UTF-8 is a `FILE:LINE` problem).
+    public static func parse(bytes: [UInt8], file: String) throws(ConfigErrors) -> DeviceProfile {
+        try decode(TOMLParser.parse(bytes: bytes, file: file), file: file)
+    }
+
+    private static func decode(_ root: TOMLTable, file: String) throws(ConfigErrors) -> DeviceProfile {
         let log = ProblemLog(file: file)
-        let root = try TOMLParser.parse(text, file: file)
         var reader = TableReader(root, context: "the profile", log: log)
         let model = reader.string("model", required: true) ?? ""
         let maxRegisters = reader.integer(

@@ -358,9 +358,9 @@ public struct ConfigLoader {
                             reader.line(of: "profile"),
                             "profile '\(profileName)' not found (looked in: \(tried.joined(separator: ", ")))")
                         profile = nil
-                    case .found(let path, let text):
+                    case .found(let path, let bytes):
                         do throws(ConfigErrors) {
-                            profile = try DeviceProfile.parse(text, file: path)
+                            profile = try DeviceProfile.parse(bytes: bytes, file: path)
                         } catch {
                             log.report(
                                 reader.line(of: "profile"),
@@ -590,7 +590,7 @@ public struct ConfigLoader {
 public struct ProfileLocator {
     /// The outcome of a lookup.
     public enum Lookup {
-        case found(path: String, text: String)
+        case found(path: String, bytes: [UInt8])
         case notFound(tried: [String])
     }
 
@@ -614,7 +614,7 @@ public struct ProfileLocator {
             candidates = searchPath.flatMap { anchored($0 + "/" + reference + ".toml") }
         }
         for candidate in candidates {
-            if let text = files.read(candidate) { return .found(path: candidate, text: text) }
+            if let bytes = files.readBytes(candidate) { return .found(path: candidate, bytes: bytes) }
         }
         return .notFound(tried: candidates)
     }
@@ -628,8 +628,8 @@ public struct ProfileLocator {
                     file: reference, line: nil,
                     message: "profile not found (looked in: \(tried.joined(separator: ", ")))")
             ])
-        case .found(let path, let text):
-            return try DeviceProfile.parse(text, file: path)
+        case .found(let path, let bytes):
+            return try DeviceProfile.parse(bytes: bytes, file: path)
         }
     }
 

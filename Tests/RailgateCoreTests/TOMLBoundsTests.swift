@@ -188,4 +188,41 @@ struct ConfigBytesTests {
                 error.problems.first?.description == "/etc/railgate/railgate.toml:2: '0X10' is not a valid TOML number")
         }
     }
+
+    struct ByteFiles: ConfigFileSource {
+        var files: [String: [UInt8]]
+        func read(_ path: String) -> String? { files[path].map { String(decoding: $0, as: UTF8.self) } }
+        func readBytes(_ path: String) -> [UInt8]? { files[path] }
+    }
+
+    @Test("invalid UTF-8 and 0X10 in a profile are reported against the profile's line")
+    func invalidProfile() {
+        let profile =
+            Array("model = \"AX-4\"\n[[point]]\nname = \"t\"\nunit = \"deg".utf8) + [0xC3] + Array("\"\n".utf8)
+        let config = """
+            [gateway]
+            id = "KZ-WAG-00042"
+            state_dir = "/tmp/rg"
+            profile_path = ["profiles"]
+            [upstream]
+            url = "mqtt://127.0.0.1:1883"
+            [[bus]]
+            name = "line"
+            transport = "tcp"
+            host = "127.0.0.1"
+            [[device]]
+            name = "axlebox-1"
+            bus = "line"
+            unit = 7
+            profile = "axle"
+            """
+        let loader = ConfigLoader(files: ByteFiles(files: ["profiles/axle.toml": profile]))
+        do {
+            _ = try loader.parse(config, file: "gw.toml")
+            Issue.record("accepted")
+        } catch {
+            #expect(
+                error.problems.contains { $0.description.hasPrefix("profiles/axle.toml:4: invalid UTF-8") }, "\(error)")
+        }
+    }
 }
