@@ -123,6 +123,36 @@ struct ModbusWireTests {
     }
 
     @Test(
+        "RTU: an answer later than the drain (a slave with a 20 ms turnaround) is refused; the line gets back in step",
+        arguments: [1150, 1350])
+    func rtuAnswerLaterThanDrain(lateMs: Int) throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        // Holding 0 is answered `lateMs` late once (timeout 500: the drain ends at ~1000 ms, while
+        // holding 10 is asked); every other request 20 ms after it arrived, as a real slave does.
+        let slave = try ScriptedSlave(rtu: line.slaveSide, served: .hundredTwoHundred) { request, slave in
+            [.wait(ms: request.index == 0 ? lateMs : 20), .send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtu(device: line.masterSide, baud: 19200, parity: .even, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 500)
+        var read: [String] = []
+        for address in [0, 10, 0, 10, 0, 10] {
+            do {
+                read.append("h\(address)=\(try connection.read(.holding, unit: 1, address: address, count: 1))")
+            } catch {
+                #expect(error.kind == .timeout || error.kind == .badReply, "\(error)")
+                read.append("h\(address)=error")
+            }
+        }
+        // Never the other register's value; before the fix: h10=[100], h0=[200], ... for ever.
+        #expect(read.allSatisfy { $0 == "h0=[100]" || $0 == "h10=[200]" || $0.hasSuffix("error") }, "\(read)")
+        #expect(read.suffix(3) == ["h10=[200]", "h0=[100]", "h10=[200]"], "back in step: \(read)")
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test(
         "TCP: units 248-255 and 0 are addressed as such, by modbus read and by the poller",
         arguments: [250, 248, 255, 0])
     func fullUnitRange(unit: Int) throws {
