@@ -152,6 +152,41 @@ struct ModbusWireTests {
         slave.stop()
     }
 
+    @Test("RTU: a frame repeated 5 ms after a good reply (20 ms turnaround, no inter-request delay) is never used")
+    func rtuRepeatedFrameAfterGoodReply() throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        let slave = try ScriptedSlave(rtu: line.slaveSide, served: .hundredTwoHundred) { request, slave in
+            request.index == 0
+                ? [
+                    .wait(ms: 20), .send(slave.reply(to: request)), .wait(ms: 5),
+                    .send(slave.reply(to: request, values: [9999])),
+                ]
+                : [.wait(ms: 20), .send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtu(device: line.masterSide, baud: 19200, parity: .even, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 500)
+        var read: [String] = []
+        for address in [0, 10, 0, 10, 0, 10] {
+            do {
+                read.append("h\(address)=\(try connection.read(.holding, unit: 1, address: address, count: 1))")
+            } catch {
+                read.append("h\(address)=error")
+            }
+        }
+        // Nothing on an RTU line tells the repeated frame from the next answer: the next request
+        // is already out when it arrives, and from then on each answer is taken for the next
+        // request's (h10=[9999], h0=[200], h10=[100], ...). Only a silence check after every reply
+        // longer than the slave's turnaround would catch it; `inter_request_delay_ms` of at least
+        // the turnaround limits it to one wrong value. Known, not fixed: see the verify report.
+        withKnownIssue("RTU: a repeated frame puts the line one reply out of step", isIntermittent: true) {
+            #expect(read.allSatisfy { $0 == "h0=[100]" || $0 == "h10=[200]" || $0.hasSuffix("error") }, "\(read)")
+        }
+        connection.disconnect()
+        slave.stop()
+    }
+
     @Test(
         "TCP: units 248-255 and 0 are addressed as such, by modbus read and by the poller",
         arguments: [250, 248, 255, 0])
