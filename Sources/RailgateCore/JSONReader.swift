@@ -3,6 +3,11 @@
 public struct JSONReader {
     private let bytes: [UInt8]
     private var index = 0
+    /// Objects and arrays open around the current position.
+    private var depth = 0
+    /// The deepest nesting read: railgate's documents are a few levels deep, and a damaged file
+    /// of brackets must be a syntax error, not a stack overflow (one stack frame per level).
+    public static let maxDepth = 64
 
     /// A description of where and why the text is not JSON.
     public struct SyntaxError: Error, CustomStringConvertible {
@@ -24,6 +29,12 @@ public struct JSONReader {
     private mutating func value() throws(SyntaxError) -> JSON {
         skipSpace()
         guard index < bytes.count else { throw fail("unexpected end") }
+        let opens = bytes[index] == UInt8(ascii: "{") || bytes[index] == UInt8(ascii: "[")
+        if opens {
+            guard depth < Self.maxDepth else { throw fail("nested deeper than \(Self.maxDepth) levels") }
+            depth += 1
+        }
+        defer { if opens { depth -= 1 } }
         switch bytes[index] {
         case UInt8(ascii: "{"):
             index += 1

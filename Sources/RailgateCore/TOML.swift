@@ -75,6 +75,11 @@ public struct TOMLParser {
     private let bytes: [UInt8]
     private var index = 0
     private var line = 1
+    /// Arrays and inline tables open around the current position.
+    private var depth = 0
+    /// The deepest nesting of arrays and inline tables read: a file of brackets is a syntax error,
+    /// not a stack overflow (one stack frame per level).
+    public static let maxDepth = 64
 
     /// Parses `text` into its root table or throws the first `TOMLSyntaxError`.
     public static func parse(_ text: String) throws(TOMLSyntaxError) -> TOMLTable {
@@ -227,6 +232,14 @@ public struct TOMLParser {
 
     private mutating func value(line valueLine: Int) throws(TOMLSyntaxError) -> TOMLValue {
         guard let byte = peek() else { throw fail("expected a value") }
+        let opens = byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{")
+        if opens {
+            guard depth < Self.maxDepth else {
+                throw fail("arrays and inline tables nested deeper than \(Self.maxDepth)")
+            }
+            depth += 1
+        }
+        defer { if opens { depth -= 1 } }
         switch byte {
         case UInt8(ascii: "\""):
             if starts(with: "\"\"\"") { return TOMLValue(kind: .string(try multilineBasicString()), line: valueLine) }
