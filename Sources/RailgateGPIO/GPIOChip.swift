@@ -138,3 +138,44 @@ extension GPIOChips {
         }
     }
 }
+
+/// Edge timestamps on one clock. railgate compares an edge's time with its own
+/// CLOCK_MONOTONIC (debounce, travel timeouts), so every `GPIOEdge.timestampNs` is monotonic:
+/// - libgpiod 2 asks the kernel for CLOCK_MONOTONIC event timestamps
+///   (`gpiod_line_settings_set_event_clock`);
+/// - libgpiod 1.6 cannot ask: kernels 5.7 and later stamp v1 events with CLOCK_MONOTONIC,
+///   older kernels with CLOCK_REALTIME. `monotonic(_:now:)` tells them apart by value (since
+///   1970 against since boot: decades apart) and moves a realtime stamp onto the monotonic
+///   clock by the offset between the two clocks read together when the event is read;
+/// - the simulated chip stamps with the simulator's CLOCK_MONOTONIC (same machine).
+public enum GPIOEventClock {
+    /// Both clocks, read one right after the other, in nanoseconds.
+    public struct Now: Sendable, Equatable {
+        public var monotonicNs: Int64
+        public var realtimeNs: Int64
+
+        public init(monotonicNs: Int64, realtimeNs: Int64) {
+            self.monotonicNs = monotonicNs
+            self.realtimeNs = realtimeNs
+        }
+
+        /// `clock_gettime` of CLOCK_MONOTONIC and CLOCK_REALTIME.
+        public static func read() -> Now {
+            var monotonic = timespec()
+            var realtime = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &monotonic)
+            clock_gettime(CLOCK_REALTIME, &realtime)
+            return Now(
+                monotonicNs: Int64(monotonic.tv_sec) * 1_000_000_000 + Int64(monotonic.tv_nsec),
+                realtimeNs: Int64(realtime.tv_sec) * 1_000_000_000 + Int64(realtime.tv_nsec))
+        }
+    }
+
+    /// An event timestamp (ns) of unknown clock as CLOCK_MONOTONIC ns: unchanged when it is
+    /// nearer the monotonic clock than the realtime clock, else shifted by their offset.
+    public static func monotonic(_ stampNs: Int64, now: Now) -> Int64 {
+        let fromMonotonic = (stampNs - now.monotonicNs).magnitude
+        let fromRealtime = (stampNs - now.realtimeNs).magnitude
+        return fromRealtime < fromMonotonic ? stampNs - (now.realtimeNs - now.monotonicNs) : stampNs
+    }
+}

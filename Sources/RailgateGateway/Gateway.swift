@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import RailgateBuffer
 import RailgateCore
+import RailgateGPIO
 import RailgateModbus
 
 /// The daemon: loads the configuration, opens the buffer, and runs one poller per bus, the
@@ -339,7 +340,7 @@ public final class Gateway: @unchecked Sendable {
         let uptime = Double(MonotonicInstant.now().milliseconds(since: startedMonotonic)) / 1000
         return .object([
             ("gateway", .string(config.gateway.id)), ("version", .string(RailgateVersion.current)),
-            ("uptime_s", .number(uptime)),
+            ("gpio_backend", .string(LibgpiodBackend.summary)), ("uptime_s", .number(uptime)),
             (
                 "buffer",
                 .object([

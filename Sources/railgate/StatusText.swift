@@ -9,6 +9,7 @@ enum StatusText {
         let uptime = Int(status["uptime_s"]?.doubleValue ?? 0)
         lines.append(
             "gateway   \(status["gateway"]?.plainText ?? "?")  version \(status["version"]?.plainText ?? "?")  up \(uptime / 3600)h\(uptime / 60 % 60)m\(uptime % 60)s"
+                + (status["gpio_backend"]?.stringValue.map { "  GPIO \($0)" } ?? "")
         )
         if let buffer = status["buffer"] {
             var line =
