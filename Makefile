@@ -5,7 +5,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev mosquitto mosquitto-clients socat mbpoll libsqlite3-dev
 BIN         := .build/debug
 
-.PHONY: all deps build test lint demo bench install clean
+.PHONY: all deps build build-gpiod2 test test-vm test-vm-gpio lint demo bench install clean
 
 all: build
 
@@ -26,6 +26,29 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+## railgate built against libgpiod 2.x (the v2 API) as well: libgpiod 2.1.3 from
+## bookworm-backports unpacked into .build/gpiod2 (the system keeps its 1.6), the build in
+## .build-gpiod2 (.ci/gpiod2.sh). `railgate --version` names the libgpiod each build uses.
+build-gpiod2: deps
+	.ci/gpiod2.sh build -c release --static-swift-stdlib --product railgate
+
+## GPIO on a real kernel (Tests/IntegrationTests/GPIOKernelTests.swift): the VM kit's kernel
+## (../shared/vm or RAILGATE_VM_KIT) makes GPIO chips with gpio-sim; the daemon, `gpio info` and
+## `gpio watch` run against them next to gpioinfo/gpiomon, once with the v1 backend (Debian's
+## libgpiod 1.6 and its tools) and once with the v2 backend (libgpiod 2.1.3 and its tools).
+## About 2-4 minutes; skips with the reason where the kit is missing.
+GPIO_VM_DEB_PACKAGES := qemu-system-x86 busybox-static cpio binutils gpiod
+test-vm: test-vm-gpio
+test-vm-gpio: deps build-gpiod2
+	@missing=""; for p in $(GPIO_VM_DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate
+	$(SWIFT) build --build-tests
+	RAILGATE_VM_TESTS=1 $(SWIFT) test --skip-build --filter GPIOKernelTests
 
 ## Formatting and style (.swift-format: 4 spaces, 120 columns, ordered imports).
 lint:

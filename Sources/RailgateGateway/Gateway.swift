@@ -27,6 +27,7 @@ public final class Gateway: @unchecked Sendable {
     private let lock = ConditionLock()
     private var pollers: [BusPoller] = []
     private var gates: [GateWatcher] = []
+    private var inputs: [InputWatcher] = []
     private var uplink: Uplink?
     private var control: ControlServer?
     private var metrics: MetricsServer?
@@ -212,6 +213,11 @@ public final class Gateway: @unchecked Sendable {
             lock.withLock { gates.append(watcher) }
             try watcher.start(supervisor: supervisor)
         }
+        for input in config.inputs {
+            let watcher = InputWatcher(input: input, sink: records, logger: logger)
+            lock.withLock { inputs.append(watcher) }
+            try watcher.start(supervisor: supervisor)
+        }
         if let kept {
             kept.announce(StatusMessage.birth(config: config, started: started))
             lock.withLock { uplink = kept }
@@ -259,8 +265,10 @@ public final class Gateway: @unchecked Sendable {
         let (pollers, gates, uplink, control, metrics) = lock.withLock {
             (self.pollers, self.gates, self.uplink, self.control, self.metrics)
         }
+        let inputs = lock.withLock { self.inputs }
         for poller in pollers { stopping("bus \(poller.bus.name)") { poller.stop() } }
         for gate in gates { stopping("gate \(gate.gate.name)") { gate.stop() } }
+        for input in inputs { stopping("input \(input.input.name)") { input.stop() } }
         // Make the last polls durable so the uplink can still send them.
         stopping("the buffer's sync") {
             do {
@@ -275,6 +283,7 @@ public final class Gateway: @unchecked Sendable {
         lock.withLock {
             self.pollers = []
             self.gates = []
+            self.inputs = []
             self.uplink = nil
             self.control = nil
             self.metrics = nil
@@ -365,6 +374,7 @@ public final class Gateway: @unchecked Sendable {
             ),
             ("devices", .array(devices)),
             ("gates", .array(gates.map { $0.status() })),
+            ("inputs", .array(lock.withLock { self.inputs }.map { $0.status() })),
         ])
     }
 }
@@ -409,6 +419,14 @@ public enum SinglePoll {
                 records.append(try GateWatcher.readOnce(gate))
             } catch {
                 StandardStreams.error("gate \(gate.name): \(error)")
+                allAnswered = false
+            }
+        }
+        for input in config.inputs {
+            do {
+                records.append(try InputWatcher.readOnce(input))
+            } catch {
+                StandardStreams.error("input \(input.name): \(error)")
                 allAnswered = false
             }
         }

@@ -27,6 +27,9 @@ make_chip() {  # LABEL LINES
   echo "$1" > "$d/bank0/label"
   i=0
   while [ $i -lt "$2" ]; do mkdir "$d/bank0/line$i"; echo "$1-L$i" > "$d/bank0/line$i/name"; i=$((i + 1)); done
+  if [ -n "$3" ]; then  # a line the kernel itself holds (a hog named rg-hog), like a driver would
+    mkdir "$d/bank0/line$3/hog" && echo rg-hog > "$d/bank0/line$3/hog/name" && echo input > "$d/bank0/line$3/hog/direction"
+  fi
   echo 1 > "$d/live" || return 1
   cat "$d/bank0/chip_name"
 }
@@ -61,7 +64,7 @@ else
   monitor() { gpiomon --num-events="$3" --format='%e %o' "$1" "$2"; }      # %e: 1 rising, 0 falling
 fi
 
-MAIN=$(make_chip rg-main 16) || { fail setup "gpio-sim rg-main"; exit 1; }
+MAIN=$(make_chip rg-main 16 14) || { fail setup "gpio-sim rg-main"; exit 1; }
 echo "GV-CHIP rg-main $MAIN"
 # Initial levels: every barrier closed (closed switch active), line 12 for the watch checks low.
 for l in 0 2 6 8 10 12 13; do set_line $MAIN $l 0; done
@@ -126,6 +129,11 @@ open_line = 10
 closed_line = 11
 debounce_ms = 20
 [[gate]]
+name = "g-hog"
+chip = "rg-main"
+open_line = 14
+closed_line = 15
+[[gate]]
 name = "g-late"
 chip = "rg-late"
 open_line = 0
@@ -141,6 +149,8 @@ for g in g-bounce g-low g-jam g-both; do wait_state $g closed 10; done
 # A line held by another process, a chip not there yet: named in status, the rest runs on.
 err=$(gate_field g-busy error)
 case "$err" in *"held by 'gpiomon'"*) pass "g-busy names gpiomon" ;; *) fail "g-busy names gpiomon" "error '$err'" ;; esac
+err=$(gate_field g-hog error)
+case "$err" in *"line 14 is busy, held by 'rg-hog'"*) pass "g-hog names the kernel's hog" ;; *) fail "g-hog names the kernel's hog" "error '$err'" ;; esac
 err=$(gate_field g-late error)
 case "$err" in *"'rg-late' not found"*) pass "g-late chip not found" ;; *) fail "g-late chip not found" "error '$err'" ;; esac
 
