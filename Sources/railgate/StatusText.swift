@@ -42,6 +42,11 @@ enum StatusText {
         for gate in status["gates"]?.arrayValue ?? [] {
             lines.append("gate      \(gate["name"]?.plainText ?? "?")  \(gate["state"]?.plainText ?? "?")")
         }
+        for input in status["inputs"]?.arrayValue ?? [] {
+            var line = "input     \(input["name"]?.plainText ?? "?")  \(input["state"]?.plainText ?? "?")"
+            if let error = input["error"]?.stringValue { line += "  (\(error))" }
+            lines.append(line)
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -22,7 +22,8 @@ enum GPIOKernelSetup {
         /// against the system's libgpiod 1.6, or against libgpiod 2.1.3 by `.ci/gpiod2.sh`.
         var binary: String {
             switch self {
-            case .v1: environment["RAILGATE_VM_BIN_DIR"].map { $0 + "/railgate" } ?? projectRoot + "/.build/release/railgate"
+            case .v1:
+                environment["RAILGATE_VM_BIN_DIR"].map { $0 + "/railgate" } ?? projectRoot + "/.build/release/railgate"
             case .v2: projectRoot + "/.build-gpiod2/release/railgate"
             }
         }
@@ -85,7 +86,9 @@ struct GPIOGuestReport {
         var watchStart: Double?
         for raw in console.replacingOccurrences(of: "\r", with: "").split(separator: "\n") {
             let line = String(raw)
-            func rest(_ prefix: String) -> String? { line.hasPrefix(prefix) ? String(line.dropFirst(prefix.count)) : nil }
+            func rest(_ prefix: String) -> String? {
+                line.hasPrefix(prefix) ? String(line.dropFirst(prefix.count)) : nil
+            }
             func uptime() -> Double? { line.split(separator: "=").last.flatMap { Double($0) } }
             if let text = rest("GV-API ") {
                 version = text
@@ -106,11 +109,19 @@ struct GPIOGuestReport {
             } else if line.hasPrefix("GV-WATCH-END "), let start = watchStart, let end = uptime() {
                 watchWindow = (start, end)
             } else if let text = rest("GV-WATCH ") {
-                if let event = try? JSONReader.parse(text) { watch.append(event) } else { failures.append("watch: \(text)") }
+                if let event = try? JSONReader.parse(text) {
+                    watch.append(event)
+                } else {
+                    failures.append("watch: \(text)")
+                }
             } else if let text = rest("GV-MON ") {
                 monitor.append(text)
             } else if let text = rest("GV-REC ") {
-                if let record = try? JSONReader.parse(text) { records.append(record) } else { failures.append("record: \(text)") }
+                if let record = try? JSONReader.parse(text) {
+                    records.append(record)
+                } else {
+                    failures.append("record: \(text)")
+                }
             } else if let text = rest("GV-DAEMON-EXIT ") {
                 daemonExit = Int(text)
             } else if let text = rest("GV-TIME ") {
@@ -138,12 +149,15 @@ struct GPIOInfoLine: Equatable {
     static func parse(_ text: String) -> (offset: Int, line: GPIOInfoLine)? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard trimmed.hasPrefix("line"), let colon = trimmed.firstIndex(of: ":"),
-            let offset = Int(trimmed[trimmed.index(trimmed.startIndex, offsetBy: 4)..<colon].trimmingCharacters(in: .whitespaces))
+            let offset = Int(
+                trimmed[trimmed.index(trimmed.startIndex, offsetBy: 4)..<colon].trimmingCharacters(in: .whitespaces))
         else { return nil }
         let after = String(trimmed[trimmed.index(after: colon)...])
         let quoted = after.split(separator: "\"", omittingEmptySubsequences: false)
         // quoted: [before, NAME, between, CONSUMER?, ...] for v1; v2 has consumer="..." instead.
-        let name = after.trimmingCharacters(in: .whitespaces).hasPrefix("unnamed") ? "" : (quoted.count > 1 ? String(quoted[1]) : "")
+        let name =
+            after.trimmingCharacters(in: .whitespaces).hasPrefix("unnamed")
+            ? "" : (quoted.count > 1 ? String(quoted[1]) : "")
         var consumer: String?
         if let range = after.range(of: "consumer=\"") {
             consumer = String(after[range.upperBound...].prefix { $0 != "\"" })
@@ -180,17 +194,24 @@ struct GPIOKernelTests {
         let guest = projectRoot + "/Tests/IntegrationTests/Fixtures/gpio-vm/guest.sh"
         switch backend {
         case .v1:
-            try run(kit + "/mkinitramfs.sh", ["--gpiod", "--test", guest, initrd, stripped + "=/usr/bin/"], scratch: scratch)
+            try run(
+                kit + "/mkinitramfs.sh", ["--gpiod", "--test", guest, initrd, stripped + "=/usr/bin/"], scratch: scratch
+            )
         case .v2:
             // The v2 tools find libgpiod.so.3 in the guest's library folder; ldd on the host finds
             // it through LD_LIBRARY_PATH.
             let gpiod2 = GPIOKernelSetup.Backend.gpiod2
             let libraries = gpiod2 + "/lib/x86_64-linux-gnu"
-            let tools = ["gpiodetect", "gpioinfo", "gpioget", "gpioset", "gpiomon"].map { gpiod2 + "/bin/" + $0 + "=/usr/bin/" }
+            let tools = ["gpiodetect", "gpioinfo", "gpioget", "gpioset", "gpiomon"].map {
+                gpiod2 + "/bin/" + $0 + "=/usr/bin/"
+            }
             try run(
                 "/usr/bin/env",
-                ["LD_LIBRARY_PATH=" + libraries, kit + "/mkinitramfs.sh", "--test", guest, initrd, stripped + "=/usr/bin/",
-                 libraries + "/libgpiod.so.3=/usr/lib/x86_64-linux-gnu/libgpiod.so.3"] + tools,
+                [
+                    "LD_LIBRARY_PATH=" + libraries, kit + "/mkinitramfs.sh", "--test", guest, initrd,
+                    stripped + "=/usr/bin/",
+                    libraries + "/libgpiod.so.3=/usr/lib/x86_64-linux-gnu/libgpiod.so.3",
+                ] + tools,
                 scratch: scratch)
         }
         let log = scratch.path + "/console.log"
@@ -214,14 +235,16 @@ struct GPIOKernelTests {
             Issue.record("the VM ended with \(status) before the script finished; console:\n\(console.suffix(3000))")
             return
         }
-        #expect(report.version.contains(backend == .v1 ? "(v1 API)" : "(v2 API)"), "railgate --version: \(report.version)")
+        #expect(
+            report.version.contains(backend == .v1 ? "(v1 API)" : "(v2 API)"), "railgate --version: \(report.version)")
         for failure in report.failures { Issue.record("guest: \(failure)") }
-        #expect(report.passes.count == 23, "guest checks passed: \(report.passes)")
+        #expect(report.passes.count == 27, "guest checks passed: \(report.passes)")
         #expect(report.daemonExit == 0, "the daemon's exit status after SIGTERM")
-        for gate in ["g-cycle", "g-bounce", "g-low", "g-jam", "g-both", "g-busy", "g-hog", "g-late"] {
+        for gate in ["g-cycle", "g-bounce", "g-low", "g-jam", "g-both", "g-busy", "g-hog", "g-late", "door"] {
             let events = report.events(of: gate).map { event in
                 (event["event"]?.stringValue ?? "?") + (event["fault"]?.stringValue.map { "(\($0))" } ?? "")
                     + (event["travel_ms"]?.intValue.map { " travel_ms=\($0)" } ?? "")
+                    + (event["held_ms"]?.intValue.map { " held_ms=\($0)" } ?? "")
             }
             print("gpio-vm \(backend.rawValue): \(gate): \(events.joined(separator: ", "))")
         }
@@ -243,7 +266,8 @@ struct GPIOKernelTests {
         }
         #expect(names("g-cycle") == ["closed", "opening", "open", "closing", "closed"], "full cycle")
         let lastClosed = report.events(of: "g-cycle").last
-        #expect(lastClosed?["open_ms"]?.intValue != nil && lastClosed?["travel_ms"]?.intValue != nil, "open_ms, travel_ms")
+        #expect(
+            lastClosed?["open_ms"]?.intValue != nil && lastClosed?["travel_ms"]?.intValue != nil, "open_ms, travel_ms")
         // The short bounce leaves no event; the 1 s one is an opening and a closing.
         #expect(names("g-bounce") == ["closed", "opening", "closed"], "bounce shorter and longer than debounce_ms")
         let bounce = report.events(of: "g-bounce")
@@ -256,12 +280,20 @@ struct GPIOKernelTests {
         if jam.count == 3, let opening = jam[1]["ts"]?.stringValue, let fault = jam[2]["ts"]?.stringValue,
             let from = Self.milliseconds(opening), let to = Self.milliseconds(fault)
         {
-            #expect(abs(to - from - 1500) <= 5, "the travel timeout fired \(to - from) ms after opening, configured 1500")
+            #expect(
+                abs(to - from - 1500) <= 5, "the travel timeout fired \(to - from) ms after opening, configured 1500")
         }
         #expect(jam.last?["priority"]?.stringValue == "alarm")
         #expect(names("g-both") == ["closed", "fault:both_limits"], "both limits at once")
         #expect(names("g-busy") == ["closed"], "the line held by another process, taken once released")
         #expect(names("g-hog").isEmpty, "a line the kernel holds is never taken")
+        // [[input]]: the door contact (active-low, alarm): the short bounce left no event.
+        let door = report.events(of: "door")
+        #expect(door.map { $0["event"]?.stringValue ?? "?" } == ["active", "inactive", "active"], "door contact")
+        #expect(door.allSatisfy { $0["priority"]?.stringValue == "alarm" })
+        if door.count == 3, let held = door[2]["held_ms"]?.intValue {
+            #expect(held >= 1000, "the door was open \(held) ms by the kernel's timestamps")
+        }
         // The late chip's lines read low until the script sets them: "closing" first is right.
         let late = names("g-late")
         #expect(late == ["closed"] || late == ["closing", "closed"], "the chip that appeared after start: \(late)")
@@ -272,7 +304,8 @@ struct GPIOKernelTests {
     /// `railgate gpio info` against gpioinfo, line by line, with the daemon holding its lines.
     func checkInfo(_ report: GPIOGuestReport) {
         let reference = Dictionary(
-            report.gpioinfo.compactMap(GPIOInfoLine.parse).map { ($0.offset, $0.line) }, uniquingKeysWith: { a, _ in a })
+            report.gpioinfo.compactMap(GPIOInfoLine.parse).map { ($0.offset, $0.line) }, uniquingKeysWith: { a, _ in a }
+        )
         let lines = report.railgateInfo?["lines"]?.arrayValue ?? []
         #expect(reference.count == 16 && lines.count == 16, "16 lines each: \(reference.count), \(lines.count)")
         for line in lines {
@@ -312,7 +345,8 @@ struct GPIOKernelTests {
         let result = try TestProcess.run(executable, arguments, scratch: scratch, seconds: 120)
         guard result.status == 0 else {
             throw TimedOut(
-                description: "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.error)")
+                description:
+                    "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.error)")
         }
         return result.output
     }

@@ -31,7 +31,8 @@ struct DigitalInputTests {
             chip = "\(gate.chip)"
             line = 6
             """)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         func set(_ line: Int, _ value: Int) throws {
             let result = try TestProcess.run(
                 Binaries.simulator, ["gate-set", "--socket", gate.socket, "--line", "\(line)", "--value", "\(value)"],
@@ -92,7 +93,8 @@ struct DigitalInputTests {
             chip = "sim:\(scratch.path)/absent.sock"
             line = 3
             """)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let input = try eventually("the input unavailable in the status") { () -> JSON? in
             let input = try daemonStatus(scratch)["inputs"]?.arrayValue?.first
             return input?["state"] == .string("unavailable") ? input : nil

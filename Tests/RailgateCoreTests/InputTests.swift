@@ -69,7 +69,8 @@ struct InputTests {
             config.inputs == [
                 InputConfig(
                     name: "cabinet-door", chip: "gpiochip0", line: 5, activeLow: true, debounceMs: 80, priority: .alarm),
-                InputConfig(name: "tamper", chip: "gpiochip0", line: 6, activeLow: false, debounceMs: 20, priority: .normal),
+                InputConfig(
+                    name: "tamper", chip: "gpiochip0", line: 6, activeLow: false, debounceMs: 20, priority: .normal),
             ])
         let broken = """
             [gateway]

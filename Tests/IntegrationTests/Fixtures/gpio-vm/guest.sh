@@ -133,6 +133,13 @@ name = "g-hog"
 chip = "rg-main"
 open_line = 14
 closed_line = 15
+[[input]]
+name = "door"
+chip = "rg-main"
+line = 13
+active_low = true
+debounce_ms = 300
+priority = "alarm"
 [[gate]]
 name = "g-late"
 chip = "rg-late"
@@ -180,6 +187,24 @@ set_line $MAIN 7 0; wait_state g-jam fault 20
 # Both limits at once.
 set_line $MAIN 8 1; wait_state g-both fault 10
 [ "$(gate_field g-both fault)" = both_limits ] && pass "g-both both_limits" || fail "g-both both_limits" "$(gate_field g-both fault)"
+
+# [[input]]: a door contact, active-low: a bounce shorter than debounce_ms, then opened for 1 s.
+input_state() {
+  railgate status --socket $SOCK --json 2>/dev/null | tr '{' '\n' | grep '"name":"door"' | grep -o '"state":"[a-z]*"' | cut -d'"' -f4
+}
+wait_input() {  # STATE
+  i=0
+  until [ "$(input_state)" = "$1" ]; do
+    i=$((i + 1)); [ $i -gt 200 ] && { fail "door reached $1" "state '$(input_state)'"; return 1; }; usleep 50000
+  done
+  pass "door reached $1"
+}
+wait_input active
+set_line $MAIN 13 1; set_line $MAIN 13 0
+usleep 1500000
+[ "$(input_state)" = active ] && pass "door short bounce ignored" || fail "door short bounce ignored" "$(input_state)"
+set_line $MAIN 13 1; usleep 1000000; wait_input inactive
+set_line $MAIN 13 0; wait_input active
 
 # The holder lets go: the daemon takes the lines at its next retry (every 5 s).
 kill $holder; wait $holder 2>/dev/null
