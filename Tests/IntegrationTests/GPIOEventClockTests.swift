@@ -28,3 +28,27 @@ struct GPIOEventClockTests {
         #expect(GPIOEventClock.monotonic(read.realtimeNs, now: read) == read.monotonicNs)
     }
 }
+
+/// The gpioinfo parser the real-kernel test compares `railgate gpio info` with (both formats).
+@Suite("gpioinfo lines, libgpiod 1.6 and 2.x")
+struct GPIOInfoLineTests {
+    @Test("v1: name, consumer, active-low; unused and unnamed lines")
+    func v1() {
+        let used = GPIOInfoLine.parse("\tline  13: \"rg-main-L13\" \"railgate-door\" input active-low [used]")
+        #expect(used?.offset == 13)
+        #expect(used?.line == GPIOInfoLine(name: "rg-main-L13", consumer: "railgate-door", activeLow: true))
+        let free = GPIOInfoLine.parse("\tline   2:      unnamed       unused   input  active-high ")
+        #expect(free?.line == GPIOInfoLine(name: "", consumer: nil, activeLow: false))
+    }
+
+    @Test("v2: consumer=\"...\" after the attributes")
+    func v2() {
+        let used = GPIOInfoLine.parse(
+            "\tline   4:\t\"rg-main-L4\"    \tinput active-low edges=both consumer=\"railgate-g-low\"")
+        #expect(used?.offset == 4)
+        #expect(used?.line == GPIOInfoLine(name: "rg-main-L4", consumer: "railgate-g-low", activeLow: true))
+        let free = GPIOInfoLine.parse("\tline  15:\t\"rg-main-L15\"   \tinput")
+        #expect(free?.line == GPIOInfoLine(name: "rg-main-L15", consumer: nil, activeLow: false))
+        #expect(GPIOInfoLine.parse("gpiochip0 - 16 lines:") == nil)
+    }
+}
