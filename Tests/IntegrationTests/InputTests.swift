@@ -76,6 +76,32 @@ struct DigitalInputTests {
         #expect(try gateway.waitForExit(seconds: 30) == 0)
     }
 
+    @Test("run --once prints each input's level as its first event")
+    func runOnce() throws {
+        let scratch = Scratch()
+        let gate = try GateSimulator(scratch: scratch)
+        let config = scratch.write(
+            "inputs.toml",
+            """
+            [gateway]
+            id = "TM-GATE-INPUTS"
+            state_dir = "\(scratch.path)/state"
+            [upstream]
+            url = "none"
+            [[input]]
+            name = "tamper"
+            chip = "\(gate.chip)"
+            line = 18
+            priority = "alarm"
+            """)
+        let once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
+        #expect(once.status == 0, "run --once: \(once.error)")
+        let records = once.output.split(separator: "\n").compactMap { try? JSONReader.parse(String($0)) }
+        #expect(records.count == 1)
+        #expect(records.first?["source"] == .string("tamper") && records.first?["event"] == .string("active"))
+        #expect(records.first?["previous"] == .string("unknown") && records.first?["priority"] == .string("alarm"))
+    }
+
     @Test("an input on a chip that is not there: unavailable with the reason, the daemon runs on")
     func missingChip() throws {
         let scratch = Scratch()
