@@ -68,7 +68,8 @@ public struct GPIOEdge: Sendable, Equatable {
     public var line: Int
     /// The line's logical level after the edge (active-low already applied).
     public var active: Bool
-    /// When the edge happened, on CLOCK_MONOTONIC, in nanoseconds (the kernel's timestamp).
+    /// When the edge happened, on CLOCK_MONOTONIC, in nanoseconds (the kernel's timestamp,
+    /// converted where the kernel used another clock: see `GPIOEventClock`).
     public var timestampNs: Int64
 }
 
@@ -97,7 +98,8 @@ public protocol GPIOLineWatch: AnyObject {
 /// Opens chips by the names a configuration uses.
 public enum GPIOChips {
     /// `sim:PATH` opens a simulated chip served on a Unix socket; anything else goes to libgpiod
-    /// (`gpiod_chip_open_lookup`: a name, a path, a label or a number).
+    /// as a path, a name (gpiochip0), a number or a label, in that order (v1:
+    /// `gpiod_chip_open_lookup`; v2 has no lookup: `railgate_gpio_chip_open` does it the same way).
     public static func open(_ descriptor: String) throws(GPIOError) -> any GPIOChip {
         if descriptor.hasPrefix("sim:") { return try SimulatedGPIOChip(socketPath: String(descriptor.dropFirst(4))) }
         return try LibgpiodChip(descriptor)
