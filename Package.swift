@@ -34,33 +34,39 @@ let package = Package(
 
         // Pure logic: configuration, decoding, records, batching. No I/O.
         .target(name: "RailgateCore", swiftSettings: strictness),
+        // The system layer under everything else: clocks, locks, files, standard streams, Unix sockets.
+        .target(name: "RailgateSystem", dependencies: ["RailgateCore"], swiftSettings: strictness),
         // Safe Swift layers over the C libraries.
-        .target(name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore"], swiftSettings: strictness),
-        .target(name: "RailgateGPIO", dependencies: ["CGPIODShim", "RailgateCore"], swiftSettings: strictness),
+        .target(
+            name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore", "RailgateSystem"],
+            swiftSettings: strictness),
+        .target(
+            name: "RailgateGPIO", dependencies: ["CGPIODShim", "RailgateCore", "RailgateSystem"],
+            swiftSettings: strictness),
         .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
         // The durable record buffer under state_dir.
         .target(
-            name: "RailgateBuffer", dependencies: ["RailgateCore", "CZlib"], exclude: ["DESIGN.md"],
+            name: "RailgateBuffer", dependencies: ["RailgateCore", "RailgateSystem", "CZlib"], exclude: ["DESIGN.md"],
             swiftSettings: strictness),
         // The daemon's services and their wiring.
         .target(
             name: "RailgateGateway",
             dependencies: [
-                "RailgateCore", "RailgateModbus", "RailgateMQTT", "RailgateBuffer", "RailgateGPIO",
+                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateMQTT", "RailgateBuffer", "RailgateGPIO",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictness),
         .executableTarget(
             name: "railgate",
             dependencies: [
-                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGPIO",
+                "RailgateGateway", "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGPIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness),
         .executableTarget(
             name: "railgate-sim",
             dependencies: [
-                "RailgateCore", "RailgateModbus", "RailgateGPIO",
+                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateGPIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Simulators/Sources/railgate-sim",
@@ -69,7 +75,8 @@ let package = Package(
         .executableTarget(
             name: "railgate-bench",
             dependencies: [
-                "RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "CBenchBaseline", "CSQLite",
+                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGateway",
+                "CBenchBaseline", "CSQLite",
             ],
             swiftSettings: strictness),
 
@@ -77,15 +84,16 @@ let package = Package(
         .testTarget(
             name: "RailgateGatewayTests",
             dependencies: [
-                "RailgateGateway", "RailgateCore", "RailgateModbus", "RailgateBuffer",
+                "RailgateGateway", "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateMQTT", "RailgateBuffer",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictness),
         .testTarget(
-            name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore"], swiftSettings: strictness),
+            name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore", "RailgateSystem"],
+            swiftSettings: strictness),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["RailgateCore", "RailgateMQTT", "RailgateModbus", "RailgateGPIO"],
+            dependencies: ["RailgateCore", "RailgateSystem", "RailgateMQTT", "RailgateModbus", "RailgateGPIO"],
             exclude: ["Fixtures"],
             swiftSettings: strictness),
     ]

@@ -3,8 +3,27 @@ import RailgateCore
 
 /// One segment file: an append-only run of frames whose seqs increase. Its name carries the
 /// seq of its first record, which is also the floor for the next seq when it is empty; a
-/// segment thinned once when the buffer was full ends in `.rgt` instead of `.rgb`.
+/// segment thinned once when the buffer was full ends in `.rgt` instead of `.rgb`, one whose
+/// samples all went in `.rgc`: holes in the seqs of either are counted drops, not losses.
 struct Segment {
+    /// How a segment was rewritten when the buffer was full (its name's suffix).
+    enum Kind: Equatable {
+        /// `.rgb`: as appended; its seqs run without holes unless the disk damaged it.
+        case plain
+        /// `.rgt`: every other sample of each source dropped.
+        case thinned
+        /// `.rgc`: all normal samples dropped.
+        case compacted
+
+        var suffix: String {
+            switch self {
+            case .plain: ".rgb"
+            case .thinned: ".rgt"
+            case .compacted: ".rgc"
+            }
+        }
+    }
+
     /// An alarm or event record: kept longest when full, sent first after an outage.
     struct Precious {
         var seq: UInt64
@@ -22,26 +41,38 @@ struct Segment {
     /// seqs run from `firstRecordSeq` to `lastSeq` without a gap.
     var seqs: [UInt64]?
     var precious: [Precious] = []
-    var thinned = false
+    var kind = Kind.plain
 
-    init(firstSeq: UInt64, path: String, thinned: Bool = false) {
+    /// Thinned or compacted: the full-buffer policy thins a segment once at most.
+    var thinned: Bool { kind != .plain }
+
+    init(firstSeq: UInt64, path: String, kind: Kind = .plain) {
         self.firstSeq = firstSeq
         self.path = path
-        self.thinned = thinned
+        self.kind = kind
     }
 
-    static func fileName(firstSeq: UInt64, thinned: Bool = false) -> String {
+    static func fileName(firstSeq: UInt64, kind: Kind = .plain) -> String {
         let digits = String(firstSeq)
-        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits
-            + (thinned ? ".rgt" : ".rgb")
+        return "segment-" + String(repeating: "0", count: max(0, 20 - digits.count)) + digits + kind.suffix
     }
 
-    /// The first seq and whether the segment was thinned, from a segment file's name.
-    static func parse(fileName name: String) -> (firstSeq: UInt64, thinned: Bool)? {
-        guard name.hasPrefix("segment-"), name.hasSuffix(".rgb") || name.hasSuffix(".rgt"), name.count == 32,
-            let seq = UInt64(name.dropFirst(8).dropLast(4))
-        else { return nil }
-        return (seq, name.hasSuffix(".rgt"))
+    /// The first seq and the kind of a segment, from a segment file's name (any 20-digit number:
+    /// the caller range-checks it).
+    static func parse(fileName name: String) -> (firstSeq: UInt64, kind: Kind)? {
+        guard name.hasPrefix("segment-"), name.count == 32, let seq = UInt64(name.dropFirst(8).dropLast(4)) else {
+            return nil
+        }
+        if name.hasSuffix(".rgb") { return (seq, .plain) }
+        if name.hasSuffix(".rgt") { return (seq, .thinned) }
+        if name.hasSuffix(".rgc") { return (seq, .compacted) }
+        return nil
+    }
+
+    /// Every seq of the segment's records, in order (for the loss analysis at open).
+    var allSeqs: [UInt64] {
+        if let seqs { return seqs }
+        return count == 0 ? [] : Array(firstRecordSeq...lastSeq)
     }
 
     mutating func append(seq: UInt64, offset: Int, bytes: Int, alarm: Bool, sample: Bool) {
@@ -100,24 +131,31 @@ extension Array {
 ///
 ///     u32 payload length | u32 CRC-32 of bytes 8..<end | u64 seq | u8 flags | u8 0 | u16 magic "RG" | payload
 ///
-/// flags: bit 0 alarm priority, bit 1 sample. The CRC covers seq, flags, magic and payload,
-/// so a torn or flipped frame is detected and never returned as data.
+/// flags: bit 0 alarm priority, bit 1 sample, bit 2 a `records_lost` report (whose range the
+/// recovery reads back, so a reported gap is not reported again). The CRC covers seq, flags,
+/// magic and payload, so a torn or flipped frame is detected and never returned as data.
 struct Frame {
     static let headerSize = 20
     static let magic: UInt16 = 0x4752
     static let maxPayload = 1 << 24
+    /// The largest seq the buffer hands out or believes from disk (2^53, the largest integer
+    /// every JSON consumer reads exactly; 28,000 years at 10,000 records a second). Anything
+    /// above it on disk is damage.
+    static let seqLimit: UInt64 = 1 << 53
 
     var seq: UInt64
     var priority: Priority
     var isSample: Bool
+    var isLossReport = false
     var payload: [UInt8]
 
     var length: Int { Frame.headerSize + payload.count }
 
     /// Appends the frame of `record` with `seq` to `output` (the record is encoded in place).
     /// Returns the frame's length.
-    static func append(_ record: Record, seq: UInt64, to output: inout [UInt8]) -> Int {
-        append(seq: seq, priority: record.priority, isSample: record.isSample, to: &output) {
+    static func append(_ record: Record, seq: UInt64, isLossReport: Bool = false, to output: inout [UInt8]) -> Int {
+        append(seq: seq, priority: record.priority, isSample: record.isSample, isLossReport: isLossReport, to: &output)
+        {
             record.write(seq: seq, to: &$0)
         }
     }
@@ -126,19 +164,22 @@ struct Frame {
     var bytes: [UInt8] {
         var frame: [UInt8] = []
         frame.reserveCapacity(length)
-        _ = Frame.append(seq: seq, priority: priority, isSample: isSample, to: &frame) { $0 += payload }
+        _ = Frame.append(seq: seq, priority: priority, isSample: isSample, isLossReport: isLossReport, to: &frame) {
+            $0 += payload
+        }
         return frame
     }
 
     /// Appends a frame header, the payload `writePayload` appends, then fills in length and CRC.
     private static func append(
-        seq: UInt64, priority: Priority, isSample: Bool, to output: inout [UInt8], writePayload: (inout [UInt8]) -> Void
+        seq: UInt64, priority: Priority, isSample: Bool, isLossReport: Bool, to output: inout [UInt8],
+        writePayload: (inout [UInt8]) -> Void
     ) -> Int {
         let start = output.count
         output.appendLittleEndian(UInt32(0))  // length, filled in below
         output.appendLittleEndian(UInt32(0))  // CRC, filled in below
         output.appendLittleEndian(seq)
-        output.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0))
+        output.append((priority == .alarm ? 1 : 0) | (isSample ? 2 : 0) | (isLossReport ? 4 : 0))
         output.append(0)
         output.appendLittleEndian(magic)
         writePayload(&output)
@@ -179,10 +220,11 @@ struct Frame {
         }
         var crc = header.withUnsafeBytes { CRC32.update(0, UnsafeRawBufferPointer(rebasing: $0[8...])) }
         crc = payload.withUnsafeBytes { CRC32.update(crc, $0) }
-        guard crc == header.loadLittleEndian(UInt32.self, at: 4) else { return nil }
+        let seq = header.loadLittleEndian(UInt64.self, at: 8)
+        guard crc == header.loadLittleEndian(UInt32.self, at: 4), seq > 0, seq <= seqLimit else { return nil }
         return Frame(
-            seq: header.loadLittleEndian(UInt64.self, at: 8), priority: header[16] & 1 != 0 ? .alarm : .normal,
-            isSample: header[16] & 2 != 0, payload: payload)
+            seq: seq, priority: header[16] & 1 != 0 ? .alarm : .normal, isSample: header[16] & 2 != 0,
+            isLossReport: header[16] & 4 != 0, payload: payload)
     }
 
     /// The offset of the next valid frame at or after `start` whose seq is above `after`, if any.

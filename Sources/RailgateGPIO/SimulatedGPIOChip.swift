@@ -1,5 +1,6 @@
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 /// The line protocol between `railgate-sim gate` (the server) and a simulated chip client.
 /// One command per line from the client:

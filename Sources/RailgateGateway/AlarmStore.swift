@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import RailgateBuffer
 import RailgateCore
+import RailgateSystem
 
 /// The alarms raised and not yet cleared, per device and point, kept in `state_dir/alarms.json`
 /// so that a restart or a reload neither raises an alarm a second time nor loses its clear.

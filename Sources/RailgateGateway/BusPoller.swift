@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 
 /// Where records go once made: the buffer in the daemon, standard output for `run --once`.
 public protocol RecordSink: AnyObject, Sendable {

@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import RailgateCore
+import RailgateSystem
 
 /// The daemon's control socket: a Unix stream socket where a client writes one command line
 /// (`status`) and reads one JSON document back. Anything else gets `{"error":...}`; a client

@@ -1,6 +1,7 @@
 import Logging
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 /// A barrier's limit switches as a `LineLogic`: the barrier state machine on two lines.
 struct BarrierLogic: LineLogic {

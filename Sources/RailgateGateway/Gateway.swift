@@ -4,6 +4,7 @@ import RailgateBuffer
 import RailgateCore
 import RailgateGPIO
 import RailgateModbus
+import RailgateSystem
 
 /// The daemon: loads the configuration, opens the buffer, and runs one poller per bus, the
 /// uplink and the control socket until SIGTERM or SIGINT; SIGHUP reloads the configuration
@@ -70,7 +71,8 @@ public final class Gateway: @unchecked Sendable {
     public init(config: GatewayConfig, logger: Logger) throws(BufferError) {
         self.config = config
         self.logger = logger
-        buffer = try DiskBuffer(stateDirectory: config.gateway.stateDir, settings: config.buffer)
+        buffer = try DiskBuffer(
+            stateDirectory: config.gateway.stateDir, settings: config.buffer, source: config.gateway.id)
         sink = BufferSink(buffer: buffer, logger: logger)
         alarmStore = AlarmStore(stateDirectory: config.gateway.stateDir, logger: logger)
         records = AlarmTrackingSink(inner: sink, buffer: buffer, store: alarmStore, logger: logger)
@@ -93,6 +95,8 @@ public final class Gateway: @unchecked Sendable {
             logger.warning(
                 "buffer: skipped \(stats.corruptBytesSkipped) corrupt bytes when opening; intact records kept")
         }
+        for warning in stats.warnings { logger.warning("buffer: \(warning)") }
+        for loss in stats.losses { logger.error("buffer: \(loss); reported upstream as a records_lost event") }
         do {
             try startServices(config)
         } catch {
@@ -311,7 +315,8 @@ public final class Gateway: @unchecked Sendable {
     func metricsText() -> String {
         let (pollers, uplink) = lock.withLock { (self.pollers, self.uplink) }
         return MetricsText.render(
-            buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status())
+            buffer: buffer.stats(), buses: pollers.map { $0.status() }, upstream: uplink?.status(),
+            droppedInMemory: sink.lostInMemory)
     }
 
     /// The daemon's state, as `railgate status --json` prints it.
@@ -355,10 +360,15 @@ public final class Gateway: @unchecked Sendable {
                 .object([
                     ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
                     ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
+                    ("durable_seq", .unsigned(buffer.durableSeq)),
                     ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
                     ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
                     ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
                     ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
+                    ("reserved_seq", .unsigned(buffer.reservedSeq)),
+                    ("dropped_in_memory", .integer(Int64(sink.lostInMemory))),
+                    ("lost_records", .unsigned(buffer.lostRecords)), ("lost_seqs", .unsigned(buffer.lostSeqs)),
+                    ("last_loss", buffer.losses.last.map(BufferSink.json) ?? .null),
                 ])
             ),
             ("upstream", upstream),

@@ -1,6 +1,7 @@
 import Logging
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 /// A plain digital input as a `LineLogic`: the debouncer on one line.
 struct InputLogic: LineLogic {

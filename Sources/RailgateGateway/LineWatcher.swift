@@ -1,6 +1,7 @@
 import Logging
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 /// What a `LineWatcher` runs on the GPIO lines it holds: a barrier's state machine (`[[gate]]`)
 /// or a digital input's debouncer (`[[input]]`).

@@ -1,5 +1,6 @@
 import Logging
 import RailgateCore
+import RailgateSystem
 
 /// Log lines for journald and a terminal: `LEVEL label: message key=value`, one per line on
 /// standard error. systemd adds the timestamp; a technician's terminal does not need one.

@@ -1,6 +1,7 @@
 import Glibc
 import RailgateBuffer
 import RailgateCore
+import RailgateSystem
 
 /// Serves Prometheus text at `GET /metrics` on `[metrics] listen` (HOST:PORT), one connection at
 /// a time on its own thread; anything else gets 404 or 400. Kept tiny on purpose: no HTTP
@@ -73,7 +74,9 @@ final class MetricsServer: @unchecked Sendable {
 
 /// The Prometheus exposition of the gateway's counters and gauges.
 enum MetricsText {
-    static func render(buffer: BufferStats, buses: [BusStatus], upstream: UplinkStatus?) -> String {
+    static func render(
+        buffer: BufferStats, buses: [BusStatus], upstream: UplinkStatus?, droppedInMemory: Int = 0
+    ) -> String {
         var lines: [String] = []
         func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
             lines.append("# HELP \(name) \(help)")
@@ -104,6 +107,19 @@ enum MetricsText {
                 (label("priority", "normal"), "\(buffer.droppedNormal)"),
                 (label("priority", "alarm"), "\(buffer.droppedAlarm)"),
             ])
+        metric(
+            "railgate_buffer_dropped_in_memory_total", "counter",
+            "Records dropped while held in memory because the disk refused writes for too long.",
+            [("", "\(droppedInMemory)")])
+        metric(
+            "railgate_buffer_lost_records_total", "counter",
+            "Records known lost since start (damaged or unreadable buffer files); reported upstream.",
+            [("", "\(buffer.lostRecords)")])
+        metric(
+            "railgate_buffer_lost_seqs_total", "counter",
+            "Seqs that will never arrive, found since start (lost records and seqs reserved but not handed out "
+                + "before a power cut); reported upstream as records_lost events.",
+            [("", "\(buffer.lostSeqs)")])
         metric(
             "railgate_bus_utilisation_ratio", "gauge", "Share of time the bus spends in requests.",
             buses.map { (label("bus", $0.name), "\($0.utilisation)") })

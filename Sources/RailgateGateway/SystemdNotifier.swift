@@ -1,5 +1,6 @@
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 /// Tells systemd about the service's state through `$NOTIFY_SOCKET` (the sd_notify datagram
 /// protocol: `READY=1`, `STOPPING=1`, `RELOADING=1`, `STATUS=...`). Does nothing outside systemd.

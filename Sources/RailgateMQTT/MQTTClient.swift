@@ -7,11 +7,14 @@ public struct MQTTError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Int32
     public var errnoCode: Int32
 
-    public var description: String {
+    public var description: String { "\(operation): \(reason)" }
+
+    /// The reason alone: `Connection refused (errno 111)`, `The client is not currently connected. (MOSQ_ERR 4)`.
+    public var reason: String {
         if code == Int32(MOSQ_ERR_ERRNO.rawValue) {
-            return "\(operation): \(String(cString: strerror(errnoCode))) (errno \(errnoCode))"
+            return "\(String(cString: strerror(errnoCode))) (errno \(errnoCode))"
         }
-        return "\(operation): \(String(cString: mosquitto_strerror(code))) (MOSQ_ERR \(code))"
+        return "\(String(cString: mosquitto_strerror(code))) (MOSQ_ERR \(code))"
     }
 
     static func check(_ rc: Int32, _ operation: String) throws(MQTTError) {
@@ -51,8 +54,10 @@ public struct MQTTTLS: Sendable {
 /// One MQTT 3.1.1 client session over libmosquitto (`struct mosquitto`).
 ///
 /// libmosquitto runs its network loop on its own thread (`mosquitto_loop_start`) and calls back
-/// there, reconnecting by itself with exponential backoff: `onEvent` runs on that thread and
-/// must be `@Sendable` and quick. Publishing is safe from any thread.
+/// there, reconnecting by itself with a capped back-off (see `start`): `onEvent` runs on that
+/// thread and must be `@Sendable` and quick; it may publish, never `disconnect()`. Publishing is
+/// safe from any thread. QoS 1 publishes stay in libmosquitto's queue until acknowledged, across
+/// reconnects, whatever the clean-session flag: their ids stay in use until `.published`.
 public final class MQTTClient: @unchecked Sendable {
     private var handle: OpaquePointer?
     private let onEvent: @Sendable (MQTTEvent) -> Void
@@ -75,8 +80,10 @@ public final class MQTTClient: @unchecked Sendable {
                 .connected(code: code, reason: String(cString: mosquitto_connack_string(code))))
         }
         mosquitto_disconnect_callback_set(handle) { _, context, code in
-            MQTTClient.from(context).onEvent(
-                .disconnected(code: code, reason: String(cString: mosquitto_strerror(code))))
+            // For MOSQ_ERR_ERRNO the reason is in errno (ECONNREFUSED when the broker is down):
+            // read at once, before any other call can change it.
+            let reason = MQTTError(operation: "", code: code, errnoCode: errno).reason
+            MQTTClient.from(context).onEvent(.disconnected(code: code, reason: reason))
         }
         mosquitto_publish_callback_set(handle) { _, context, messageID in
             MQTTClient.from(context).onEvent(.published(messageID: messageID))
@@ -135,25 +142,50 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     /// Starts the network thread and connects in the background; libmosquitto keeps
-    /// reconnecting (1 s doubling to `maxReconnectDelay`) until `disconnect()`.
-    public func start(host: String, port: Int, keepaliveSeconds: Int, maxReconnectDelay: Int = 30) throws(MQTTError) {
-        mosquitto_reconnect_delay_set(live, 1, UInt32(maxReconnectDelay), true)
-        let rc = mosquitto_connect_async(live, host, Int32(port), Int32(keepaliveSeconds))
-        // A refused or unreachable broker is not fatal: the loop thread retries. Bad arguments are.
-        if rc == Int32(MOSQ_ERR_INVAL.rawValue) || rc == Int32(MOSQ_ERR_EAI.rawValue) {
-            try MQTTError.check(rc, "connect to \(host):\(port)")
-        }
+    /// reconnecting until `disconnect()`, waiting 1 s, then 4 s, then `maxReconnectDelay` seconds
+    /// between attempts (`mosquitto_reconnect_delay_set`, exponential, capped). A broker that is
+    /// down or unreachable is not an error: the first attempt's failure arrives as a
+    /// `.disconnected` event with its reason, and the thread retries. Throws for bad arguments
+    /// (`MOSQ_ERR_INVAL`) and when the thread cannot start. Wraps `mosquitto_loop_start` and
+    /// `mosquitto_connect_async`, in that order.
+    public func start(host: String, port: Int, keepaliveSeconds: Int, maxReconnectDelay: Int = 5) throws(MQTTError) {
+        try MQTTError.check(
+            mosquitto_reconnect_delay_set(live, 1, UInt32(max(1, maxReconnectDelay)), true), "set the reconnect delay")
+        // The thread first, then the connect. libmosquitto 2.0.11's connect_async, called with no
+        // thread running, writes CONNECT at once; when that write fails (ECONNREFUSED on a down
+        // broker) it puts the client back to its "new" state, and a thread started after it
+        // waits for that state to change, in 10 ms steps, forever: a gateway that booted with no
+        // link never connected. With the thread running, CONNECT is only queued, and any failure
+        // goes through the thread's reconnect loop.
         try MQTTError.check(mosquitto_loop_start(live), "start the MQTT network thread")
         loopRunning = true
+        let rc = mosquitto_connect_async(live, host, Int32(port), Int32(keepaliveSeconds))
+        let failure = MQTTError(operation: "connect to \(host):\(port)", code: rc, errnoCode: errno)
+        guard rc != Int32(MOSQ_ERR_SUCCESS.rawValue) else { return }
+        if rc == Int32(MOSQ_ERR_INVAL.rawValue) {
+            disconnect()
+            throw failure
+        }
+        // Unreachable, refused or a name that does not resolve yet (no link at boot): the
+        // thread retries after the reconnect delay.
+        onEvent(.disconnected(code: rc, reason: failure.reason))
     }
 
-    /// Queues a publish; returns its message id (matched by `.published`).
+    /// Queues a publish; returns its message id, which the `.published` event for it carries.
+    ///
+    /// With QoS 1 or 2 the message stays in libmosquitto's queue until the broker acknowledges
+    /// it, across reconnects (sent again, same id, after each CONNACK), and `.published` comes
+    /// once for it. So a QoS 1 publish while the connection is down is queued, not failed:
+    /// `mosquitto_publish` returns `MOSQ_ERR_NO_CONN` after queueing it, and this returns the id.
+    /// A QoS 0 publish while down is lost and throws. Callable from any thread, including from
+    /// an event handler. Wraps `mosquitto_publish`.
     @discardableResult
     public func publish(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) throws(MQTTError) -> Int32 {
         var messageID: Int32 = 0
         let rc = payload.withUnsafeBytes {
             mosquitto_publish(live, &messageID, topic, Int32($0.count), $0.baseAddress, Int32(qos), retain)
         }
+        if rc == Int32(MOSQ_ERR_NO_CONN.rawValue), qos > 0, messageID != 0 { return messageID }
         try MQTTError.check(rc, "publish \(payload.count) bytes to \(topic)")
         return messageID
     }

@@ -1,6 +1,7 @@
 import CModbus
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 /// What went wrong in a Modbus call, with the C error kept for the log line.
 public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {

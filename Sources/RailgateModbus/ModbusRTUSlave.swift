@@ -1,5 +1,6 @@
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 /// Modbus RTU slaves on a serial line (or one end of a pty pair), answering for many unit ids.
 ///

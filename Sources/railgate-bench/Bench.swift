@@ -5,6 +5,7 @@ import RailgateBuffer
 import RailgateCore
 import RailgateGateway
 import RailgateModbus
+import RailgateSystem
 
 /// `make bench`: every figure is a ratio against a baseline run in the same invocation (these
 /// machines are noisy), or an absolute figure where the issue sets an absolute target.
@@ -270,6 +271,8 @@ enum BufferBench {
                 "  as the block layer counted them: \(format(Double(storageBytes) / Double(payloadBytes), 3))")
         }
 
+        try latencyRun(directory: directory + "/latency")
+
         // Opening a full 64 MiB buffer (the recovery scan), page cache warm and, where allowed, cold.
         let full = directory + "/full"
         let settings = BufferSettings(maxBytes: 64 << 20, syncIntervalMs: 60_000)
@@ -291,6 +294,34 @@ enum BufferBench {
         }
         let warm = try (0..<3).map { _ in try timeOpen() }
         StandardStreams.out("warm page cache, median of 3: \(format(median(warm), 3)) s (target < 1 s)")
+    }
+
+    /// Append latency while the buffer commits every 100 ms and, full, thins and compacts its
+    /// oldest segments: each append timed on its own, in a 16 MiB buffer filled four times over.
+    static func latencyRun(directory: String) throws {
+        let settings = BufferSettings(maxBytes: 16 << 20, syncIntervalMs: 100, whenFull: .thin)
+        let buffer = try DiskBuffer(stateDirectory: directory, settings: settings)
+        let payloadSize = record(1).encoded(seq: 1_000_000).count + 20
+        let count = 4 * settings.maxBytes / payloadSize
+        var nanoseconds = [Int64](repeating: 0, count: count)
+        let start = seconds()
+        for index in 0..<count {
+            let before = MonotonicInstant.now()
+            try buffer.append(record(index))
+            nanoseconds[index] = MonotonicInstant.now().nanoseconds - before.nanoseconds
+        }
+        let elapsed = seconds() - start
+        let stats = buffer.stats()
+        buffer.close()
+        nanoseconds.sort()
+        func milliseconds(_ value: Int64) -> String { format(Double(value) / 1_000_000, 3) + " ms" }
+        StandardStreams.out(
+            "\n== Append latency while syncing every 100 ms and compacting a full 16 MiB buffer (\(count) records)")
+        StandardStreams.out(
+            "p50 \(milliseconds(nanoseconds[count / 2])), p99 \(milliseconds(nanoseconds[count * 99 / 100])), "
+                + "max \(milliseconds(nanoseconds[count - 1])) (target: p99 < 1 ms); "
+                + "\(Int(Double(count) / elapsed)) records/s, \(stats.dropped) thinned or dropped; "
+                + "\(nanoseconds.filter { $0 > 1_000_000 }.count) appends over 1 ms")
     }
 
     /// Drops the page cache (root only); false where not allowed.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import RailgateBuffer
 import RailgateCore
+import RailgateSystem
 
 struct BufferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,7 +42,7 @@ struct BufferStatsCommand: ParsableCommand {
         let stats = buffer.stats()
         let everything = BatchLimits(maxRecords: .max, maxBytes: .max)
         let oldest = buffer.records(after: stats.ackedSeq, limits: BatchLimits(maxRecords: 1, maxBytes: .max)).first
-        let recentFrom = stats.nextSeq > 1001 ? max(stats.ackedSeq, stats.nextSeq - 1001) : stats.ackedSeq
+        let recentFrom = stats.lastSeq > 1000 ? max(stats.ackedSeq, stats.lastSeq - 1000) : stats.ackedSeq
         let recent = buffer.records(after: recentFrom, limits: everything)
         let now = WallClock.now()
         let oldestTime = oldest.flatMap { Self.timestamp(of: $0.bytes) }
@@ -66,10 +67,25 @@ struct BufferStatsCommand: ParsableCommand {
                 JSON.object([
                     ("records", .integer(Int64(stats.records))), ("bytes", .integer(Int64(stats.bytes))),
                     ("max_bytes", .integer(Int64(stats.maxBytes))), ("first_seq", .unsigned(stats.firstSeq)),
-                    ("next_seq", .unsigned(stats.nextSeq)), ("acked_seq", .unsigned(stats.ackedSeq)),
+                    ("next_seq", .unsigned(stats.nextSeq)), ("last_seq", .unsigned(stats.lastSeq)),
+                    ("acked_seq", .unsigned(stats.ackedSeq)),
                     ("dropped", .unsigned(stats.dropped)), ("dropped_normal", .unsigned(stats.droppedNormal)),
                     ("dropped_alarm", .unsigned(stats.droppedAlarm)),
                     ("corrupt_bytes_skipped", .integer(Int64(stats.corruptBytesSkipped))),
+                    ("reserved_seq", .unsigned(stats.reservedSeq)), ("lost_records", .unsigned(stats.lostRecords)),
+                    ("lost_seqs", .unsigned(stats.lostSeqs)),
+                    (
+                        "losses",
+                        .array(
+                            stats.losses.map {
+                                .object([
+                                    ("from_seq", .unsigned($0.from)), ("to_seq", .unsigned($0.to)),
+                                    ("count", $0.count.map(JSON.unsigned) ?? .null),
+                                    ("reason", .string($0.reason.rawValue)),
+                                ])
+                            })
+                    ),
+                    ("warnings", .array(stats.warnings.map(JSON.string))),
                     ("oldest_ts", oldestTime.map { .string($0.description) } ?? .null),
                     ("oldest_age_s", ageSeconds.map(JSON.number) ?? .null),
                     ("bytes_per_hour", bytesPerHour.map(JSON.number) ?? .null),
@@ -78,13 +94,18 @@ struct BufferStatsCommand: ParsableCommand {
             return
         }
         StandardStreams.out(
-            "records      \(stats.records) unacknowledged (seq \(stats.firstSeq)..<\(stats.nextSeq), acked through \(stats.ackedSeq))"
+            "records      \(stats.records) unacknowledged (seq \(stats.firstSeq)...\(stats.lastSeq), acked through \(stats.ackedSeq); next seq \(stats.nextSeq))"
         )
         StandardStreams.out(
             "bytes        \(stats.bytes) of \(stats.maxBytes) (\(stats.bytes * 100 / max(1, stats.maxBytes))%)")
         StandardStreams.out(
             "dropped      \(stats.dropped) (normal \(stats.droppedNormal), alarm \(stats.droppedAlarm)); corrupt bytes skipped \(stats.corruptBytesSkipped)"
         )
+        for loss in stats.losses {
+            StandardStreams.out(
+                "lost         \(loss) (not yet reported upstream: the daemon reports it when it starts)")
+        }
+        for warning in stats.warnings { StandardStreams.out("damaged      \(warning)") }
         StandardStreams.out(
             "oldest       " + (oldestTime.map { "\($0) (\(Self.duration(ageSeconds!)) ago)" } ?? "none"))
         if let bytesPerHour, let hoursLeft {

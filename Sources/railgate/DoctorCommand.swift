@@ -4,6 +4,7 @@ import RailgateBuffer
 import RailgateCore
 import RailgateGPIO
 import RailgateModbus
+import RailgateSystem
 
 /// `railgate doctor`: what a technician at a siding or a border gate would check, one line
 /// each, `ok`, `warn` or `fail`, with what to do about it. Exit 0 when nothing failed, 69

@@ -1,6 +1,7 @@
 import ArgumentParser
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 struct GPIOCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

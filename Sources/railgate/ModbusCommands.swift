@@ -1,6 +1,7 @@
 import ArgumentParser
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 
 struct ModbusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 /// `railgate`: the gateway daemon (`run`) and the technician's tools.
 @main

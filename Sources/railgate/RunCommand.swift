@@ -1,7 +1,10 @@
 import ArgumentParser
+import Glibc
 import Logging
+import RailgateBuffer
 import RailgateCore
 import RailgateGateway
+import RailgateSystem
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,6 +46,11 @@ struct RunCommand: ParsableCommand {
         let gateway: Gateway
         do {
             gateway = try Gateway(config: loaded, logger: logger)
+        } catch  where error.operation == DiskBuffer.syncThreadOperation {
+            logger.critical(
+                "cannot \(error.operation): pthread_create: \(String(cString: strerror(error.code))) (errno \(error.code)); exiting"
+            )
+            throw ExitCode(Gateway.exitNoThread)
         } catch {
             logger.critical("cannot open the buffer: \(error)")
             throw Exit.ioError

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import RailgateCore
+import RailgateSystem
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 import Testing
 
 @Suite("Commands", .serialized)
@@ -101,6 +102,12 @@ struct CommandTests {
         #expect(status["devices"]?.arrayValue?.first?["name"] == .string("axlebox-1"))
         #expect(status["devices"]?.arrayValue?.first?["errors"] == .integer(0))
         #expect(status["buffer"]?["next_seq"] != nil && status["uptime_s"] != nil && status["gates"] != nil)
+        // durable_seq: what is on flash; never past the last seq handed out, caught up by a group commit.
+        let handed = (status["buffer"]?["next_seq"]?.intValue ?? 0) - 1
+        #expect((status["buffer"]?["durable_seq"]?.intValue ?? .max) <= handed)
+        _ = try eventually("durable_seq reaching seq \(handed)", seconds: 30) { () -> Bool? in
+            (try daemonStatus(scratch)["buffer"]?["durable_seq"]?.intValue ?? 0) >= handed ? true : nil
+        }
 
         // Garbage: binary junk, an unknown command, and a client that says nothing.
         for junk in ["\u{01}\u{02}\u{FF}\n", "reboot now\n", ""] {

@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 import Testing
 
 /// A gateway configuration with one RTU bus on `device`.

@@ -1,6 +1,7 @@
 import Foundation
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 import Testing
 
 /// A gateway configuration with one bus (`busKeys` after `name`) and `devices` reading the

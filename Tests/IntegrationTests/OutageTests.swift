@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 import Testing
 
 /// A wagon device polled every 100 ms and a gate whose barrier cycles once, 4 s after the

@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 import Testing
 
 /// A stop must be over well inside the unit's TimeoutStopSec (30 s).
@@ -349,7 +350,7 @@ struct StopDeadlineTests {
         #expect(result.status == 71, "\(result.error)")
         #expect(
             result.error.contains(
-                "cannot start a thread for bus bus-\(simulator.port): pthread_create: Resource temporarily unavailable (errno 11); exiting"
+                "cannot start a thread for the buffer's group commit: pthread_create: Resource temporarily unavailable (errno 11); exiting"
             ), "\(result.error)")
         #expect(!result.error.contains("not answering"), "no poll ran inline")
         let stats = try TestProcess.run(

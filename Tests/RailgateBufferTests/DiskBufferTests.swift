@@ -126,9 +126,14 @@ struct DiskBufferTests {
 
         buffer = try DiskBuffer(stateDirectory: directory.path, settings: BufferSettings(syncIntervalMs: 60_000))
         #expect(buffer.records(after: 0, limits: everything).map(\.seq) == Array(1...99))
-        #expect(try buffer.append(sample(100)) == 100)
+        #expect(buffer.stats().losses == [SeqLoss(from: 100, to: 100, count: nil, reason: .tailLost)])
+        // Seq 100 was handed out once: it is reported lost (the records_lost event takes 101), never reused.
+        #expect(try buffer.append(sample(100)) == 102)
         try buffer.sync()
-        #expect(buffer.records(after: 98, limits: everything).map(\.seq) == [99, 100])
+        let tail = buffer.records(after: 98, limits: everything)
+        #expect(tail.map(\.seq) == [99, 101, 102])
+        #expect(parse(tail[1])["event"] == .string("records_lost"))
+        #expect(parse(tail[1])["from_seq"] == .unsigned(100) && parse(tail[1])["to_seq"] == .unsigned(100))
         buffer.close()
     }
 
@@ -156,7 +161,13 @@ struct DiskBufferTests {
                 try JSONReader.parse(String(decoding: record.bytes, as: UTF8.self))["seq"]
                     == .integer(Int64(record.seq)))
         }
-        #expect(try buffer.append(sample(101)) == 101)
+        let missing = Set(1...100).subtracting(seqs.map(Int.init))
+        #expect(
+            buffer.stats().losses.map { [$0.from, $0.to, $0.count ?? 0] }
+                == missing.map { [UInt64($0), UInt64($0), 1] }, "the damaged record is reported lost, counted")
+        #expect(buffer.stats().losses.first?.reason == .damaged)
+        #expect(buffer.stats().lostRecords == 1)
+        #expect(try buffer.append(sample(101)) == 102, "101 is the records_lost event")
         buffer.close()
     }
 
@@ -183,7 +194,10 @@ struct DiskBufferTests {
         #expect(seqs.first == 1 && seqs.last == 2000)
         #expect(seqs.count < 2000 && seqs.count > 1000, "only the zeroed segment's records are gone")
         #expect(seqs == seqs.sorted())
-        #expect(try buffer.append(sample(2001)) == 2001)
+        let lost = buffer.stats().losses
+        #expect(lost.count == 1 && lost.first?.reason == .damaged)
+        #expect(lost.first.map { Int($0.count ?? 0) } == 2000 - seqs.count, "the lost records are counted exactly")
+        #expect(try buffer.append(sample(2001)) == 2002, "2001 is the records_lost event")
         buffer.close()
     }
 

@@ -65,6 +65,37 @@ struct FullBufferTests {
         #expect(stats.records == kept.count)
     }
 
+    @Test(
+        "with the sync thread compacting ahead (every 2 ms) nothing is lost or duplicated; alarms all survive",
+        arguments: [FullBufferPolicy.thin, .dropOldest])
+    func compactingAhead(policy: FullBufferPolicy) throws {
+        let directory = StateDirectory()
+        let buffer = try DiskBuffer(
+            stateDirectory: directory.path,
+            settings: BufferSettings(maxBytes: capacity, syncIntervalMs: 2, whenFull: policy))
+        defer { buffer.close() }
+        var sent: [UInt64] = []
+        for index in 1...12_000 {
+            try buffer.append(workload(index))
+            // The uplink reading meanwhile, from its last seq.
+            if index % 500 == 0 {
+                sent += buffer.records(after: sent.last ?? 0, limits: BatchLimits(maxRecords: 100, maxBytes: 4000)).map(
+                    \.seq)
+            }
+        }
+        try buffer.sync()
+        let kept = buffer.records(after: 0, limits: everything).map(parse)
+        let seqs = kept.compactMap { $0["seq"]?.intValue }
+        #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count)
+        #expect(sent == sent.sorted() && Set(sent).count == sent.count)
+        let stats = buffer.stats()
+        #expect(stats.bytes <= capacity)
+        #expect(stats.droppedAlarm == 0)
+        #expect(Int(stats.droppedNormal) + stats.records == 12_000, "every record kept or counted as dropped")
+        let alarms = kept.filter { $0["priority"] == .string("alarm") }.compactMap { $0["seq"]?.intValue }
+        #expect(alarms == Array(stride(from: 50, through: 12_000, by: 50)))
+    }
+
     @Test("drop_oldest evicts normal records at once; alarms go only when nothing else is left")
     func alarmsLast() throws {
         let directory = StateDirectory()
@@ -89,7 +120,7 @@ struct FullBufferTests {
         #expect(stats.bytes <= capacity)
     }
 
-    @Test("drops are reported once, and the count survives a restart")
+    @Test("drops are reported once, in the buffer, and the count survives a restart")
     func unreportedDrops() throws {
         let directory = StateDirectory()
         let settings = BufferSettings(maxBytes: capacity, syncIntervalMs: 60_000, whenFull: .dropOldest)
@@ -97,12 +128,17 @@ struct FullBufferTests {
         for index in 1...3000 { try buffer.append(workload(index)) }
         buffer.close()
         buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
-        let drops = try #require(buffer.takeUnreportedDrops())
+        let drops = try #require(try buffer.appendOverflowReport(source: "gw-1"))
         #expect(drops.normal == buffer.stats().droppedNormal && drops.normal > 0)
-        #expect(buffer.takeUnreportedDrops() == nil)
+        #expect(try buffer.appendOverflowReport(source: "gw-1") == nil)
+        try buffer.sync()
+        let report = try #require(buffer.records(after: 0, limits: everything).last)
+        #expect(report.seq == 3001, "the report is the next record")
+        #expect(parse(report)["event"] == .string("buffer_overflow"))
+        #expect(parse(report)["dropped_normal"] == .unsigned(drops.normal))
         buffer.close()
         buffer = try DiskBuffer(stateDirectory: directory.path, settings: settings)
-        #expect(buffer.takeUnreportedDrops() == nil, "reported drops stay reported")
+        #expect(try buffer.appendOverflowReport(source: "gw-1") == nil, "reported drops stay reported")
         buffer.close()
     }
 

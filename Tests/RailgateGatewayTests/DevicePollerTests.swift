@@ -1,3 +1,4 @@
+import RailgateSystem
 import Testing
 
 @testable import RailgateCore

@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import RailgateSystem
 import Testing
 
 @testable import RailgateCore

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import RailgateCore
 import RailgateGPIO
+import RailgateSystem
 
 /// `railgate-sim gate`: a simulated GPIO chip with a barrier wired to two of its lines, served
 /// on a Unix socket (the gateway's chip `sim:PATH`).

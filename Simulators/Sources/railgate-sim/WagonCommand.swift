@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import RailgateCore
 import RailgateModbus
+import RailgateSystem
 
 extension BusTransport.Parity: ExpressibleByArgument {}
 

@@ -1,6 +1,7 @@
 import Foundation
 import RailgateCore
 import RailgateMQTT
+import RailgateSystem
 
 /// A real Mosquitto broker on a free loopback port, with no queue limit (a slow subscriber
 /// must not lose messages and make the gateway look guilty).
@@ -51,6 +52,13 @@ final class Broker: @unchecked Sendable {
         process.signal(SIGKILL)
         try process.waitForExit()
     }
+
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is read or acknowledged,
+    /// a broker slower than the polling.
+    func pause() { process.signal(SIGSTOP) }
+
+    /// Lets a paused broker go on (SIGCONT).
+    func resume() { process.signal(SIGCONT) }
 
     /// A clean stop: a persistent broker saves its sessions.
     func stop() throws {

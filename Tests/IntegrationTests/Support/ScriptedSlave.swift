@@ -1,5 +1,6 @@
 import Foundation
 import RailgateCore
+import RailgateSystem
 
 /// A Modbus slave that misbehaves on demand, over a raw TCP socket or the slave end of a socat pty
 /// pair: it answers late, with another unit id, with a second frame appended, byte by byte,

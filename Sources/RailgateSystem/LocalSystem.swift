@@ -1,9 +1,8 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
+import Glibc
+import RailgateCore
 
-/// Reads configuration and profile files from the local filesystem: the one place the core
-/// touches the disk, behind `ConfigFileSource` so that loading stays testable in memory.
+/// Reads configuration and profile files from the local filesystem (the core itself touches no
+/// disk), behind `ConfigFileSource` so that loading stays testable in memory.
 public struct LocalFiles: ConfigFileSource {
     public init() {}
 

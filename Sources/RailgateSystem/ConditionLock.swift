@@ -1,6 +1,5 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
+import Glibc
+import RailgateCore
 
 /// A mutex with a condition variable (pthread), for the daemon's dedicated threads: they block
 /// in C calls and must not sit on Swift's cooperative pool. `withLock` runs a critical section;
@@ -44,27 +43,12 @@ public final class ConditionLock: @unchecked Sendable {
     public func broadcast() { pthread_cond_broadcast(condition) }
 }
 
-/// A point on the monotonic clock, for deadlines and intervals that wall-clock jumps must not disturb.
-public struct MonotonicInstant: Sendable, Comparable, Hashable {
-    public var nanoseconds: Int64
-
-    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
-
+extension MonotonicInstant {
+    /// Now on CLOCK_MONOTONIC (`clock_gettime`): immune to the wall clock being set by GPS or NTP.
     public static func now() -> MonotonicInstant {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return MonotonicInstant(nanoseconds: Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec))
-    }
-
-    public static func < (lhs: MonotonicInstant, rhs: MonotonicInstant) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
-
-    public func adding(milliseconds: Int) -> MonotonicInstant {
-        MonotonicInstant(nanoseconds: nanoseconds + Int64(milliseconds) * 1_000_000)
-    }
-
-    /// Milliseconds from `earlier` to this instant.
-    public func milliseconds(since earlier: MonotonicInstant) -> Int64 {
-        (nanoseconds - earlier.nanoseconds) / 1_000_000
     }
 }
 

@@ -1,0 +1,60 @@
+import Glibc
+
+/// A thread could not be created: the service it was for does not run.
+public struct ThreadError: Error, CustomStringConvertible, Sendable {
+    /// The thread's name (the service it was for).
+    public var name: String
+    /// The error `pthread_create` returned (EAGAIN: out of threads or memory; EINVAL: bad attributes).
+    public var code: Int32
+
+    public var description: String {
+        "cannot start a thread for \(name): pthread_create: \(String(cString: strerror(code))) (errno \(code))"
+    }
+}
+
+/// An OS thread for a service that blocks in C calls (a Modbus bus, the uplink's publisher,
+/// the control socket, the buffer's group commit): kept off Swift's 2-thread cooperative pool. `join()` waits for it.
+///
+/// The one way railgate starts a thread: creation either succeeds or throws, it never runs the
+/// body somewhere else. The thread inherits the creating thread's signal mask (the daemon blocks
+/// its signals before the first thread exists). The C function is `pthread_create`.
+public final class DaemonThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private var joinable = true
+
+    /// Starts `body` on a new thread for the service `name` (named in a failure).
+    /// - Parameter stackBytes: the thread's stack size, or nil for the system's default.
+    /// - Throws: `ThreadError` with `pthread_create`'s error; nothing runs then.
+    public init(name: String, stackBytes: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(ThreadError) {
+        final class Box {
+            let body: @Sendable () -> Void
+            init(body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        if let stackBytes {
+            let code = pthread_attr_setstacksize(&attributes, stackBytes)
+            guard code == 0 else { throw ThreadError(name: name, code: code) }
+        }
+        let box = Unmanaged.passRetained(Box(body: body)).toOpaque()
+        let code = pthread_create(
+            &thread, &attributes,
+            { argument in
+                let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+                box.body()
+                return nil
+            }, box)
+        guard code == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw ThreadError(name: name, code: code)
+        }
+    }
+
+    /// Waits for the thread to end (once; later calls return at once).
+    public func join() {
+        guard joinable else { return }
+        pthread_join(thread, nil)
+        joinable = false
+    }
+}
