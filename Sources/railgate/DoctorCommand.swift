@@ -54,6 +54,7 @@ struct DoctorCommand: ParsableCommand {
         checkUpstream(loaded, daemon: daemon, note)
         checkBuses(loaded, daemon: daemon, note)
         checkGates(loaded, daemon: daemon, note)
+        checkInputs(loaded, daemon: daemon, note)
         finish(findings)
         if findings.contains(where: { $0.verdict == .fail }) { throw Exit.unavailable }
     }
@@ -277,6 +278,31 @@ struct DoctorCommand: ParsableCommand {
                 .ok, "device \(name)",
                 "answering; \(device["polls"]?.plainText ?? "0") polls, \(device["errors"]?.plainText ?? "0") with errors"
             )
+        }
+    }
+
+    private func checkInputs(_ config: GatewayConfig, daemon: JSON?, _ note: (Verdict, String, String) -> Void) {
+        for input in config.inputs {
+            let subject = "input \(input.name)"
+            if let status = daemon?["inputs"]?.arrayValue?.first(where: { $0["name"] == .string(input.name) }),
+                let state = status["state"]?.stringValue
+            {
+                if let error = status["error"]?.stringValue {
+                    note(.fail, subject, error)
+                } else {
+                    note(.ok, subject, "watched by the daemon, \(state)")
+                }
+                continue
+            }
+            do {
+                let chip = try GPIOChips.open(input.chip)
+                let watch = try chip.watch(lines: [input.line], activeLow: input.activeLow, consumer: "railgate-doctor")
+                defer { watch.release() }
+                let active = try watch.levels()[input.line] ?? false
+                note(.ok, subject, "\(input.chip) line \(input.line) free; reads \(active ? "active" : "inactive")")
+            } catch {
+                note(.fail, subject, error.description)
+            }
         }
     }
 
