@@ -104,7 +104,9 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var caFile: String?
     public var certFile: String?
     public var keyFile: String?
-
+    /// `retain_status`: the birth message and the will are published retained (false for
+    /// brokers with `retain_available false`, which drop a client that sends a retained message).
+    public var retainStatus: Bool = true
 }
 
 /// How a bus reaches its slaves.
@@ -451,7 +453,8 @@ public struct ConfigLoader {
             passwordFile: reader.string("password_file"),
             caFile: reader.string("ca_file"),
             certFile: reader.string("cert_file"),
-            keyFile: reader.string("key_file"))
+            keyFile: reader.string("key_file"),
+            retainStatus: reader.bool("retain_status") ?? true)
         reader.finish()
         if settings.topicPrefix.isEmpty || settings.topicPrefix.contains(where: { "+#".contains($0) }) {
             log.report(
