@@ -216,9 +216,12 @@ final class Uplink: @unchecked Sendable {
     /// The largest telemetry payload the broker acknowledged (QoS 1) on this link: a batch no
     /// larger cannot be what makes it drop the connection.
     private var largestAcknowledged = 0
-    /// A record sent alone when the broker dropped the connection; dropped again alone, it is
-    /// set aside as undeliverable.
+    /// The first seq of the largest batch unacknowledged when the broker last dropped the
+    /// connection: dropped again with it, before any other telemetry was acknowledged, the
+    /// batch is too large (a flaky link drops connections too, but not twice on one packet).
     private var oversizeSuspect: UInt64?
+    /// Telemetry acknowledged on the current connection.
+    private var telemetryAcknowledgedThisConnection = false
     private var undeliverable = 0
     /// Telemetry or birth acknowledged on the current connection.
     private var acknowledgedThisConnection = false
@@ -434,6 +437,7 @@ final class Uplink: @unchecked Sendable {
                 state = "connected"
                 connectedAt = MonotonicInstant.now()
                 acknowledgedThisConnection = false
+                telemetryAcknowledgedThisConnection = false
                 // What is buffered now is the backlog a rate cap drains; newer records are fresh.
                 let durable = buffer.stats().durableSeq
                 drainEnd = durable > cursor ? durable : nil
@@ -460,7 +464,9 @@ final class Uplink: @unchecked Sendable {
                 }
                 var diagnosis: (text: String, error: Bool)
                 if was {
-                    diagnosis = diagnoseLoss(code: code) ?? ("connection lost: \(reason)", false)
+                    diagnosis =
+                        diagnoseLoss(peerClosed: MQTTError.peerClosed(code: code, reason: reason))
+                        ?? ("connection lost: \(reason)", false)
                 } else if code == MQTTError.connectionLostCode {
                     diagnosis = (
                         "the broker \(host):\(port) closed the connection before accepting it (no CONNACK): it "
@@ -502,7 +508,9 @@ final class Uplink: @unchecked Sendable {
         case 3: return "; the broker is unavailable: it will be tried again"
         case 4:
             return "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName))"
-        case 5: return "; the broker does not authorise this client: check username, password and its ACL or client certificate"
+        case 5:
+            return "; the broker does not authorise this client: check username and the password (password_file or "
+                + "$CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName)), the broker's ACL or the client certificate"
         default: return ""
         }
     }
@@ -520,19 +528,10 @@ final class Uplink: @unchecked Sendable {
     ///   `record_undeliverable` event, so the loss is known where the data was expected.
     /// - Otherwise, the broker closing the connection twice in a row with nothing suspect
     ///   pending: another client connected with the same client id took the session over.
-    private func diagnoseLoss(code: Int32) -> (text: String, error: Bool)? {
+    private func diagnoseLoss(peerClosed: Bool) -> (text: String, error: Bool)? {
         let birthPending = pending.values.contains {
             if case .status(offline: false) = $0 { return true }
             return false
-        }
-        if birthPending, !acknowledgedThisConnection {
-            brokerCloses = 0
-            return (
-                "the broker closed the connection while the birth message (\(birth.count) bytes, QoS \(settings.qos), "
-                    + "retained \(settings.retainStatus)) was unacknowledged: it may refuse retained messages "
-                    + "(retain_available false needs retain_status = false), QoS 1 (max_qos 0 needs qos = 0) or a "
-                    + "packet that large (max_packet_size)", false
-            )
         }
         var biggest: (seqs: [UInt64], size: BatchSize)?
         for batch in inFlight where !batch.acknowledged && batch.size.payload > biggest?.size.payload ?? 0 {
@@ -541,11 +540,28 @@ final class Uplink: @unchecked Sendable {
         for case .ahead(let seqs, _, let size) in pending.values where size.payload > biggest?.size.payload ?? 0 {
             biggest = (seqs, size)
         }
-        if let batch = biggest, batch.size.payload > largestAcknowledged, settings.qos > 0 {
+        if birthPending, !acknowledgedThisConnection, birth.count >= biggest?.size.payload ?? 0 {
+            // The birth goes first on every connection, and is the largest packet pending.
             brokerCloses = 0
-            // The old session would send the same packet again: ignore it from now on.
-            generation += 1
+            return (
+                "the broker closed the connection while the birth message (\(birth.count) bytes, QoS \(settings.qos), "
+                    + "retained \(settings.retainStatus)) was unacknowledged: it may refuse retained messages "
+                    + "(retain_available false needs retain_status = false), QoS 1 (max_qos 0 needs qos = 0) or a "
+                    + "packet that large (max_packet_size)", false
+            )
+        }
+        let confirmed = biggest.map { batch in
+            // Once is a lost connection; the same packet again is the broker refusing it.
+            defer { oversizeSuspect = batch.seqs[0] }
+            return oversizeSuspect == batch.seqs[0] && !telemetryAcknowledgedThisConnection
+        }
+        if let batch = biggest, confirmed == true, batch.size.payload > largestAcknowledged, settings.qos > 0 {
+            brokerCloses = 0
+            let first = batch.seqs[0]
+            oversizeSuspect = nil
             if batch.seqs.count > 1 {
+                // The old session would send the same packet again: ignore it from now on.
+                generation += 1
                 limits.maxBytes = max(1, min(limits.maxBytes, batch.size.records / 2))
                 distrust = "batch limit halved to \(limits.maxBytes) bytes of records"
                 return (
@@ -555,17 +571,17 @@ final class Uplink: @unchecked Sendable {
                         + "most \(limits.maxBytes) bytes of records from now on", false
                 )
             }
-            let seq = batch.seqs[0]
-            guard oversizeSuspect == seq, largestAcknowledged > 0 else {
+            let seq = first
+            guard largestAcknowledged > 0 else {
+                // Nothing was ever acknowledged: the record's size cannot be told from the rest
+                // of what the broker may refuse. The session keeps it and retries on its back-off.
                 oversizeSuspect = seq
-                distrust = "record seq \(seq) sent alone was unacknowledged as the broker dropped the connection"
                 return (
-                    "the broker dropped the connection with record seq \(seq) alone (\(batch.size.payload) bytes) "
-                        + "unacknowledged, larger than any batch it acknowledged (\(largestAcknowledged) bytes)"
-                        + (largestAcknowledged > 0 ? "; if it drops it again, the record is set aside" : ""), false
+                    "the broker drops the connection on record seq \(seq) alone (\(batch.size.payload) bytes) and "
+                        + "has acknowledged no telemetry on this link: check its max_packet_size, max_qos and ACL", false
                 )
             }
-            oversizeSuspect = nil
+            generation += 1
             undeliverable += 1
             buffer.acknowledge(seqs: [seq])
             let event = Record(
@@ -591,7 +607,7 @@ final class Uplink: @unchecked Sendable {
             linkWarning = text
             return (text, true)
         }
-        guard code == MQTTError.connectionLostCode else {
+        guard peerClosed else {
             brokerCloses = 0
             return nil
         }
@@ -643,6 +659,7 @@ final class Uplink: @unchecked Sendable {
     /// With the lock held: a telemetry batch of `size` was acknowledged (QoS 1: the broker took it).
     private func noteAcknowledged(_ size: BatchSize) {
         acknowledgedThisConnection = true
+        telemetryAcknowledgedThisConnection = true
         brokerCloses = 0
         if settings.qos > 0 { largestAcknowledged = max(largestAcknowledged, size.payload) }
     }

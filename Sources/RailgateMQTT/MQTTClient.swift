@@ -22,6 +22,14 @@ public struct MQTTError: Error, Sendable, Equatable, CustomStringConvertible {
     /// client (a packet it refuses, the same client id connecting again) shows as this.
     public static let connectionLostCode = Int32(MOSQ_ERR_CONN_LOST.rawValue)
 
+    /// Whether a `.disconnected` event says the peer closed the connection: `MOSQ_ERR_CONN_LOST`
+    /// (end of stream), or a reset (ECONNRESET: a broker that closes a socket with our packets
+    /// still unread in it makes the kernel send RST, not FIN).
+    public static func peerClosed(code: Int32, reason: String) -> Bool {
+        code == connectionLostCode
+            || (code == Int32(MOSQ_ERR_ERRNO.rawValue) && reason.hasSuffix("(errno \(ECONNRESET))"))
+    }
+
     static func check(_ rc: Int32, _ operation: String) throws(MQTTError) {
         guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
             throw MQTTError(operation: operation, code: rc, errnoCode: errno)

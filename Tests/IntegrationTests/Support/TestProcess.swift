@@ -60,7 +60,10 @@ final class TestProcess: @unchecked Sendable {
     private let errorPath: String
     private var exitStatus: Int32?
 
-    init(_ executable: String, _ arguments: [String], scratch: Scratch, name: String) throws {
+    /// `environment` is added to this process's own for the child.
+    init(
+        _ executable: String, _ arguments: [String], scratch: Scratch, name: String, environment: [String: String] = [:]
+    ) throws {
         self.name = name
         outputPath = scratch.path + "/\(name).\(UUID().uuidString.prefix(4)).out"
         errorPath = outputPath.replacingOccurrences(of: ".out", with: ".err")
@@ -82,10 +85,14 @@ final class TestProcess: @unchecked Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { $1 }
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
         var child: pid_t = 0
         let result =
             FileManager.default.changeCurrentDirectoryPath(projectRoot)
-            ? posix_spawn(&child, executable, &actions, &attributes, argv, environ) : ENOENT
+            ? posix_spawn(&child, executable, &actions, &attributes, argv, envp) : ENOENT
         guard result == 0 else {
             throw TimedOut(description: "cannot start \(executable): \(String(cString: strerror(result)))")
         }
