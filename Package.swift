@@ -35,7 +35,8 @@ let package = Package(
         // Safe Swift layers over the C libraries.
         .target(name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore"], swiftSettings: strictness),
         .target(name: "RailgateGPIO", dependencies: ["CGPIOD", "RailgateCore"], swiftSettings: strictness),
-        .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib", "RailgateCore"], swiftSettings: strictness),
+        .target(
+            name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib", "RailgateCore"], swiftSettings: strictness),
         // The durable record buffer under state_dir.
         .target(
             name: "RailgateBuffer", dependencies: ["RailgateCore", "CZlib"], exclude: ["DESIGN.md"],

@@ -465,7 +465,8 @@ final class Uplink: @unchecked Sendable {
                 var diagnosis: (text: String, error: Bool)
                 if was {
                     diagnosis =
-                        diagnoseLoss(peerClosed: MQTTError.peerClosed(code: code, reason: reason))
+                        diagnoseLoss(
+                            peerClosed: MQTTError.peerClosed(code: code, reason: reason), upForMs: upFor)
                         ?? ("connection lost: \(reason)", false)
                 } else if code == MQTTError.connectionLostCode {
                     diagnosis = (
@@ -507,7 +508,8 @@ final class Uplink: @unchecked Sendable {
         case 2: return "; the broker rejects the client id: check client_id (length, characters)"
         case 3: return "; the broker is unavailable: it will be tried again"
         case 4:
-            return "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName))"
+            return
+                "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName))"
         case 5:
             return "; the broker does not authorise this client: check username and the password (password_file or "
                 + "$CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName)), the broker's ACL or the client certificate"
@@ -526,20 +528,26 @@ final class Uplink: @unchecked Sendable {
     ///   that delivers smaller batches, can never be delivered: it is set aside (acknowledged
     ///   without delivery), counted in `undeliverable`, and reported upstream by a
     ///   `record_undeliverable` event, so the loss is known where the data was expected.
-    /// - Otherwise, the broker closing the connection twice in a row with nothing suspect
-    ///   pending: another client connected with the same client id took the session over.
-    private func diagnoseLoss(peerClosed: Bool) -> (text: String, error: Bool)? {
+    /// - Otherwise, the broker closing the connection twice in a row, each within 30 s of
+    ///   accepting it, with nothing suspect pending: another client connected with the same
+    ///   client id took the session over.
+    private func diagnoseLoss(peerClosed: Bool, upForMs: Int64) -> (text: String, error: Bool)? {
         let birthPending = pending.values.contains {
             if case .status(offline: false) = $0 { return true }
             return false
         }
-        var biggest: (seqs: [UInt64], size: BatchSize)?
-        for batch in inFlight where !batch.acknowledged && batch.size.payload > biggest?.size.payload ?? 0 {
-            biggest = (batch.seqs, batch.size)
+        // The broker reads in order: the packet it dropped the connection on is the oldest
+        // unacknowledged one larger than any it acknowledged.
+        var oldest: (seqs: [UInt64], size: BatchSize, sentAt: MonotonicInstant)?
+        for batch in inFlight where !batch.acknowledged && batch.size.payload > largestAcknowledged {
+            if batch.sentAt < oldest?.sentAt ?? .init(nanoseconds: .max) {
+                oldest = (batch.seqs, batch.size, batch.sentAt)
+            }
         }
-        for case .ahead(let seqs, _, let size) in pending.values where size.payload > biggest?.size.payload ?? 0 {
-            biggest = (seqs, size)
+        for case .ahead(let seqs, let sentAt, let size) in pending.values where size.payload > largestAcknowledged {
+            if sentAt < oldest?.sentAt ?? .init(nanoseconds: .max) { oldest = (seqs, size, sentAt) }
         }
+        let biggest = oldest.map { (seqs: $0.seqs, size: $0.size) }
         if birthPending, !acknowledgedThisConnection, birth.count >= biggest?.size.payload ?? 0 {
             // The birth goes first on every connection, and is the largest packet pending.
             brokerCloses = 0
@@ -578,7 +586,8 @@ final class Uplink: @unchecked Sendable {
                 oversizeSuspect = seq
                 return (
                     "the broker drops the connection on record seq \(seq) alone (\(batch.size.payload) bytes) and "
-                        + "has acknowledged no telemetry on this link: check its max_packet_size, max_qos and ACL", false
+                        + "has acknowledged no telemetry on this link: check its max_packet_size, max_qos and ACL",
+                    false
                 )
             }
             generation += 1
@@ -607,7 +616,8 @@ final class Uplink: @unchecked Sendable {
             linkWarning = text
             return (text, true)
         }
-        guard peerClosed else {
+        // Soon after: a client taking the id over reconnects on its own back-off (seconds).
+        guard peerClosed, upForMs < 30_000 else {
             brokerCloses = 0
             return nil
         }
@@ -660,7 +670,6 @@ final class Uplink: @unchecked Sendable {
     private func noteAcknowledged(_ size: BatchSize) {
         acknowledgedThisConnection = true
         telemetryAcknowledgedThisConnection = true
-        brokerCloses = 0
         if settings.qos > 0 { largestAcknowledged = max(largestAcknowledged, size.payload) }
     }
 
@@ -687,6 +696,8 @@ final class Uplink: @unchecked Sendable {
 
     private func publishLoop() {
         var lastSend = MonotonicInstant(nanoseconds: 0)
+        // The first 10 s: the first record goes as soon as it exists (see `firstRecordDurable`).
+        let eagerUntil = MonotonicInstant.now().adding(milliseconds: 10_000)
         var nextAllowed = MonotonicInstant(nanoseconds: 0)
         while true {
             let step: Step = lock.withLock {
@@ -709,6 +720,9 @@ final class Uplink: @unchecked Sendable {
                 break
             }
             let (from, skipping, limits) = lock.withLock { (cursor, sentAhead, self.limits) }
+            if lastSend.nanoseconds == 0, MonotonicInstant.now() < eagerUntil, !firstRecordDurable(after: from) {
+                continue
+            }
             guard buffer.waitForRecords(after: from, until: MonotonicInstant.now().adding(milliseconds: 500)) else {
                 continue
             }
@@ -745,6 +759,26 @@ final class Uplink: @unchecked Sendable {
         }
     }
 
+    /// Before the first batch since start: whether a record after `from` is durable, making the
+    /// first ones durable at once (`DiskBuffer.sync`) rather than at the next group commit, so
+    /// the first record reaches the broker within milliseconds of its poll. Waits 10 ms when
+    /// there is none yet.
+    private func firstRecordDurable(after from: UInt64) -> Bool {
+        let stats = buffer.stats()
+        if stats.durableSeq > from { return true }
+        if stats.nextSeq - 1 > from {
+            do {
+                try buffer.sync()
+                return true
+            } catch {
+                logger.warning("could not make the first records durable at once: \(error)")
+                return true
+            }
+        }
+        lock.withLock { _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 10)) }
+        return false
+    }
+
     /// The longest prefix of `records` within `maxBytes` joined by commas (at least one).
     static func fitting(_ records: [(seq: UInt64, bytes: [UInt8])], _ maxBytes: Int) -> [(seq: UInt64, bytes: [UInt8])]
     {
@@ -771,7 +805,9 @@ final class Uplink: @unchecked Sendable {
             }
             if stop { return false }
             if now >= until { return true }
-            if capped, let drainEnd, from < drainEnd, now >= lastFreshSend.adding(milliseconds: settings.batchIntervalMs) {
+            if capped, let drainEnd, from < drainEnd,
+                now >= lastFreshSend.adding(milliseconds: settings.batchIntervalMs)
+            {
                 let fresh = buffer.records(after: drainEnd, limits: limits, excluding: skipping)
                 if !fresh.isEmpty, publish(fresh, ahead: true) != nil {
                     lastFreshSend = MonotonicInstant.now()

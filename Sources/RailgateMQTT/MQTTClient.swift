@@ -214,7 +214,8 @@ public final class MQTTClient: @unchecked Sendable {
         try MQTTError.check(mosquitto_threaded_set(live, true), "tell libmosquitto it runs on the client's thread")
         let thread = NetworkThread()
         if let code = thread.start({ [self] in
-            networkLoop(host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff, stableMs: stableMs)
+            networkLoop(
+                host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff, stableMs: stableMs)
         }) {
             throw MQTTError(
                 operation: "start the MQTT network thread", code: Int32(MOSQ_ERR_ERRNO.rawValue), errnoCode: code)
@@ -259,7 +260,9 @@ public final class MQTTClient: @unchecked Sendable {
                 onEvent(.disconnected(code: rc, reason: failure.reason))
             }
             if stopRequested { break }
-            let stable = state.withLock { acceptedAt.map { MonotonicInstant.now().milliseconds(since: $0) >= stableMs } }
+            let stable = state.withLock {
+                acceptedAt.map { MonotonicInstant.now().milliseconds(since: $0) >= stableMs }
+            }
             if stable == true { attempt = 0 }
             state.withLock { acceptedAt = nil }
             let delay = backoff.delayMs(attempt: attempt, random: Double.random(in: 0..<1, using: &generator))

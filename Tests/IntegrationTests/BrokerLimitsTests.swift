@@ -6,7 +6,8 @@ import Testing
 /// A wagon polled every 100 ms, sent in batches of at most `maxRecords` records every
 /// `intervalMs`, with more `[upstream]` lines.
 func brokerLimitsConfig(
-    scratch: Scratch, brokerPort: Int, wagonPort: Int, upstream: [String] = [], intervalMs: Int = 200, maxRecords: Int = 20
+    scratch: Scratch, brokerPort: Int, wagonPort: Int, upstream: [String] = [], intervalMs: Int = 200,
+    maxRecords: Int = 20
 ) -> String {
     scratch.write(
         "gateway-limits-\(UUID().uuidString.prefix(4)).toml",
@@ -55,7 +56,8 @@ func doctorOutput(_ config: String, scratch: Scratch) throws -> String {
 
 func wagon(_ scratch: Scratch) throws -> WagonSimulator {
     try WagonSimulator(
-        profile: "all-types", units: "1", scratch: scratch, extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
+        profile: "all-types", units: "1", scratch: scratch,
+        extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
 }
 
 @Suite("Brokers as they are", .serialized)
@@ -101,7 +103,8 @@ struct BrokerLimitsTests {
         }
         let made = try #require(try daemonStatus(scratch)["buffer"]?["next_seq"]?.intValue) - 1
         try subscriber.waitUntil(seconds: 60) { _ in Set(seqs(subscriber.records)).isSuperset(of: Set(1...made)) }
-        #expect(subscriber.messages.contains { $0.topic.hasSuffix("/status") && $0.json?["state"] == .string("online") })
+        #expect(
+            subscriber.messages.contains { $0.topic.hasSuffix("/status") && $0.json?["state"] == .string("online") })
         second.signal(SIGTERM)
         #expect(try second.waitForExit() == 0)
         print("refused by \(options): \(reason)")
@@ -179,7 +182,8 @@ struct BrokerLimitsTests {
         intruder.disconnect()
         // Two clients, each waiting 1, 2, 4, then 5 s (at most 20 % less) after every loss.
         #expect(connects >= 3 && Double(connects) <= 2 * (window / 0.8 + 1), "\(connects) connects in \(window) s")
-        #expect(occurrences(of: "session taken over", in: daemonLog(gateway)) == 1, "\(daemonLog(gateway).suffix(3000))")
+        #expect(
+            occurrences(of: "session taken over", in: daemonLog(gateway)) == 1, "\(daemonLog(gateway).suffix(3000))")
         let doctor = try doctorOutput(config, scratch: scratch)
         #expect(doctor.contains("session taken over"), "doctor: \(doctor)")
         // Alone again: everything arrives.
@@ -199,7 +203,8 @@ struct BrokerLimitsTests {
         let passwords = scratch.path + "/mosquitto.passwd"
         let secret = "Corr3ct-Horse-\(UUID().uuidString.prefix(8))"
         let wrong = "Wr0ng-Battery-\(UUID().uuidString.prefix(8))"
-        let made = try TestProcess.run("/usr/bin/mosquitto_passwd", ["-b", "-c", passwords, "gw42", secret], scratch: scratch)
+        let made = try TestProcess.run(
+            "/usr/bin/mosquitto_passwd", ["-b", "-c", passwords, "gw42", secret], scratch: scratch)
         #expect(made.status == 0, "\(made.error)")
         let broker = try Broker(
             scratch: scratch, options: ["allow_anonymous false", "password_file \(passwords)"])

@@ -582,7 +582,8 @@ struct UplinkPacketSizeTests {
         #expect(broker.oversizeDrops <= 2 * 6 + 2, "\(broker.oversizeDrops) drops: no loop")
         #expect(broker.sessions <= 8, "\(broker.sessions) sessions")
         print(
-            "packet size: \(broker.oversizeDrops) drops, \(broker.sessions) sessions, limit \(status.batchBytesLimit) bytes")
+            "packet size: \(broker.oversizeDrops) drops, \(broker.sessions) sessions, limit \(status.batchBytesLimit) bytes"
+        )
     }
 }
 
