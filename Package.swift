@@ -68,7 +68,8 @@ let package = Package(
         .executableTarget(
             name: "railgate-bench",
             dependencies: [
-                "RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "CBenchBaseline", "CSQLite",
+                "RailgateCore", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "RailgateMQTT", "CBenchBaseline",
+                "CSQLite",
             ],
             swiftSettings: strictness),
 
