@@ -223,6 +223,9 @@ final class Uplink: @unchecked Sendable {
     /// Telemetry acknowledged on the current connection.
     private var telemetryAcknowledgedThisConnection = false
     private var undeliverable = 0
+    /// The smallest payload of a record alone the broker refused: a record as large or larger
+    /// is set aside without being sent (it would cost two dropped connections each).
+    private var refusedSize: Int?
     /// Telemetry or birth acknowledged on the current connection.
     private var acknowledgedThisConnection = false
     /// Accepted connections in a row the broker closed with nothing suspect pending.
@@ -591,28 +594,14 @@ final class Uplink: @unchecked Sendable {
                 )
             }
             generation += 1
-            undeliverable += 1
-            buffer.acknowledge(seqs: [seq])
-            let event = Record(
-                timestamp: WallClock.now(), source: gatewayID,
-                body: .event(
-                    name: "record_undeliverable",
-                    fields: [
-                        ("seq", .unsigned(seq)), ("bytes", .unsigned(UInt64(batch.size.payload))),
-                        ("largest_accepted", .unsigned(UInt64(largestAcknowledged))),
-                    ]),
-                priority: .alarm)
-            var reported = "reported upstream by a record_undeliverable event"
-            do {
-                try buffer.append(event)
-            } catch {
-                reported = "the record_undeliverable event could not be buffered: \(error)"
-            }
+            refusedSize = min(refusedSize ?? .max, batch.size.payload)
+            let reported = setAside(seq: seq, bytes: batch.size.payload)
             distrust = "record seq \(seq) set aside"
             let text =
                 "record seq \(seq) (\(batch.size.payload) bytes) set aside as undeliverable: the broker dropped the "
                 + "connection twice on it alone, and accepts batches up to \(largestAcknowledged) bytes; "
-                + "\(undeliverable) set aside since start, \(reported); raise the broker's max_packet_size"
+                + "\(undeliverable) set aside since start, \(reported); records that large or larger are set aside "
+                + "unsent from now on; raise the broker's max_packet_size"
             linkWarning = text
             return (text, true)
         }
@@ -629,6 +618,29 @@ final class Uplink: @unchecked Sendable {
             + "broker drops the older connection of a client id); give every gateway its own client_id"
         linkWarning = text
         return (text, false)
+    }
+
+    /// With the lock held: sets record `seq` aside as undeliverable (acknowledged without
+    /// delivery, counted) and reports it upstream by a `record_undeliverable` event; returns how
+    /// it was reported.
+    private func setAside(seq: UInt64, bytes: Int) -> String {
+        undeliverable += 1
+        buffer.acknowledge(seqs: [seq])
+        let event = Record(
+            timestamp: WallClock.now(), source: gatewayID,
+            body: .event(
+                name: "record_undeliverable",
+                fields: [
+                    ("seq", .unsigned(seq)), ("bytes", .unsigned(UInt64(bytes))),
+                    ("largest_accepted", .unsigned(UInt64(largestAcknowledged))),
+                ]),
+            priority: .alarm)
+        do {
+            try buffer.append(event)
+            return "reported upstream by a record_undeliverable event"
+        } catch {
+            return "the record_undeliverable event could not be buffered: \(error)"
+        }
     }
 
     private func acknowledge(_ messageID: Int32, generation: Int) {
@@ -852,6 +864,10 @@ final class Uplink: @unchecked Sendable {
                 logger.error("\(error); sending seqs \(records[0].seq)-\(last.seq) uncompressed")
             }
         }
+        if records.count == 1, let text = setAsideUnsent(records[0].seq, payload.count) {
+            if let text { logger.error("uplink: \(text)") }
+            return 0
+        }
         do {
             let published: Bool = try lock.withLock { () throws(MQTTError) -> Bool in
                 let now = MonotonicInstant.now()
@@ -878,6 +894,22 @@ final class Uplink: @unchecked Sendable {
             }
             logger.warning("publish failed: \(error)")
             return nil
+        }
+    }
+
+    /// A record alone of `bytes` on the wire as large as one the broker refused: sets it aside
+    /// unsent and returns the text to log (nil when logged already since the link was stable);
+    /// returns nil (outer) when it may be sent.
+    private func setAsideUnsent(_ seq: UInt64, _ bytes: Int) -> String?? {
+        lock.withLock {
+            guard let refused = refusedSize, bytes >= refused else { return nil }
+            let reported = setAside(seq: seq, bytes: bytes)
+            let text =
+                "records of \(refused) bytes or more alone are set aside unsent as undeliverable (the broker refused "
+                + "one that large); \(reported) for each; raise the broker's max_packet_size"
+            linkWarning = text
+            lastError = text
+            return .some(logged.insert(text).inserted ? text : nil)
         }
     }
 
