@@ -80,6 +80,8 @@ final class ScriptedBroker: @unchecked Sendable {
     var collisions = 0
     var earlyAcks = 0
     var offlinePublishes = 0
+    /// The uplink's status as the run ended (`runScripted`).
+    var finalStatus: UplinkStatus?
     private var checkedThrough: UInt64 = 0
 
     init(buffer: DiskBuffer) {
@@ -442,6 +444,7 @@ func runScripted(
             "DEBUG \(uplink.status()) received \(broker.received.count) acked \(buffer.stats().ackedSeq) "
                 + "sessions \(broker.sessions) connects \(broker.connects) publishes \(broker.publishes)")
     }
+    broker.finalStatus = uplink.status()
     uplink.stop(graceMs: 100)
     broker.check(after: "the end")
     #expect(done, "every record received and acknowledged within \(seconds) s (seed \(seed))")
@@ -505,7 +508,10 @@ struct UplinkAcknowledgementTests {
         #expect(broker.offlinePublishes > 0, "batches were published while the connection was down")
         let twice = broker.receipts.filter { $0.value > 1 }.keys.sorted()
         #expect(twice.isEmpty, "records sent twice though every PUBACK came: \(twice.prefix(20))")
-        #expect(broker.sessions == 1, "no session was given up")
+        // A session is replaced only when the link dropped twice in a row right after sending the
+        // same batch, taken as a broker refusing its size (batches halved): never for the resend time.
+        let halved = (broker.finalStatus?.batchBytesLimit ?? 0) < 262_144 - 64
+        #expect(broker.sessions == 1 || halved, "no session was given up for the resend time")
     }
 
     @Test("an id handed out while still in use (wrap-around collision) makes the session be replaced")
@@ -570,7 +576,8 @@ struct UplinkPacketSizeTests {
             started: Timestamp(millisecondsSinceEpoch: 0), logger: Logger(label: "test") { _ in QuietLogHandler() },
             makeSession: { (onEvent) throws(MQTTError) -> any UplinkSession in
                 ScriptedSession(
-                    broker: broker, script: SessionScript(ids: .sequential(first: 1), maxPacket: 1500), seed: 5,
+                    broker: broker, script: SessionScript(ids: .sequential(first: 1), outageMs: 200, maxPacket: 1500),
+                    seed: 5,
                     onEvent: onEvent)
             }, resendAfterMs: 60_000)
         try uplink.start()
@@ -591,8 +598,9 @@ struct UplinkPacketSizeTests {
         #expect(status.undeliverable == 3)
         #expect(status.batchBytesLimit < 1500 && status.batchBytesLimit > 100, "\(status.batchBytesLimit)")
         // Each halving costs two drops of the same packet; the first huge record alone two more,
-        // the next ones (as large) none.
-        #expect(broker.oversizeDrops <= 2 * 6 + 2, "\(broker.oversizeDrops) drops: no loop")
+        // the next ones (as large) none. A session given up may drop once more (every 200 ms
+        // here, as libmosquitto's back-off would) until the publisher thread replaces it.
+        #expect(broker.oversizeDrops <= 2 * 6 + 2 + 10, "\(broker.oversizeDrops) drops: no loop")
         #expect(broker.sessions <= 8, "\(broker.sessions) sessions")
         print(
             "packet size: \(broker.oversizeDrops) drops, \(broker.sessions) sessions, limit \(status.batchBytesLimit) bytes"
