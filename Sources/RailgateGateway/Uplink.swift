@@ -472,11 +472,17 @@ final class Uplink: @unchecked Sendable {
                             peerClosed: MQTTError.peerClosed(code: code, reason: reason), upForMs: upFor)
                         ?? ("connection lost: \(reason)", false)
                 } else if code == MQTTError.connectionLostCode {
+                    let certificate =
+                        tls
+                        ? (settings.certFile == nil
+                            ? "the TLS client certificate it requires (cert_file and key_file), "
+                            : "the TLS client certificate \(settings.certFile ?? "") (its CA, validity), ") : ""
                     diagnosis = (
                         "the broker \(host):\(port) closed the connection before accepting it (no CONNACK): it "
-                            + "refuses something in CONNECT: the will's QoS \(settings.qos) (a broker with max_qos 0 "
-                            + "needs qos = 0), its retain flag (retain_available false needs retain_status = false), "
-                            + "the client id or the protocol version; the broker's log says which", false
+                            + "refuses something in CONNECT: \(certificate)the will's QoS \(settings.qos) (a broker "
+                            + "with max_qos 0 needs qos = 0), its retain flag (retain_available false needs "
+                            + "retain_status = false), the client id or the protocol version; the broker's log says "
+                            + "which", false
                     )
                 } else {
                     diagnosis = ("cannot connect to \(host):\(port): \(reason)", false)
@@ -494,9 +500,9 @@ final class Uplink: @unchecked Sendable {
             acknowledge(messageID, generation: generation)
         case .problem(let text):
             let isNew: Bool = lock.withLock {
-                guard generation == self.generation, state != "connected", lastError != text else { return false }
+                guard generation == self.generation, state != "connected" else { return false }
                 lastError = text
-                return true
+                return logged.insert(text).inserted
             }
             if isNew { logger.error("uplink: \(text)") }
         case .message:

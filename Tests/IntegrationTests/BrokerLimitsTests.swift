@@ -258,4 +258,43 @@ struct BrokerLimitsTests {
             #expect(!text.contains(secret), "the password appears in the \(what)")
         }
     }
+
+    @Test(
+        "a broker that requires a client certificate the gateway lacks: the TLS failure in status and doctor, logged once",
+        .enabled(if: FileManager.default.fileExists(atPath: "/usr/bin/openssl"), "needs openssl for test certificates"))
+    func clientCertificateRequired() throws {
+        let scratch = Scratch()
+        let files = try TLSTests().certificates(scratch)
+        let broker = try Broker(scratch: scratch, tls: files, tlsOptions: ["require_certificate true"])
+        let tlsPort = try #require(broker.tlsPort)
+        let sim = try wagon(scratch)
+        var config = try String(
+            contentsOfFile: brokerLimitsConfig(
+                scratch: scratch, brokerPort: tlsPort, wagonPort: sim.port, upstream: ["ca_file = \"\(files.ca)\""]),
+            encoding: .utf8)
+        config = config.replacingOccurrences(of: "mqtt://127.0.0.1:", with: "mqtts://127.0.0.1:")
+        let file = scratch.write("client-certificate.toml", config)
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "gw")
+        let upstream = try eventually("the refused handshake in the status", seconds: 30, intervalMs: 200) {
+            () -> JSON? in
+            let upstream = try daemonStatus(scratch)["upstream"] ?? .null
+            return upstream["last_error"]?.stringValue != nil ? upstream : nil
+        }
+        #expect(upstream["state"] != .string("connected"), "\(upstream.serialized)")
+        usleep(7_000_000)
+        let after = try daemonStatus(scratch)
+        #expect(after["upstream"]?["state"] != .string("connected"))
+        #expect((after["buffer"]?["records"]?.intValue ?? 0) >= 10, "records stay buffered")
+        let doctor = try doctorOutput(file, scratch: scratch)
+        let reason = try #require(after["upstream"]?["last_error"]?.stringValue)
+        #expect(reason.contains("client certificate") || reason.contains("TLS") || reason.contains("SSL"), "\(reason)")
+        #expect(doctor.contains(reason), "doctor: \(doctor)")
+        let log = daemonLog(gateway)
+        // Several handshakes failed by now (1 s, 2 s, 4 s apart): each reason is logged once.
+        let lines = log.split(separator: "\n").filter { $0.contains("uplink") && !$0.contains("connecting to") }
+        #expect(Set(lines).count == lines.count, "a reason logged twice: \(lines)")
+        print("client certificate required: \(reason)")
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+    }
 }

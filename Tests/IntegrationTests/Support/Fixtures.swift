@@ -15,10 +15,12 @@ final class Broker: @unchecked Sendable {
     /// With `tls` (CA, certificate, key files) a second listener speaks TLS on `tlsPort`.
     /// `options` are more lines of mosquitto.conf for the first listener (`max_qos 0`,
     /// `retain_available false`, `max_packet_size 2000`, `allow_anonymous false` with a
-    /// `password_file`): brokers as deployments configure them.
+    /// `password_file`): brokers as deployments configure them; `tlsOptions` go to the TLS
+    /// listener (`require_certificate true`).
     init(
         scratch: Scratch, port: Int? = nil, persistent: Bool = false,
-        tls: (ca: String, certificate: String, key: String)? = nil, options: [String] = []
+        tls: (ca: String, certificate: String, key: String)? = nil, options: [String] = [],
+        tlsOptions: [String] = []
     ) throws {
         let port = port ?? freePort()
         self.port = port
@@ -38,6 +40,7 @@ final class Broker: @unchecked Sendable {
                     let tlsPort = freePort()
                     return
                         "\nlistener \(tlsPort) 127.0.0.1\ncafile \(files.ca)\ncertfile \(files.certificate)\nkeyfile \(files.key)\n"
+                        + tlsOptions.joined(separator: "\n") + "\n"
                 } ?? ""))
         process = try TestProcess("/usr/sbin/mosquitto", ["-c", config], scratch: scratch, name: "mosquitto")
         tlsPort = (try? String(contentsOfFile: config, encoding: .utf8))?.split(separator: "\n")
