@@ -99,8 +99,6 @@ enum ProcessEnvironment {
 struct UpstreamPassword {
     var secret: String?
     var problem: String?
-    /// Which file the password came from (for `doctor`), never its contents.
-    var source: String?
 
     static let credentialName = "mqtt-password"
 
@@ -119,9 +117,9 @@ struct UpstreamPassword {
             let descriptor = open(file, O_RDONLY | O_CLOEXEC)
             let reason = descriptor < 0 ? String(cString: strerror(errno)) : "not a readable regular file"
             if descriptor >= 0 { close(descriptor) }
-            return UpstreamPassword(problem: "cannot read the MQTT password from \(file) (\(reason))", source: file)
+            return UpstreamPassword(problem: "cannot read the MQTT password from \(file) (\(reason))")
         }
-        return UpstreamPassword(secret: String(text.prefix { $0 != "\n" && $0 != "\r" }), source: file)
+        return UpstreamPassword(secret: String(text.prefix { $0 != "\n" && $0 != "\r" }))
     }
 }
 
