@@ -55,7 +55,8 @@ final class LibmosquittoSession: UplinkSession {
         settings: UpstreamSettings, host: String, port: Int, tls: Bool, topics: Topics, logger: Logger,
         onEvent: @escaping @Sendable (MQTTEvent) -> Void
     ) throws(MQTTError) {
-        client = try MQTTClient(clientID: settings.clientID, onEvent: onEvent)
+        client = try MQTTClient(
+            clientID: settings.clientID, protocolVersion: settings.protocolVersion, onEvent: onEvent)
         self.host = host
         self.port = port
         keepaliveSeconds = settings.keepaliveSeconds
@@ -503,6 +504,36 @@ final class Uplink: @unchecked Sendable {
                 return logged.insert(text).inserted
             }
             if isNew { logger.error("uplink: \(text)") }
+        case .publishRefused(let messageID, let reason):
+            // MQTT 5: the broker said no to this publish. Its records stay unacknowledged: the
+            // batch counts as stuck, and after `resendAfterMs` the session is replaced and they
+            // are sent again (no tight loop on a refusal that lasts, no record lost).
+            let text: String? = lock.withLock {
+                guard generation == self.generation, let kind = pending[messageID] else { return nil }
+                let what: String
+                switch kind {
+                case .status: what = "the status message"
+                case .ahead(let seqs, _, _): what = "a batch of seqs \(seqs.first ?? 0)-\(seqs.last ?? 0)"
+                case .backlog:
+                    let seqs = inFlight.first { $0.messageID == messageID }?.seqs ?? []
+                    what = "a batch of seqs \(seqs.first ?? 0)-\(seqs.last ?? 0)"
+                }
+                let text =
+                    "the broker refused \(what): \(reason); kept buffered and sent again in \(resendAfterMs / 1000) s"
+                lastError = text
+                return logged.insert("publish refused: \(reason)").inserted ? text : nil
+            }
+            if let text { logger.error("uplink: \(text)") }
+        case .brokerMaximumPacketSize(let maximum):
+            // MQTT 5: what the broker announces is what a batch may be (its PUBLISH header and
+            // the topic taken off; gzip only shrinks it).
+            lock.withLock {
+                let fits = max(1, maximum - builder.overhead - topics.telemetry.utf8.count - 16)
+                if fits < limits.maxBytes {
+                    limits.maxBytes = fits
+                    logger.notice("broker's maximum packet size is \(maximum) bytes: batches carry at most \(fits)")
+                }
+            }
         case .message:
             break
         }
@@ -517,6 +548,12 @@ final class Uplink: @unchecked Sendable {
         case 4:
             return
                 "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName))"
+        case 0x85: return "; the broker rejects the client id: check client_id"
+        case 0x86, 0x87:
+            return "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/"
+                + "\(UpstreamPassword.credentialName)), the broker's ACL or the client certificate"
+        case 0x9A: return "; the broker refuses retained messages: set retain_status = false"
+        case 0x9B: return "; the broker refuses the will's QoS: set qos = 0"
         case 5:
             return "; the broker does not authorise this client: check username and the password (password_file or "
                 + "$CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName)), the broker's ACL or the client certificate"

@@ -49,6 +49,10 @@ public enum MQTTEvent: Sendable {
     case message(topic: String, payload: [UInt8], retained: Bool)
     /// libmosquitto reported an error or warning (the only word on a failed TLS handshake).
     case problem(String)
+    /// MQTT 5: the broker refused a publish (PUBACK reason 0x80 and up); it is not queued any more.
+    case publishRefused(messageID: Int32, reason: String)
+    /// MQTT 5: the maximum packet size the broker announced in its CONNACK, in bytes.
+    case brokerMaximumPacketSize(Int)
 }
 
 /// TLS material for `mqtts://` (`mosquitto_tls_set`).
@@ -87,8 +91,10 @@ public final class MQTTClient: @unchecked Sendable {
     private var stopRequested: Bool { state.withLock { stopping } }
 
     /// Creates the session (`mosquitto_new`); nothing is connected yet.
+    /// `protocolVersion`: 3 (MQTT 3.1.1) or 5 (MQTT 5: reason codes, the broker's limits).
     public init(
-        clientID: String, cleanSession: Bool = true, onEvent: @escaping @Sendable (MQTTEvent) -> Void
+        clientID: String, cleanSession: Bool = true, protocolVersion: Int = 3,
+        onEvent: @escaping @Sendable (MQTTEvent) -> Void
     ) throws(MQTTError) {
         MQTTLibrary.initialise()
         self.onEvent = onEvent
@@ -97,7 +103,68 @@ public final class MQTTClient: @unchecked Sendable {
         }
         self.handle = handle
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
-        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        mosquitto_int_option(
+            handle, MOSQ_OPT_PROTOCOL_VERSION, protocolVersion == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311)
+        if protocolVersion == 5 { setVersion5Callbacks(handle) } else { setVersion3Callbacks(handle) }
+        mosquitto_log_callback_set(handle) { _, context, level, text in
+            guard level & (railgate_mosq_log_err | railgate_mosq_log_warning) != 0, let text else { return }
+            MQTTClient.from(context).onEvent(.problem(String(cString: text)))
+        }
+        mosquitto_message_callback_set(handle) { _, context, message in
+            guard let message = message?.pointee else { return }
+            let payload =
+                message.payloadlen > 0
+                ? Array(UnsafeRawBufferPointer(start: message.payload, count: Int(message.payloadlen)))
+                : []
+            MQTTClient.from(context).onEvent(
+                .message(topic: String(cString: message.topic), payload: payload, retained: message.retain))
+        }
+    }
+
+    /// MQTT 5: CONNACK, PUBACK and DISCONNECT carry reason codes (0x80 and up: failure) and
+    /// the CONNACK the broker's maximum packet size. A PUBACK with a failure reason is
+    /// `.publishRefused`, never `.published`: the broker did not take the message.
+    private func setVersion5Callbacks(_ handle: OpaquePointer) {
+        mosquitto_connect_v5_callback_set(handle) { _, context, code, _, properties in
+            let client = MQTTClient.from(context)
+            var maximum: UInt32 = 0
+            if code == 0,
+                mosquitto_property_read_int32(
+                    properties, Int32(MQTT_PROP_MAXIMUM_PACKET_SIZE.rawValue), &maximum, false) != nil
+            {
+                client.onEvent(.brokerMaximumPacketSize(Int(maximum)))
+            }
+            client.state.withLock {
+                client.connectionUp = code == 0
+                client.acceptedAt = code == 0 ? MonotonicInstant.now() : nil
+            }
+            client.onEvent(.connected(code: code, reason: String(cString: mosquitto_reason_string(code))))
+        }
+        mosquitto_disconnect_v5_callback_set(handle) { _, context, code, _ in
+            // A broker's DISCONNECT reason (0x80 and up, e.g. 0x8E session taken over) or a
+            // MOSQ_ERR_* code with errno: read at once.
+            let errnoCode = errno
+            let reason =
+                code >= 0x80
+                ? String(cString: mosquitto_reason_string(code))
+                : MQTTError(operation: "", code: code, errnoCode: errnoCode).reason
+            let client = MQTTClient.from(context)
+            client.state.withLock { client.connectionUp = false }
+            client.onEvent(.disconnected(code: code, reason: reason))
+        }
+        mosquitto_publish_v5_callback_set(handle) { _, context, messageID, code, _ in
+            let client = MQTTClient.from(context)
+            if code >= 0x80 {
+                client.onEvent(
+                    .publishRefused(
+                        messageID: messageID, reason: "\(String(cString: mosquitto_reason_string(code))) (\(code))"))
+            } else {
+                client.onEvent(.published(messageID: messageID))
+            }
+        }
+    }
+
+    private func setVersion3Callbacks(_ handle: OpaquePointer) {
         mosquitto_connect_callback_set(handle) { _, context, code in
             let client = MQTTClient.from(context)
             client.state.withLock {
@@ -117,19 +184,6 @@ public final class MQTTClient: @unchecked Sendable {
         }
         mosquitto_publish_callback_set(handle) { _, context, messageID in
             MQTTClient.from(context).onEvent(.published(messageID: messageID))
-        }
-        mosquitto_log_callback_set(handle) { _, context, level, text in
-            guard level & (railgate_mosq_log_err | railgate_mosq_log_warning) != 0, let text else { return }
-            MQTTClient.from(context).onEvent(.problem(String(cString: text)))
-        }
-        mosquitto_message_callback_set(handle) { _, context, message in
-            guard let message = message?.pointee else { return }
-            let payload =
-                message.payloadlen > 0
-                ? Array(UnsafeRawBufferPointer(start: message.payload, count: Int(message.payloadlen)))
-                : []
-            MQTTClient.from(context).onEvent(
-                .message(topic: String(cString: message.topic), payload: payload, retained: message.retain))
         }
     }
 

@@ -297,4 +297,36 @@ struct BrokerLimitsTests {
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
     }
+
+    @Test("protocol = 5: the broker's maximum packet size is used from the first batch, and a takeover is named by it")
+    func mqtt5() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch, options: ["max_packet_size 2000"])
+        let subscriber = try Subscriber(port: broker.port, topic: "railgate/KZ-WAG-LIMITS/telemetry")
+        let sim = try wagon(scratch)
+        let config = brokerLimitsConfig(
+            scratch: scratch, brokerPort: broker.port, wagonPort: sim.port, upstream: ["protocol = 5"],
+            intervalMs: 3000, maxRecords: 100)
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "gw")
+        _ = try eventually("150 records delivered", seconds: 90, intervalMs: 200) { () -> Void? in
+            Set(seqs(subscriber.records)).count >= 150 ? () : nil
+        }
+        #expect(occurrences(of: "as railgate-KZ-WAG-LIMITS", in: broker.log) == 1, "no connection was dropped")
+        #expect(daemonLog(gateway).contains("maximum packet size is 2000 bytes"), "\(daemonLog(gateway).suffix(2000))")
+        #expect(subscriber.messages.allSatisfy { $0.payload.count < 2000 })
+        let limit = try #require(try daemonStatus(scratch)["upstream"]?["batch_bytes_limit"]?.intValue)
+        #expect(limit < 2000)
+        // Another client with the same id: the broker's DISCONNECT says why.
+        let intruder = try MQTTClient(clientID: "railgate-KZ-WAG-LIMITS", protocolVersion: 5) { _ in }
+        try intruder.start(host: "127.0.0.1", port: broker.port, keepaliveSeconds: 30)
+        let reason = try eventually("the takeover named", seconds: 30, intervalMs: 200) { () -> String? in
+            let log = daemonLog(gateway)
+            return log.contains("taken over") ? log : nil
+        }
+        intruder.disconnect()
+        #expect(reason.contains("taken over"))
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        print("MQTT 5: batches limited to \(limit) bytes from the broker's CONNACK, one connection")
+    }
 }
