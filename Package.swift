@@ -43,7 +43,9 @@ let package = Package(
         .target(
             name: "RailgateGPIO", dependencies: ["CGPIODShim", "RailgateCore", "RailgateSystem"],
             swiftSettings: strictness),
-        .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
+        .target(
+            name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib", "RailgateCore", "RailgateSystem"],
+            swiftSettings: strictness),
         // The durable record buffer under state_dir.
         .target(
             name: "RailgateBuffer", dependencies: ["RailgateCore", "RailgateSystem", "CZlib"], exclude: ["DESIGN.md"],
@@ -75,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "railgate-bench",
             dependencies: [
-                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGateway",
+                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "RailgateMQTT",
                 "CBenchBaseline", "CSQLite",
             ],
             swiftSettings: strictness),

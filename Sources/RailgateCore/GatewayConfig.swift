@@ -104,7 +104,11 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var caFile: String?
     public var certFile: String?
     public var keyFile: String?
-
+    /// `retain_status`: the birth message and the will are published retained (false for
+    /// brokers with `retain_available false`, which drop a client that sends a retained message).
+    public var retainStatus: Bool = true
+    /// `protocol`: 3 (MQTT 3.1.1) or 5 (MQTT 5: the broker's reasons and maximum packet size).
+    public var protocolVersion: Int = 3
 }
 
 /// How a bus reaches its slaves.
@@ -493,7 +497,9 @@ public struct ConfigLoader {
             passwordFile: reader.string("password_file"),
             caFile: reader.string("ca_file"),
             certFile: reader.string("cert_file"),
-            keyFile: reader.string("key_file"))
+            keyFile: reader.string("key_file"),
+            retainStatus: reader.bool("retain_status") ?? true,
+            protocolVersion: reader.integer("protocol", in: 3...5, as: Int.self) ?? 3)
         reader.finish()
         if settings.topicPrefix.isEmpty || settings.topicPrefix.contains(where: { "+#".contains($0) }) {
             log.report(
@@ -503,6 +509,9 @@ public struct ConfigLoader {
             log.report(
                 reader.line(of: settings.certFile == nil ? "key_file" : "cert_file"),
                 "cert_file and key_file go together")
+        }
+        if settings.protocolVersion == 4 {
+            log.report(reader.line(of: "protocol"), "protocol must be 3 (MQTT 3.1.1) or 5 (MQTT 5)")
         }
         if settings.passwordFile != nil, settings.username == nil {
             log.report(reader.line(of: "password_file"), "password_file needs a username")

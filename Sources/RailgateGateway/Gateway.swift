@@ -412,6 +412,8 @@ public final class Gateway: @unchecked Sendable {
                 ("batches", .integer(Int64(state.batches))),
                 ("in_flight", .integer(Int64(state.inFlight))), ("url", .string(state.url)),
                 ("last_error", state.lastError.map(JSON.string) ?? .null),
+                ("undeliverable", .integer(Int64(state.undeliverable))),
+                ("batch_bytes_limit", .integer(Int64(state.batchBytesLimit))),
             ])
         } else {
             upstream = .object([

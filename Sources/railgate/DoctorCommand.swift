@@ -177,14 +177,26 @@ struct DoctorCommand: ParsableCommand {
             }
         }
         if let state = daemon?["upstream"]?["state"]?.stringValue {
+            let lastError = daemon?["upstream"]?["last_error"]?.stringValue
             if state == "connected" {
                 note(
                     .ok, subject,
                     "the daemon is connected, acknowledged through seq \(daemon?["upstream"]?["acked_seq"]?.plainText ?? "?")"
                 )
+                // A standing problem of the link: a client id taken over, records set aside.
+                if let lastError { note(.warn, subject, lastError) }
+            } else if state == "refused" {
+                // The broker answered and said no: retrying will not mend it.
+                note(.fail, subject, "\(lastError ?? "the broker refused the connection"); records stay buffered")
             } else {
-                let error = daemon?["upstream"]?["last_error"]?.stringValue.map { " (\($0))" } ?? ""
+                let error = lastError.map { " (\($0))" } ?? ""
                 note(.warn, subject, "the daemon is \(state)\(error); records stay buffered until it connects")
+            }
+            if let count = daemon?["upstream"]?["undeliverable"]?.intValue, count > 0 {
+                note(
+                    .warn, subject,
+                    "\(count) records were set aside as undeliverable (larger than the broker accepts); raise the broker's max_packet_size"
+                )
             }
         }
         switch TCPProbe.connect(host: host, port: port, timeoutMs: 3000) {
