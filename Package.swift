@@ -25,6 +25,8 @@ let package = Package(
         .systemLibrary(
             name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CGPIOD", pkgConfig: "libgpiod", providers: [.apt(["libgpiod-dev"])]),
+        // libgpiod v1 or v2, whichever pkg-config finds, behind one small C API (railgate_gpio.h).
+        .target(name: "CGPIODShim", dependencies: ["CGPIOD"], cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Benchmark baselines only: SQLite for the buffer, a plain C libmodbus loop for the poller.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -39,8 +41,11 @@ let package = Package(
             name: "RailgateModbus", dependencies: ["CModbus", "RailgateCore", "RailgateSystem"],
             swiftSettings: strictness),
         .target(
-            name: "RailgateGPIO", dependencies: ["CGPIOD", "RailgateCore", "RailgateSystem"], swiftSettings: strictness),
-        .target(name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib"], swiftSettings: strictness),
+            name: "RailgateGPIO", dependencies: ["CGPIODShim", "RailgateCore", "RailgateSystem"],
+            swiftSettings: strictness),
+        .target(
+            name: "RailgateMQTT", dependencies: ["CMosquitto", "CZlib", "RailgateCore", "RailgateSystem"],
+            swiftSettings: strictness),
         // The durable record buffer under state_dir.
         .target(
             name: "RailgateBuffer", dependencies: ["RailgateCore", "RailgateSystem", "CZlib"], exclude: ["DESIGN.md"],
@@ -72,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "railgate-bench",
             dependencies: [
-                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGateway",
+                "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGateway", "RailgateMQTT",
                 "CBenchBaseline", "CSQLite",
             ],
             swiftSettings: strictness),

@@ -37,6 +37,16 @@ for _ in $(seq 50); do
     if grep -q serving "$work/sim-axle.log" && grep -q serving "$work/sim-brake.log" && grep -q serving "$work/sim-gate.log"; then break; fi
     sleep 0.1
 done
+# A fixed port already taken (another demo, a leftover broker) must stop the demo, not leave it
+# running against whatever listens there.
+for index in 0 1 2 3; do
+    if ! kill -0 "${pids[$index]}" 2>/dev/null; then
+        log=("$work/mosquitto.log" "$work/sim-axle.log" "$work/sim-brake.log" "$work/sim-gate.log")
+        echo "demo: $(basename "${log[$index]}" .log) did not start (a port of 18830, 15020, 15021 taken? ss -ltnp):" >&2
+        sed 's/^/  /' "${log[$index]}" >&2
+        exit 1
+    fi
+done
 
 echo "demo: broker on 127.0.0.1:$broker_port, wagon sensors on 127.0.0.1:15020 (units 1-2) and :15021 (unit 3),"
 echo "demo: a border-gate barrier on sim:$work/gate.sock (a truck every 20 s); axlebox-2 runs a hot box after a minute"

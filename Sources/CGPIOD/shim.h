@@ -1,9 +1,6 @@
 #ifndef RAILGATE_CGPIOD_SHIM_H
 #define RAILGATE_CGPIOD_SHIM_H
-// libgpiod v1 (Debian 12 ships 1.6.3). v2 keeps the header and pkg-config name but not the API:
-// fail the build clearly rather than with a hundred missing symbols.
+// libgpiod, v1 (1.6, Debian 12) or v2 (2.x): the same header and pkg-config name, incompatible
+// APIs. Swift does not call it directly: CGPIODShim (railgate_gpio.h) wraps both.
 #include <gpiod.h>
-#ifndef GPIOD_LINE_BULK_MAX_LINES
-#error "railgate needs the libgpiod v1 API (1.6.x, Debian 12's libgpiod-dev)"
-#endif
 #endif

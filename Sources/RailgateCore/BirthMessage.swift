@@ -42,6 +42,10 @@ public enum StatusMessage {
         for gate in config.gates {
             sources.append((gate.name, .object([("kind", .string("gate"))])))
         }
+        for input in config.inputs {
+            sources.append(
+                (input.name, .object([("kind", .string("input")), ("priority", .string(input.priority.description))])))
+        }
         return .object([
             ("state", .string("online")), ("gateway", .string(config.gateway.id)),
             ("version", .string(RailgateVersion.current)), ("started", .string(started.secondsDescription)),

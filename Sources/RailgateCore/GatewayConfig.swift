@@ -104,7 +104,11 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var caFile: String?
     public var certFile: String?
     public var keyFile: String?
-
+    /// `retain_status`: the birth message and the will are published retained (false for
+    /// brokers with `retain_available false`, which drop a client that sends a retained message).
+    public var retainStatus: Bool = true
+    /// `protocol`: 3 (MQTT 3.1.1) or 5 (MQTT 5: the broker's reasons and maximum packet size).
+    public var protocolVersion: Int = 3
 }
 
 /// How a bus reaches its slaves.
@@ -203,6 +207,17 @@ public struct GateConfig: Sendable, Equatable {
     public var travelTimeoutMs: Int
 }
 
+/// `[[input]]`: a plain digital input on a GPIO line (a door contact, a tamper switch): an
+/// event record on each debounced change, with the input's priority.
+public struct InputConfig: Sendable, Equatable {
+    public var name: String
+    public var chip: String
+    public var line: Int
+    public var activeLow: Bool
+    public var debounceMs: Int
+    public var priority: Priority
+}
+
 /// A whole gateway configuration, validated, with every device's profile loaded.
 public struct GatewayConfig: Sendable, Equatable {
     public var file: String
@@ -212,6 +227,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public var buses: [BusConfig]
     public var devices: [DeviceConfig]
     public var gates: [GateConfig]
+    public var inputs: [InputConfig] = []
     /// `[metrics] listen`: where Prometheus text is served, if anywhere.
     public var metricsListen: String?
 
@@ -261,6 +277,7 @@ public struct ConfigLoader {
         let busTables = top.tables("bus")
         let deviceTables = top.tables("device")
         let gateTables = top.tables("gate")
+        let inputTables = top.tables("input")
         let metricsTable = top.table("metrics")
         top.finish()
 
@@ -395,6 +412,12 @@ public struct ConfigLoader {
             claim(gate.name, kind: "gate", line: table.line)
             gates.append(gate)
         }
+        var inputs: [InputConfig] = []
+        for table in inputTables {
+            guard let input = parseInput(table, log: log) else { continue }
+            claim(input.name, kind: "input", line: table.line)
+            inputs.append(input)
+        }
         var metricsListen: String?
         if let metricsTable {
             var reader = TableReader(metricsTable, context: "[metrics]", log: log)
@@ -404,14 +427,16 @@ public struct ConfigLoader {
                 log.report(reader.line(of: "listen"), "listen = \"\(listen)\" must be HOST:PORT")
             }
         }
-        if devices.isEmpty, gates.isEmpty, deviceTables.isEmpty, gateTables.isEmpty {
-            log.report(nil, "no [[device]] and no [[gate]]: the gateway would have nothing to read")
+        if devices.isEmpty, gates.isEmpty, inputs.isEmpty, deviceTables.isEmpty, gateTables.isEmpty,
+            inputTables.isEmpty
+        {
+            log.report(nil, "no [[device]], no [[gate]] and no [[input]]: the gateway would have nothing to read")
         }
         let problems = log.problems.sorted { ($0.line ?? 0) < ($1.line ?? 0) } + profileProblems
         if !problems.isEmpty { throw ConfigErrors(problems) }
         return GatewayConfig(
             file: file, gateway: gateway, buffer: buffer, upstream: upstream, buses: buses, devices: devices,
-            gates: gates, metricsListen: metricsListen)
+            gates: gates, inputs: inputs, metricsListen: metricsListen)
     }
 
     // MARK: Sections
@@ -482,7 +507,9 @@ public struct ConfigLoader {
             passwordFile: reader.string("password_file"),
             caFile: reader.string("ca_file"),
             certFile: reader.string("cert_file"),
-            keyFile: reader.string("key_file"))
+            keyFile: reader.string("key_file"),
+            retainStatus: reader.bool("retain_status") ?? true,
+            protocolVersion: reader.integer("protocol", in: 3...5, as: Int.self) ?? 3)
         reader.finish()
         if settings.topicPrefix.isEmpty || settings.topicPrefix.contains(where: { "+#".contains($0) }) {
             log.report(
@@ -492,6 +519,9 @@ public struct ConfigLoader {
             log.report(
                 reader.line(of: settings.certFile == nil ? "key_file" : "cert_file"),
                 "cert_file and key_file go together")
+        }
+        if settings.protocolVersion == 4 {
+            log.report(reader.line(of: "protocol"), "protocol must be 3 (MQTT 3.1.1) or 5 (MQTT 5)")
         }
         if settings.passwordFile != nil, settings.username == nil {
             log.report(reader.line(of: "password_file"), "password_file needs a username")
@@ -581,6 +611,24 @@ public struct ConfigLoader {
         return GateConfig(
             name: name, chip: chip, openLine: openLine, closedLine: closedLine, activeLow: activeLow,
             debounceMs: debounce, travelTimeoutMs: travel)
+    }
+
+    private func parseInput(_ table: TOMLTable, log: ProblemLog) -> InputConfig? {
+        var reader = TableReader(table, context: "[[input]]", log: log)
+        let before = log.problems.count
+        let name = reader.string("name", required: true)
+        let chip = reader.string("chip", required: true)
+        let line = reader.integer("line", in: 0...1023, required: true, as: Int.self)
+        let activeLow = reader.bool("active_low") ?? false
+        let debounce = reader.integer("debounce_ms", in: 0...10_000, as: Int.self) ?? 20
+        let priority: Priority = reader.choice("priority", ["normal", "alarm"]) == "alarm" ? .alarm : .normal
+        reader.finish()
+        if let name, !Names.isValid(name) {
+            log.report(reader.line(of: "name"), "input name '\(name)' must match [A-Za-z0-9._-]{1,64}")
+        }
+        guard log.problems.count == before, let name, let chip, let line else { return nil }
+        return InputConfig(
+            name: name, chip: chip, line: line, activeLow: activeLow, debounceMs: debounce, priority: priority)
     }
 }
 

@@ -68,7 +68,8 @@ public struct GPIOEdge: Sendable, Equatable {
     public var line: Int
     /// The line's logical level after the edge (active-low already applied).
     public var active: Bool
-    /// When the edge happened, on CLOCK_MONOTONIC, in nanoseconds (the kernel's timestamp).
+    /// When the edge happened, on CLOCK_MONOTONIC, in nanoseconds (the kernel's timestamp,
+    /// converted where the kernel used another clock: see `GPIOEventClock`).
     public var timestampNs: Int64
 }
 
@@ -97,7 +98,8 @@ public protocol GPIOLineWatch: AnyObject {
 /// Opens chips by the names a configuration uses.
 public enum GPIOChips {
     /// `sim:PATH` opens a simulated chip served on a Unix socket; anything else goes to libgpiod
-    /// (`gpiod_chip_open_lookup`: a name, a path, a label or a number).
+    /// as a path, a name (gpiochip0), a number or a label, in that order (v1:
+    /// `gpiod_chip_open_lookup`; v2 has no lookup: `railgate_gpio_chip_open` does it the same way).
     public static func open(_ descriptor: String) throws(GPIOError) -> any GPIOChip {
         if descriptor.hasPrefix("sim:") { return try SimulatedGPIOChip(socketPath: String(descriptor.dropFirst(4))) }
         return try LibgpiodChip(descriptor)
@@ -136,5 +138,46 @@ extension GPIOChips {
             watch.release()
             throw error
         }
+    }
+}
+
+/// Edge timestamps on one clock. railgate compares an edge's time with its own
+/// CLOCK_MONOTONIC (debounce, travel timeouts), so every `GPIOEdge.timestampNs` is monotonic:
+/// - libgpiod 2 asks the kernel for CLOCK_MONOTONIC event timestamps
+///   (`gpiod_line_settings_set_event_clock`);
+/// - libgpiod 1.6 cannot ask: kernels 5.7 and later stamp v1 events with CLOCK_MONOTONIC,
+///   older kernels with CLOCK_REALTIME. `monotonic(_:now:)` tells them apart by value (since
+///   1970 against since boot: decades apart) and moves a realtime stamp onto the monotonic
+///   clock by the offset between the two clocks read together when the event is read;
+/// - the simulated chip stamps with the simulator's CLOCK_MONOTONIC (same machine).
+public enum GPIOEventClock {
+    /// Both clocks, read one right after the other, in nanoseconds.
+    public struct Now: Sendable, Equatable {
+        public var monotonicNs: Int64
+        public var realtimeNs: Int64
+
+        public init(monotonicNs: Int64, realtimeNs: Int64) {
+            self.monotonicNs = monotonicNs
+            self.realtimeNs = realtimeNs
+        }
+
+        /// `clock_gettime` of CLOCK_MONOTONIC and CLOCK_REALTIME.
+        public static func read() -> Now {
+            var monotonic = timespec()
+            var realtime = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &monotonic)
+            clock_gettime(CLOCK_REALTIME, &realtime)
+            return Now(
+                monotonicNs: Int64(monotonic.tv_sec) * 1_000_000_000 + Int64(monotonic.tv_nsec),
+                realtimeNs: Int64(realtime.tv_sec) * 1_000_000_000 + Int64(realtime.tv_nsec))
+        }
+    }
+
+    /// An event timestamp (ns) of unknown clock as CLOCK_MONOTONIC ns: unchanged when it is
+    /// nearer the monotonic clock than the realtime clock, else shifted by their offset.
+    public static func monotonic(_ stampNs: Int64, now: Now) -> Int64 {
+        let fromMonotonic = (stampNs - now.monotonicNs).magnitude
+        let fromRealtime = (stampNs - now.realtimeNs).magnitude
+        return fromRealtime < fromMonotonic ? stampNs - (now.realtimeNs - now.monotonicNs) : stampNs
     }
 }

@@ -181,7 +181,9 @@ public final class DevicePoller {
             stats.consecutiveFailures = 0
         } else {
             stats.errors += 1
-            stats.lastError = failure?.description ?? "read failed"
+            // Every read answered: the values themselves were no reading (NaN, infinity, a sentinel).
+            stats.lastError =
+                failure?.description ?? "no reading: " + errors.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
             stats.consecutiveFailures = values.isEmpty ? stats.consecutiveFailures + 1 : 0
         }
         return Record(timestamp: timestamp, source: device.name, body: .sample(values: values, errors: errors))

@@ -3,116 +3,76 @@ import RailgateCore
 import RailgateGPIO
 import RailgateSystem
 
-/// Watches one barrier's limit switches on its own thread: requests the two lines for edge
-/// events (libgpiod or the simulated chip, behind `GPIOChip`), runs the barrier state machine
-/// and turns each transition into an event record. A missing chip, a busy line or no
-/// permission is logged once with its remedy, and the gate is retried every `retryMs`
-/// (boards hotplug expanders); the rest of the gateway runs on.
+/// A barrier's limit switches as a `LineLogic`: the barrier state machine on two lines.
+struct BarrierLogic: LineLogic {
+    let gate: GateConfig
+    private var machine: BarrierStateMachine
+
+    init(gate: GateConfig) {
+        self.gate = gate
+        machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
+    }
+
+    var name: String { gate.name }
+    var subject: String { "gate \(gate.name)" }
+    var chip: String { gate.chip }
+    var lines: [Int] { [gate.openLine, gate.closedLine] }
+    var activeLow: Bool { gate.activeLow }
+    var nextDeadlineMs: Int64? { machine.nextDeadlineMs }
+
+    mutating func start(levels: [Int: Bool], atMs: Int64) -> [LineEvent] {
+        machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
+        return events(
+            machine.start(
+                openActive: levels[gate.openLine] ?? false, closedActive: levels[gate.closedLine] ?? false, atMs: atMs))
+    }
+
+    mutating func edge(line: Int, active: Bool, atMs: Int64) -> [LineEvent] {
+        events(machine.edge(line == gate.openLine ? .open : .closed, active: active, atMs: atMs))
+    }
+
+    mutating func tick(atMs: Int64) -> [LineEvent] { events(machine.tick(atMs: atMs)) }
+
+    private func events(_ transitions: [BarrierStateMachine.Transition]) -> [LineEvent] {
+        transitions.map { transition in
+            LineEvent(
+                event: transition.state.rawValue, fields: transition.fields, priority: transition.priority,
+                atMs: transition.atMs, state: transition.state.rawValue, fault: transition.fault?.rawValue,
+                warning: transition.state == .fault
+                    ? "fault \(transition.fault?.rawValue ?? "?") (was \(transition.previous?.rawValue ?? "unknown"))"
+                    : nil)
+        }
+    }
+}
+
+/// Watches one barrier's limit switches on its own thread (the chip handling is `LineWatcher`'s,
+/// shared with `[[input]]`): runs the barrier state machine and turns each transition into an
+/// event record.
 final class GateWatcher: @unchecked Sendable {
     let gate: GateConfig
-    private let sink: any RecordSink
-    private let logger: Logger
-    private let worker = ServiceThread()
-    private var lock: ConditionLock { worker.lock }
-    private var state: String = "unknown"
-    private var fault: String?
-    private var lastError: String?
-    static let retryMs = 5000
+    private let watcher: LineWatcher<BarrierLogic>
+    static var retryMs: Int { LineWatcher<BarrierLogic>.retryMs }
     /// The watch loop's proof of life for the systemd watchdog.
-    let heartbeat: Heartbeat
+    var heartbeat: Heartbeat { watcher.heartbeat }
 
     init(gate: GateConfig, sink: any RecordSink, logger: Logger) {
         self.gate = gate
-        heartbeat = Heartbeat(name: "gate \(gate.name)")
-        self.sink = sink
-        self.logger = logger
+        watcher = LineWatcher(logic: BarrierLogic(gate: gate), sink: sink, logger: logger)
     }
 
     /// Starts watching on the gate's own thread, supervised by `supervisor` (restarted if it ends).
-    func start(supervisor: Supervisor? = nil) throws(ThreadError) {
-        try worker.start(name: "gate \(gate.name)", supervisor: supervisor) { [self] in run() }
-    }
+    func start(supervisor: Supervisor? = nil) throws(ThreadError) { try watcher.start(supervisor: supervisor) }
 
-    func stop() { worker.stop() }
+    func stop() { watcher.stop() }
 
     /// `{"name","state","fault","chip","error"}` for `railgate status`.
     func status() -> JSON {
-        lock.withLock {
-            .object([
-                ("name", .string(gate.name)), ("state", .string(state)), ("fault", fault.map(JSON.string) ?? .null),
-                ("chip", .string(gate.chip)), ("error", lastError.map(JSON.string) ?? .null),
-            ])
-        }
+        let (state, fault, error) = watcher.snapshot()
+        return .object([
+            ("name", .string(gate.name)), ("state", .string(state)), ("fault", fault.map(JSON.string) ?? .null),
+            ("chip", .string(gate.chip)), ("error", error.map(JSON.string) ?? .null),
+        ])
     }
-
-    private func run() {
-        defer { heartbeat.ended() }
-        var reported: String?
-        while !worker.isStopping {
-            heartbeat.expect(within: Self.retryMs)
-            do throws(GPIOError) {
-                try watch()
-            } catch {
-                let message = "gate \(gate.name): \(error)"
-                if message != reported { logger.error("\(message); retrying every \(Self.retryMs / 1000) s") }
-                reported = message
-                lock.withLock {
-                    state = "unavailable"
-                    lastError = error.description
-                }
-                _ = worker.wait(until: MonotonicInstant.now().adding(milliseconds: Self.retryMs))
-            }
-        }
-    }
-
-    private func watch() throws(GPIOError) {
-        let (watch, openActive, closedActive) = try GPIOChips.requestLimitSwitches(
-            of: gate, consumer: "railgate-\(gate.name)")
-        defer { watch.release() }
-        var machine = BarrierStateMachine(debounceMs: gate.debounceMs, travelTimeoutMs: gate.travelTimeoutMs)
-        let wasUnavailable = lock.withLock { () -> Bool in
-            defer { lastError = nil }
-            return lastError != nil
-        }
-        if wasUnavailable { logger.notice("gate \(gate.name): chip \(gate.chip) is back") }
-        emit(machine.start(openActive: openActive, closedActive: closedActive, atMs: Self.nowMs()))
-        while !worker.isStopping {
-            heartbeat.expect(within: 500)
-            let now = Self.nowMs()
-            let wait = machine.nextDeadlineMs.map { max(0, min(500, $0 - now)) } ?? 500
-            for edge in try watch.waitForEdges(timeoutMs: Int(wait)) {
-                let limit: BarrierStateMachine.Limit = edge.line == gate.openLine ? .open : .closed
-                emit(machine.edge(limit, active: edge.active, atMs: edge.timestampNs / 1_000_000))
-            }
-            emit(machine.tick(atMs: Self.nowMs()))
-        }
-    }
-
-    private func emit(_ transitions: [BarrierStateMachine.Transition]) {
-        guard !transitions.isEmpty else { return }
-        let wallNow = WallClock.now().millisecondsSinceEpoch
-        let monotonicNow = Self.nowMs()
-        for transition in transitions {
-            let record = Record(
-                timestamp: Timestamp(millisecondsSinceEpoch: wallNow - (monotonicNow - transition.atMs)),
-                source: gate.name,
-                body: .event(name: transition.state.rawValue, fields: transition.fields), priority: transition.priority)
-            if transition.state == .fault {
-                logger.warning(
-                    "gate \(gate.name): fault \(transition.fault?.rawValue ?? "?") (was \(transition.previous?.rawValue ?? "unknown"))"
-                )
-            } else {
-                logger.info("gate \(gate.name): \(transition.state.rawValue)")
-            }
-            sink.accept(record)
-        }
-        lock.withLock {
-            state = transitions.last!.state.rawValue
-            fault = transitions.last!.fault?.rawValue
-        }
-    }
-
-    static func nowMs() -> Int64 { MonotonicInstant.now().nanoseconds / 1_000_000 }
 
     /// The barrier's state read once (for `run --once`): its initial-state event.
     static func readOnce(_ gate: GateConfig) throws(GPIOError) -> Record {

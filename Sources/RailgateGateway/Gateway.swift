@@ -2,6 +2,7 @@ import Glibc
 import Logging
 import RailgateBuffer
 import RailgateCore
+import RailgateGPIO
 import RailgateModbus
 import RailgateSystem
 
@@ -27,6 +28,7 @@ public final class Gateway: @unchecked Sendable {
     private let lock = ConditionLock()
     private var pollers: [BusPoller] = []
     private var gates: [GateWatcher] = []
+    private var inputs: [InputWatcher] = []
     private var uplink: Uplink?
     private var control: ControlServer?
     private var metrics: MetricsServer?
@@ -159,7 +161,9 @@ public final class Gateway: @unchecked Sendable {
     /// `STATUS=` when the line changed. Called on the main thread.
     private func reportHealth(watchdog: SystemdWatchdog?, into report: inout HealthReport) {
         let (pollers, gates, uplink) = lock.withLock { (self.pollers, self.gates, self.uplink) }
-        let beats = pollers.map(\.heartbeat) + gates.map(\.heartbeat) + (uplink.map { [$0.heartbeat] } ?? [])
+        let beats =
+            pollers.map(\.heartbeat) + gates.map(\.heartbeat) + inputs.map(\.heartbeat)
+            + (uplink.map { [$0.heartbeat] } ?? [])
         let overdue = beats.lazy.compactMap { beat in beat.overdueMs().map { (beat.name, $0) } }.first
         if let (name, late) = overdue, report.stalled != name {
             logger.critical(
@@ -286,6 +290,11 @@ public final class Gateway: @unchecked Sendable {
             lock.withLock { gates.append(watcher) }
             try watcher.start(supervisor: supervisor)
         }
+        for input in config.inputs {
+            let watcher = InputWatcher(input: input, sink: records, logger: logger)
+            lock.withLock { inputs.append(watcher) }
+            try watcher.start(supervisor: supervisor)
+        }
         if let kept {
             kept.announce(StatusMessage.birth(config: config, started: started, statics: lock.withLock { statics }))
             lock.withLock { uplink = kept }
@@ -340,8 +349,10 @@ public final class Gateway: @unchecked Sendable {
         let (pollers, gates, uplink, control, metrics) = lock.withLock {
             (self.pollers, self.gates, self.uplink, self.control, self.metrics)
         }
+        let inputs = lock.withLock { self.inputs }
         for poller in pollers { stopping("bus \(poller.bus.name)") { poller.stop() } }
         for gate in gates { stopping("gate \(gate.gate.name)") { gate.stop() } }
+        for input in inputs { stopping("input \(input.input.name)") { input.stop() } }
         // Make the last polls durable so the uplink can still send them.
         stopping("the buffer's sync") {
             do {
@@ -356,6 +367,7 @@ public final class Gateway: @unchecked Sendable {
         lock.withLock {
             self.pollers = []
             self.gates = []
+            self.inputs = []
             self.uplink = nil
             self.control = nil
             self.metrics = nil
@@ -400,6 +412,8 @@ public final class Gateway: @unchecked Sendable {
                 ("batches", .integer(Int64(state.batches))),
                 ("in_flight", .integer(Int64(state.inFlight))), ("url", .string(state.url)),
                 ("last_error", state.lastError.map(JSON.string) ?? .null),
+                ("undeliverable", .integer(Int64(state.undeliverable))),
+                ("batch_bytes_limit", .integer(Int64(state.batchBytesLimit))),
             ])
         } else {
             upstream = .object([
@@ -422,7 +436,7 @@ public final class Gateway: @unchecked Sendable {
         let uptime = Double(MonotonicInstant.now().milliseconds(since: startedMonotonic)) / 1000
         return .object([
             ("gateway", .string(config.gateway.id)), ("version", .string(RailgateVersion.current)),
-            ("uptime_s", .number(uptime)),
+            ("gpio_backend", .string(LibgpiodBackend.summary)), ("uptime_s", .number(uptime)),
             (
                 "buffer",
                 .object([
@@ -452,6 +466,7 @@ public final class Gateway: @unchecked Sendable {
             ),
             ("devices", .array(devices)),
             ("gates", .array(gates.map { $0.status() })),
+            ("inputs", .array(lock.withLock { self.inputs }.map { $0.status() })),
         ])
     }
 }
@@ -497,6 +512,14 @@ public enum SinglePoll {
                 records.append(try GateWatcher.readOnce(gate))
             } catch {
                 StandardStreams.error("gate \(gate.name): \(error)")
+                allAnswered = false
+            }
+        }
+        for input in config.inputs {
+            do {
+                records.append(try InputWatcher.readOnce(input))
+            } catch {
+                StandardStreams.error("input \(input.name): \(error)")
                 allAnswered = false
             }
         }

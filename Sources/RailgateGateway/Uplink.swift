@@ -15,6 +15,11 @@ public struct UplinkStatus: Sendable, Equatable {
     public var inFlight: Int
     public var lastError: String?
     public var url: String
+    /// Records that can never be delivered (bigger alone than the broker accepts), set aside.
+    public var undeliverable: Int = 0
+    /// The bytes of records a batch may carry on this link now (`batch_max_bytes` less the
+    /// envelope, halved each time the broker dropped the connection on a batch too large).
+    public var batchBytesLimit: Int = 0
 }
 
 /// What the uplink needs of an MQTT session, and what its tests script: one session of
@@ -51,23 +56,22 @@ final class LibmosquittoSession: UplinkSession {
         settings: UpstreamSettings, host: String, port: Int, tls: Bool, topics: Topics, logger: Logger,
         onEvent: @escaping @Sendable (MQTTEvent) -> Void
     ) throws(MQTTError) {
-        client = try MQTTClient(clientID: settings.clientID, onEvent: onEvent)
+        client = try MQTTClient(
+            clientID: settings.clientID, protocolVersion: settings.protocolVersion, onEvent: onEvent)
         self.host = host
         self.port = port
         keepaliveSeconds = settings.keepaliveSeconds
+        // The will as the birth message goes: a broker with max_qos 0 or retain_available false
+        // closes a CONNECT whose will asks for more, before any CONNACK.
         try client.setWill(
-            topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: 1, retain: true)
+            topic: topics.status, payload: Array(StatusMessage.offline.serialized.utf8), qos: settings.qos,
+            retain: settings.retainStatus)
         if let username = settings.username {
-            let password = settings.passwordFile.flatMap { LocalFiles().read($0) }.map {
-                String($0.prefix { $0 != "\n" && $0 != "\r" })
+            let password = UpstreamPassword.read(settings: settings, environment: ProcessEnvironment.current)
+            if let problem = password.problem {
+                logger.error("\(problem); connecting without a password")
             }
-            if let file = settings.passwordFile, password == nil {
-                let descriptor = open(file, O_RDONLY | O_CLOEXEC)
-                let reason = descriptor < 0 ? String(cString: strerror(errno)) : "not a readable regular file"
-                if descriptor >= 0 { close(descriptor) }
-                logger.error("cannot read password_file \(file) (\(reason)); connecting without a password")
-            }
-            try client.setCredentials(username: username, password: password)
+            try client.setCredentials(username: username, password: password.secret)
         }
         if tls {
             try client.setTLS(MQTTTLS(caFile: settings.caFile, certFile: settings.certFile, keyFile: settings.keyFile))
@@ -83,6 +87,42 @@ final class LibmosquittoSession: UplinkSession {
     }
 
     func disconnect() { client.disconnect() }
+}
+
+/// The environment variables the daemon was started with (`getenv`).
+enum ProcessEnvironment {
+    static func current(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+}
+
+/// Where the MQTT password comes from: `password_file`, or else systemd's credential directory
+/// (`$CREDENTIALS_DIRECTORY/mqtt-password`, from `LoadCredential=mqtt-password:...` in the
+/// unit). The first line of the file is the password. The secret itself is never put in a
+/// message: `problem` names the file and the reason only.
+struct UpstreamPassword {
+    var secret: String?
+    var problem: String?
+
+    static let credentialName = "mqtt-password"
+
+    static func read(settings: UpstreamSettings, environment: (String) -> String?) -> UpstreamPassword {
+        let file: String
+        if let configured = settings.passwordFile {
+            file = configured
+        } else if let directory = environment("CREDENTIALS_DIRECTORY"), !directory.isEmpty {
+            file = directory + "/" + credentialName
+            // No credential of that name: connect without a password, as without password_file.
+            guard access(file, F_OK) == 0 else { return UpstreamPassword() }
+        } else {
+            return UpstreamPassword()
+        }
+        guard let text = LocalFiles().read(file) else {
+            let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+            let reason = descriptor < 0 ? String(cString: strerror(errno)) : "not a readable regular file"
+            if descriptor >= 0 { close(descriptor) }
+            return UpstreamPassword(problem: "cannot read the MQTT password from \(file) (\(reason))")
+        }
+        return UpstreamPassword(secret: String(text.prefix { $0 != "\n" && $0 != "\r" }))
+    }
 }
 
 /// Forwards the buffer upstream over MQTT, at least once: batches of durable records are
@@ -110,10 +150,17 @@ final class Uplink: @unchecked Sendable {
     private enum Pending {
         /// A batch of the backlog (in `inFlight`).
         case backlog
-        /// A batch of alarms and events sent ahead of the backlog.
-        case ahead(seqs: [UInt64], sentAt: MonotonicInstant)
+        /// A batch of alarms and events sent ahead of the backlog (`size`: its bytes).
+        case ahead(seqs: [UInt64], sentAt: MonotonicInstant, size: BatchSize)
         /// A status message (birth, or offline when stopping).
         case status(offline: Bool)
+    }
+
+    /// How big a batch is: its payload on the wire, and its records joined by commas (what
+    /// `BatchLimits.maxBytes` bounds).
+    struct BatchSize: Equatable {
+        var payload: Int
+        var records: Int
     }
 
     /// A batch of the backlog in flight, in seq order.
@@ -121,6 +168,7 @@ final class Uplink: @unchecked Sendable {
         var messageID: Int32
         var seqs: [UInt64]
         var sentAt: MonotonicInstant
+        var size: BatchSize
         var acknowledged = false
     }
 
@@ -133,8 +181,9 @@ final class Uplink: @unchecked Sendable {
     /// The retained birth message, published on every connect (guarded by `lock`).
     private var birth: [UInt8]
     private let builder: BatchBuilder
-    /// The batch limits for the records alone (the envelope's bytes taken off).
-    private let limits: BatchLimits
+    /// The batch limits for the records alone (the envelope's bytes taken off); `maxBytes` is
+    /// halved when the broker drops the connection on a batch too large (guarded by `lock`).
+    private var limits: BatchLimits
     private let buffer: DiskBuffer
     private let logger: Logger
     private let lock = ConditionLock()
@@ -166,6 +215,33 @@ final class Uplink: @unchecked Sendable {
     private var offlineAcknowledged = false
     /// The publisher loop's proof of life for the systemd watchdog.
     let heartbeat = Heartbeat(name: "the uplink")
+    /// The largest telemetry payload the broker acknowledged (QoS 1) on this link: a batch no
+    /// larger cannot be what makes it drop the connection.
+    private var largestAcknowledged = 0
+    /// The first seq of the largest batch unacknowledged when the broker last dropped the
+    /// connection: dropped again with it, before any other telemetry was acknowledged, the
+    /// batch is too large (a flaky link drops connections too, but not twice on one packet).
+    private var oversizeSuspect: UInt64?
+    /// Telemetry acknowledged on the current connection.
+    private var telemetryAcknowledgedThisConnection = false
+    private var undeliverable = 0
+    /// The smallest payload of a record alone the broker refused: a record as large or larger
+    /// is set aside without being sent (it would cost two dropped connections each).
+    private var refusedSize: Int?
+    /// Telemetry or birth acknowledged on the current connection.
+    private var acknowledgedThisConnection = false
+    /// Accepted connections in a row the broker closed with nothing suspect pending.
+    private var brokerCloses = 0
+    /// A standing reason about the link (a taken-over client id, a record set aside): kept in
+    /// `last_error` across reconnects until a connection stays up `stableLinkMs`.
+    private var linkWarning: String?
+    /// Reasons already logged since the link was last stable: each is logged once.
+    private var logged: Set<String> = []
+    static let stableLinkMs = 60_000
+    /// The newest durable seq when the connection came up, while a backlog up to it remains.
+    private var drainEnd: UInt64?
+    /// When fresh records last went ahead of a capped backlog (publisher thread only).
+    private var lastFreshSend = MonotonicInstant(nanoseconds: 0)
 
     static let maxBatchesInFlight = 10
 
@@ -247,7 +323,8 @@ final class Uplink: @unchecked Sendable {
             do {
                 let offline = Array(StatusMessage.offline.serialized.utf8)
                 if try publishLocked(
-                    topic: topics.status, payload: offline, qos: 1, retain: true, as: .status(offline: true))
+                    topic: topics.status, payload: offline, qos: settings.qos, retain: settings.retainStatus,
+                    as: .status(offline: true))
                     != nil
                 {
                     while state == "connected", !offlineAcknowledged, MonotonicInstant.now() < deadline {
@@ -273,7 +350,8 @@ final class Uplink: @unchecked Sendable {
             guard state == "connected" else { return }
             do {
                 _ = try publishLocked(
-                    topic: topics.status, payload: message.bytes, qos: 1, retain: true, as: .status(offline: false))
+                    topic: topics.status, payload: message.bytes, qos: settings.qos, retain: settings.retainStatus,
+                    as: .status(offline: false))
             } catch {
                 logger.warning("could not publish the new birth message: \(error)")
             }
@@ -290,7 +368,8 @@ final class Uplink: @unchecked Sendable {
             return UplinkStatus(
                 state: state, ackedSeq: acked, batches: batchesAcknowledged,
                 inFlight: inFlight.count + ahead.count, lastError: lastError,
-                url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)")
+                url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)", undeliverable: undeliverable,
+                batchBytesLimit: limits.maxBytes)
         }
     }
 
@@ -322,15 +401,14 @@ final class Uplink: @unchecked Sendable {
         switch event {
         case .connected(let code, let reason):
             guard code == 0 else {
-                let current: Bool = lock.withLock {
+                let text = "broker refused the connection: \(reason) (CONNACK \(code))\(Self.remedy(connack: code))"
+                let isNew: Bool = lock.withLock {
                     guard generation == self.generation else { return false }
                     state = "refused"
-                    lastError = "broker refused the connection: \(reason)"
-                    return true
+                    lastError = text
+                    return logged.insert(text).inserted
                 }
-                if current {
-                    logger.error("broker \(host):\(port) refused the connection: \(reason) (CONNACK \(code))")
-                }
+                if isNew { logger.error("uplink \(host):\(port): \(text); retrying, records stay buffered") }
                 return
             }
             guard lock.withLock({ generation == self.generation }) else { return }
@@ -349,48 +427,256 @@ final class Uplink: @unchecked Sendable {
                 guard generation == self.generation else { return false }
                 do {
                     _ = try publishLocked(
-                        topic: topics.status, payload: birth, qos: 1, retain: true, as: .status(offline: false))
+                        topic: topics.status, payload: birth, qos: settings.qos, retain: settings.retainStatus,
+                        as: .status(offline: false))
                 } catch {
                     logger.warning("could not publish the birth message: \(error)")
                 }
                 state = "connected"
                 connectedAt = MonotonicInstant.now()
-                lastError = nil
+                acknowledgedThisConnection = false
+                telemetryAcknowledgedThisConnection = false
+                // What is buffered now is the backlog a rate cap drains; newer records are fresh.
+                let durable = buffer.stats().durableSeq
+                drainEnd = durable > cursor ? durable : nil
+                lastError = linkWarning
                 lock.broadcast()
                 return true
             }
             if current { logger.notice("uplink connected to \(host):\(port)") }
         case .disconnected(let code, let reason):
-            let (current, wasConnected, newError): (Bool, Bool, Bool) = lock.withLock {
-                guard generation == self.generation else { return (false, false, false) }
+            let (current, wasConnected, message): (Bool, Bool, (text: String, error: Bool)?) = lock.withLock {
+                guard generation == self.generation else { return (false, false, nil) }
                 let was = state == "connected"
+                let upFor = connectedAt.map { MonotonicInstant.now().milliseconds(since: $0) } ?? 0
                 connectedAt = nil
                 lock.broadcast()
                 // A refusal stays the reason until a connect succeeds.
-                if state == "refused", code != 0 { return (true, false, false) }
+                if state == "refused", code != 0 { return (true, false, nil) }
                 state = code == 0 ? "disconnected" : "connecting"
-                guard code != 0 else { return (true, was, false) }
-                let text = was ? "connection lost: \(reason)" : "cannot connect to \(host):\(port): \(reason)"
-                defer { lastError = text }
-                return (true, was, lastError != text)
+                guard code != 0 else { return (true, was, nil) }
+                if upFor >= Self.stableLinkMs {
+                    logged.removeAll()
+                    linkWarning = nil
+                    brokerCloses = 0
+                }
+                var diagnosis: (text: String, error: Bool)
+                if was {
+                    diagnosis =
+                        diagnoseLoss(
+                            peerClosed: MQTTError.peerClosed(code: code, reason: reason), upForMs: upFor)
+                        ?? ("connection lost: \(reason)", false)
+                } else if code == MQTTError.connectionLostCode {
+                    let certificate =
+                        tls
+                        ? (settings.certFile == nil
+                            ? "the TLS client certificate it requires (cert_file and key_file), "
+                            : "the TLS client certificate \(settings.certFile ?? "") (its CA, validity), ") : ""
+                    diagnosis = (
+                        "the broker \(host):\(port) closed the connection before accepting it (no CONNACK): it "
+                            + "refuses something in CONNECT: \(certificate)the will's QoS \(settings.qos) (a broker "
+                            + "with max_qos 0 needs qos = 0), its retain flag (retain_available false needs "
+                            + "retain_status = false), the client id or the protocol version; the broker's log says "
+                            + "which", false
+                    )
+                } else {
+                    diagnosis = ("cannot connect to \(host):\(port): \(reason)", false)
+                }
+                lastError = diagnosis.text
+                return (true, was, logged.insert(diagnosis.text).inserted ? diagnosis : nil)
             }
-            guard current, code != 0 else { return }
-            if wasConnected {
-                logger.warning("uplink lost the broker (\(reason)); reconnecting, records stay buffered")
-            } else if newError {
-                logger.warning("uplink cannot connect to \(host):\(port): \(reason); retrying, records stay buffered")
-            }
+            guard current, code != 0, let message else { return }
+            let line =
+                wasConnected
+                ? "uplink lost the broker: \(message.text); reconnecting, records stay buffered"
+                : "uplink: \(message.text); retrying, records stay buffered"
+            if message.error { logger.error("\(line)") } else { logger.warning("\(line)") }
         case .published(let messageID):
             acknowledge(messageID, generation: generation)
         case .problem(let text):
             let isNew: Bool = lock.withLock {
-                guard generation == self.generation, state != "connected", lastError != text else { return false }
+                guard generation == self.generation, state != "connected" else { return false }
                 lastError = text
-                return true
+                return logged.insert(text).inserted
             }
             if isNew { logger.error("uplink: \(text)") }
+        case .publishRefused(let messageID, let reason):
+            // MQTT 5: the broker said no to this publish. Its records stay unacknowledged: the
+            // batch counts as stuck, and after `resendAfterMs` the session is replaced and they
+            // are sent again (no tight loop on a refusal that lasts, no record lost).
+            let text: String? = lock.withLock {
+                guard generation == self.generation, let kind = pending[messageID] else { return nil }
+                let what: String
+                switch kind {
+                case .status: what = "the status message"
+                case .ahead(let seqs, _, _): what = "a batch of seqs \(seqs.first ?? 0)-\(seqs.last ?? 0)"
+                case .backlog:
+                    let seqs = inFlight.first { $0.messageID == messageID }?.seqs ?? []
+                    what = "a batch of seqs \(seqs.first ?? 0)-\(seqs.last ?? 0)"
+                }
+                let text =
+                    "the broker refused \(what): \(reason); kept buffered and sent again in \(resendAfterMs / 1000) s"
+                lastError = text
+                return logged.insert("publish refused: \(reason)").inserted ? text : nil
+            }
+            if let text { logger.error("uplink: \(text)") }
+        case .brokerMaximumPacketSize(let maximum):
+            // MQTT 5: what the broker announces is what a batch may be (its PUBLISH header and
+            // the topic taken off; gzip only shrinks it).
+            lock.withLock {
+                let fits = max(1, maximum - builder.overhead - topics.telemetry.utf8.count - 16)
+                if fits < limits.maxBytes {
+                    limits.maxBytes = fits
+                    logger.notice("broker's maximum packet size is \(maximum) bytes: batches carry at most \(fits)")
+                }
+            }
         case .message:
             break
+        }
+    }
+
+    /// What to do about a refused CONNACK (MQTT 3.1.1 return codes 1-5), after its reason.
+    static func remedy(connack code: Int32) -> String {
+        switch code {
+        case 1: return "; the broker does not speak this MQTT version"
+        case 2: return "; the broker rejects the client id: check client_id (length, characters)"
+        case 3: return "; the broker is unavailable: it will be tried again"
+        case 4:
+            return
+                "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName))"
+        case 0x85: return "; the broker rejects the client id: check client_id"
+        case 0x86, 0x87:
+            return "; check username and the password (password_file or $CREDENTIALS_DIRECTORY/"
+                + "\(UpstreamPassword.credentialName)), the broker's ACL or the client certificate"
+        case 0x9A: return "; the broker refuses retained messages: set retain_status = false"
+        case 0x9B: return "; the broker refuses the will's QoS: set qos = 0"
+        case 5:
+            return "; the broker does not authorise this client: check username and the password (password_file or "
+                + "$CREDENTIALS_DIRECTORY/\(UpstreamPassword.credentialName)), the broker's ACL or the client certificate"
+        default: return ""
+        }
+    }
+
+    /// With the lock held, when an accepted connection was lost (`code` != 0): why, if it can
+    /// be told, and what was done about it (`error`: logged at error level).
+    ///
+    /// - The birth message unacknowledged (QoS 1): the broker refused it (retain, QoS, size).
+    /// - A batch unacknowledged that is larger than any the broker acknowledged on this link:
+    ///   taken as over the broker's maximum packet size. The batch limit is halved and the
+    ///   session replaced (libmosquitto would send the same packet again after reconnecting);
+    ///   a record alone that makes the broker drop the connection twice in a row, on a link
+    ///   that delivers smaller batches, can never be delivered: it is set aside (acknowledged
+    ///   without delivery), counted in `undeliverable`, and reported upstream by a
+    ///   `record_undeliverable` event, so the loss is known where the data was expected.
+    /// - Otherwise, the broker closing the connection twice in a row, each within 30 s of
+    ///   accepting it, with nothing suspect pending: another client connected with the same
+    ///   client id took the session over.
+    private func diagnoseLoss(peerClosed: Bool, upForMs: Int64) -> (text: String, error: Bool)? {
+        let birthPending = pending.values.contains {
+            if case .status(offline: false) = $0 { return true }
+            return false
+        }
+        // The broker reads in order: the packet it dropped the connection on is the oldest
+        // unacknowledged one larger than any it acknowledged.
+        var oldest: (seqs: [UInt64], size: BatchSize, sentAt: MonotonicInstant)?
+        for batch in inFlight where !batch.acknowledged && batch.size.payload > largestAcknowledged {
+            if batch.sentAt < oldest?.sentAt ?? .init(nanoseconds: .max) {
+                oldest = (batch.seqs, batch.size, batch.sentAt)
+            }
+        }
+        for case .ahead(let seqs, let sentAt, let size) in pending.values where size.payload > largestAcknowledged {
+            if sentAt < oldest?.sentAt ?? .init(nanoseconds: .max) { oldest = (seqs, size, sentAt) }
+        }
+        let biggest = oldest.map { (seqs: $0.seqs, size: $0.size) }
+        if birthPending, !acknowledgedThisConnection, birth.count >= biggest?.size.payload ?? 0 {
+            // The birth goes first on every connection, and is the largest packet pending.
+            brokerCloses = 0
+            return (
+                "the broker closed the connection while the birth message (\(birth.count) bytes, QoS \(settings.qos), "
+                    + "retained \(settings.retainStatus)) was unacknowledged: it may refuse retained messages "
+                    + "(retain_available false needs retain_status = false), QoS 1 (max_qos 0 needs qos = 0) or a "
+                    + "packet that large (max_packet_size)", false
+            )
+        }
+        let confirmed = biggest.map { batch in
+            // Once is a lost connection; the same packet again is the broker refusing it.
+            defer { oversizeSuspect = batch.seqs[0] }
+            return oversizeSuspect == batch.seqs[0] && !telemetryAcknowledgedThisConnection
+        }
+        if let batch = biggest, confirmed == true, batch.size.payload > largestAcknowledged, settings.qos > 0 {
+            brokerCloses = 0
+            let first = batch.seqs[0]
+            oversizeSuspect = nil
+            if batch.seqs.count > 1 {
+                // The old session would send the same packet again: ignore it from now on.
+                generation += 1
+                limits.maxBytes = max(1, min(limits.maxBytes, batch.size.records / 2))
+                distrust = "batch limit halved to \(limits.maxBytes) bytes of records"
+                return (
+                    "the broker dropped the connection with a batch of \(batch.size.payload) bytes "
+                        + "(\(batch.seqs.count) records) unacknowledged, larger than any it acknowledged "
+                        + "(\(largestAcknowledged) bytes): taken as over its maximum packet size; batches carry at "
+                        + "most \(limits.maxBytes) bytes of records from now on", false
+                )
+            }
+            let seq = first
+            guard largestAcknowledged > 0 else {
+                // Nothing was ever acknowledged: the record's size cannot be told from the rest
+                // of what the broker may refuse. The session keeps it and retries on its back-off.
+                oversizeSuspect = seq
+                return (
+                    "the broker drops the connection on record seq \(seq) alone (\(batch.size.payload) bytes) and "
+                        + "has acknowledged no telemetry on this link: check its max_packet_size, max_qos and ACL",
+                    false
+                )
+            }
+            generation += 1
+            refusedSize = min(refusedSize ?? .max, batch.size.payload)
+            let reported = setAside(seq: seq, bytes: batch.size.payload)
+            distrust = "record seq \(seq) set aside"
+            let text =
+                "record seq \(seq) (\(batch.size.payload) bytes) set aside as undeliverable: the broker dropped the "
+                + "connection twice on it alone, and accepts batches up to \(largestAcknowledged) bytes; "
+                + "\(undeliverable) set aside since start, \(reported); records that large or larger are set aside "
+                + "unsent from now on; raise the broker's max_packet_size"
+            linkWarning = text
+            return (text, true)
+        }
+        // Soon after: a client taking the id over reconnects on its own back-off (seconds).
+        guard peerClosed, upForMs < 30_000 else {
+            brokerCloses = 0
+            return nil
+        }
+        brokerCloses += 1
+        guard brokerCloses >= 2 else { return nil }
+        let text =
+            "session taken over: the broker keeps closing the connection soon after accepting it, with nothing it "
+            + "refused pending: another client is probably connected with client id \"\(settings.clientID)\" (a "
+            + "broker drops the older connection of a client id); give every gateway its own client_id"
+        linkWarning = text
+        return (text, false)
+    }
+
+    /// With the lock held: sets record `seq` aside as undeliverable (acknowledged without
+    /// delivery, counted) and reports it upstream by a `record_undeliverable` event; returns how
+    /// it was reported.
+    private func setAside(seq: UInt64, bytes: Int) -> String {
+        undeliverable += 1
+        buffer.acknowledge(seqs: [seq])
+        let event = Record(
+            timestamp: WallClock.now(), source: gatewayID,
+            body: .event(
+                name: "record_undeliverable",
+                fields: [
+                    ("seq", .unsigned(seq)), ("bytes", .unsigned(UInt64(bytes))),
+                    ("largest_accepted", .unsigned(UInt64(largestAcknowledged))),
+                ]),
+            priority: .alarm)
+        do {
+            try buffer.append(event)
+            return "reported upstream by a record_undeliverable event"
+        } catch {
+            return "the record_undeliverable event could not be buffered: \(error)"
         }
     }
 
@@ -407,8 +693,10 @@ final class Uplink: @unchecked Sendable {
             switch publish {
             case .status(let offline):
                 if offline { offlineAcknowledged = true }
+                acknowledgedThisConnection = true
                 lock.broadcast()
-            case .ahead(let seqs, _):
+            case .ahead(let seqs, _, let size):
+                noteAcknowledged(size)
                 buffer.acknowledge(seqs: seqs)
                 batchesAcknowledged += 1
                 advanceAcknowledged()
@@ -416,6 +704,7 @@ final class Uplink: @unchecked Sendable {
                 guard let index = inFlight.firstIndex(where: { $0.messageID == messageID && !$0.acknowledged })
                 else { return }
                 inFlight[index].acknowledged = true
+                noteAcknowledged(inFlight[index].size)
                 while let first = inFlight.first, first.acknowledged {
                     backlogAcknowledged = first.seqs.last ?? backlogAcknowledged
                     inFlight.removeFirst()
@@ -426,11 +715,18 @@ final class Uplink: @unchecked Sendable {
         }
     }
 
+    /// With the lock held: a telemetry batch of `size` was acknowledged (QoS 1: the broker took it).
+    private func noteAcknowledged(_ size: BatchSize) {
+        acknowledgedThisConnection = true
+        telemetryAcknowledgedThisConnection = true
+        if settings.qos > 0 { largestAcknowledged = max(largestAcknowledged, size.payload) }
+    }
+
     /// With the lock held: moves the buffer's acknowledged position as far as the backlog's
     /// acknowledgements go, but never past a record sent ahead whose batch is unacknowledged.
     private func advanceAcknowledged() {
         var unacknowledgedAhead: UInt64?
-        for case .ahead(let seqs, _) in pending.values {
+        for case .ahead(let seqs, _, _) in pending.values {
             if let low = seqs.min() { unacknowledgedAhead = min(unacknowledgedAhead ?? low, low) }
         }
         let through = unacknowledgedAhead.map { min(backlogAcknowledged, $0 - 1) } ?? backlogAcknowledged
@@ -450,6 +746,8 @@ final class Uplink: @unchecked Sendable {
     private func publishLoop() {
         defer { heartbeat.ended() }
         var lastSend = MonotonicInstant(nanoseconds: 0)
+        // The first 10 s: the first record goes as soon as it exists (see `firstRecordDurable`).
+        let eagerUntil = MonotonicInstant.now().adding(milliseconds: 10_000)
         var nextAllowed = MonotonicInstant(nanoseconds: 0)
         while true {
             heartbeat.expect(within: Heartbeat.sliceMs)
@@ -473,11 +771,15 @@ final class Uplink: @unchecked Sendable {
             case .publish:
                 break
             }
-            let (from, skipping) = lock.withLock { (cursor, sentAhead) }
+            let (from, skipping, limits) = lock.withLock { (cursor, sentAhead, self.limits) }
+            if lastSend.nanoseconds == 0, MonotonicInstant.now() < eagerUntil, !firstRecordDurable(after: from) {
+                continue
+            }
             guard buffer.waitForRecords(after: from, until: MonotonicInstant.now().adding(milliseconds: 500)) else {
                 continue
             }
-            let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
+            let urgent = Self.fitting(
+                buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords), limits.maxBytes)
             if !urgent.isEmpty {
                 _ = publish(urgent, ahead: true)
                 continue
@@ -489,17 +791,17 @@ final class Uplink: @unchecked Sendable {
                 continue
             }
             let now = MonotonicInstant.now()
-            // Small batches wait out the interval; full ones go at once. A rate cap spaces batches.
+            // A batch with more records waiting behind it goes at once; the last, smaller one
+            // waits out the interval. A rate cap spaces the backlog's batches; alarms and events
+            // (and, while the cap holds back a backlog, fresh records) go ahead meanwhile.
+            let newest = buffer.stats().durableSeq
+            let more = records.count >= limits.maxRecords || (records.last?.seq ?? newest) < newest
             let intervalEnd = lastSend.adding(milliseconds: settings.batchIntervalMs)
-            let holdUntil = max(records.count < settings.batchMaxRecords ? intervalEnd : now, nextAllowed)
+            let holdUntil = max(more ? now : intervalEnd, nextAllowed)
             if holdUntil > now {
-                lock.withLock {
-                    while !stopping, MonotonicInstant.now() < holdUntil {
-                        heartbeat.expect(within: Heartbeat.sliceMs)
-                        lock.wait(until: min(holdUntil, MonotonicInstant.now().adding(milliseconds: Heartbeat.sliceMs)))
-                    }
-                }
-                records = buffer.records(after: from, limits: limits, excluding: lock.withLock { sentAhead })
+                guard hold(until: holdUntil, from: from, newest: newest, capped: nextAllowed > now) else { continue }
+                records = buffer.records(
+                    after: from, limits: lock.withLock { self.limits }, excluding: lock.withLock { sentAhead })
             }
             guard let sent = publish(records, ahead: false) else { continue }
             lastSend = MonotonicInstant.now()
@@ -509,12 +811,83 @@ final class Uplink: @unchecked Sendable {
         }
     }
 
+    /// Before the first batch since start: whether a record after `from` is durable, making the
+    /// first ones durable at once (`DiskBuffer.sync`) rather than at the next group commit, so
+    /// the first record reaches the broker within milliseconds of its poll. Waits 10 ms when
+    /// there is none yet.
+    private func firstRecordDurable(after from: UInt64) -> Bool {
+        let stats = buffer.stats()
+        if stats.durableSeq > from { return true }
+        if stats.nextSeq - 1 > from {
+            do {
+                try buffer.sync()
+                return true
+            } catch {
+                logger.warning("could not make the first records durable at once: \(error)")
+                return true
+            }
+        }
+        lock.withLock { _ = lock.wait(until: MonotonicInstant.now().adding(milliseconds: 10)) }
+        return false
+    }
+
+    /// The longest prefix of `records` within `maxBytes` joined by commas (at least one).
+    static func fitting(_ records: [(seq: UInt64, bytes: [UInt8])], _ maxBytes: Int) -> [(seq: UInt64, bytes: [UInt8])]
+    {
+        var size = -1
+        var count = 0
+        for record in records {
+            size += record.bytes.count + 1
+            if count > 0, size > maxBytes { break }
+            count += 1
+        }
+        return Array(records.prefix(count))
+    }
+
+    /// Holds the next batch of the backlog until `until`; returns false to give up the batch
+    /// (stopping, the session to be replaced, or an alarm or event arrived: it goes first).
+    /// While a rate cap (`capped`) holds back a backlog that ends at `drainEnd`, records newer
+    /// than it (fresh data) are sent ahead every `batch_interval_ms`, outside the cap.
+    private func hold(until: MonotonicInstant, from: UInt64, newest: UInt64, capped: Bool) -> Bool {
+        var seen = newest
+        while true {
+            heartbeat.expect(within: Heartbeat.sliceMs)
+            let now = MonotonicInstant.now()
+            let (stop, skipping, limits, drainEnd) = lock.withLock {
+                (stopping || distrust != nil || state != "connected", sentAhead, self.limits, self.drainEnd)
+            }
+            if stop { return false }
+            if now >= until { return true }
+            if capped, let drainEnd, from < drainEnd,
+                now >= lastFreshSend.adding(milliseconds: settings.batchIntervalMs)
+            {
+                let fresh = buffer.records(after: drainEnd, limits: limits, excluding: skipping)
+                if !fresh.isEmpty, publish(fresh, ahead: true) != nil {
+                    lastFreshSend = MonotonicInstant.now()
+                    continue
+                }
+            }
+            let slice = min(until, now.adding(milliseconds: 100))
+            if buffer.waitForRecords(after: seen, until: slice) {
+                seen = buffer.stats().durableSeq
+                if !buffer.urgentRecords(after: from, excluding: skipping, limit: 1).isEmpty { return false }
+            } else {
+                // Nothing new (the buffer's wait does not see a stop): wait out the slice.
+                lock.withLock {
+                    if !stopping, distrust == nil { _ = lock.wait(until: slice) }
+                }
+            }
+        }
+    }
+
     /// On the way out: sends everything durable that is not in flight yet, while connected.
     private func drain() {
         while lock.withLock({ state == "connected" && distrust == nil }) {
             heartbeat.expect(within: Heartbeat.sliceMs)
             let (from, skipping) = lock.withLock { (cursor, sentAhead) }
-            let urgent = buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords)
+            let limits = lock.withLock { self.limits }
+            let urgent = Self.fitting(
+                buffer.urgentRecords(after: from, excluding: skipping, limit: limits.maxRecords), limits.maxBytes)
             let records = urgent.isEmpty ? buffer.records(after: from, limits: limits, excluding: skipping) : urgent
             guard !records.isEmpty, publish(records, ahead: !urgent.isEmpty) != nil else { return }
         }
@@ -525,6 +898,7 @@ final class Uplink: @unchecked Sendable {
     private func publish(_ records: [(seq: UInt64, bytes: [UInt8])], ahead: Bool) -> Int? {
         guard let last = records.last else { return nil }
         var payload = builder.batch(of: records).payload
+        let recordBytes = records.reduce(records.count - 1) { $0 + $1.bytes.count }
         if settings.gzip {
             do {
                 payload = try Gzip.compress(payload)
@@ -532,11 +906,16 @@ final class Uplink: @unchecked Sendable {
                 logger.error("\(error); sending seqs \(records[0].seq)-\(last.seq) uncompressed")
             }
         }
+        if records.count == 1, let text = setAsideUnsent(records[0].seq, payload.count) {
+            if let text { logger.error("uplink: \(text)") }
+            return 0
+        }
         do {
             let published: Bool = try lock.withLock { () throws(MQTTError) -> Bool in
                 let now = MonotonicInstant.now()
                 let seqs = records.map(\.seq)
-                let kind: Pending = ahead ? .ahead(seqs: seqs, sentAt: now) : .backlog
+                let size = BatchSize(payload: payload.count, records: recordBytes)
+                let kind: Pending = ahead ? .ahead(seqs: seqs, sentAt: now, size: size) : .backlog
                 guard
                     let messageID = try publishLocked(
                         topic: topics.telemetry, payload: payload, qos: settings.qos, retain: false, as: kind)
@@ -544,7 +923,7 @@ final class Uplink: @unchecked Sendable {
                 if ahead {
                     sentAhead.formUnion(seqs)
                 } else {
-                    inFlight.append(BacklogBatch(messageID: messageID, seqs: seqs, sentAt: now))
+                    inFlight.append(BacklogBatch(messageID: messageID, seqs: seqs, sentAt: now, size: size))
                     cursor = last.seq
                 }
                 return true
@@ -560,6 +939,22 @@ final class Uplink: @unchecked Sendable {
             }
             if isNew { logger.warning("publish failed: \(error)") }
             return nil
+        }
+    }
+
+    /// A record alone of `bytes` on the wire as large as one the broker refused: sets it aside
+    /// unsent and returns the text to log (nil when logged already since the link was stable);
+    /// returns nil (outer) when it may be sent.
+    private func setAsideUnsent(_ seq: UInt64, _ bytes: Int) -> String?? {
+        lock.withLock {
+            guard let refused = refusedSize, bytes >= refused else { return nil }
+            let reported = setAside(seq: seq, bytes: bytes)
+            let text =
+                "records of \(refused) bytes or more alone are set aside unsent as undeliverable (the broker refused "
+                + "one that large); \(reported) for each; raise the broker's max_packet_size"
+            linkWarning = text
+            lastError = text
+            return .some(logged.insert(text).inserted ? text : nil)
         }
     }
 
@@ -579,7 +974,7 @@ final class Uplink: @unchecked Sendable {
     private func stuckDeadline() -> MonotonicInstant? {
         guard state == "connected", let connectedAt else { return nil }
         var oldest = inFlight.lazy.filter { !$0.acknowledged }.map(\.sentAt).min()
-        for case .ahead(_, let sentAt) in pending.values { oldest = min(oldest ?? sentAt, sentAt) }
+        for case .ahead(_, let sentAt, _) in pending.values { oldest = min(oldest ?? sentAt, sentAt) }
         return oldest.map { max($0, connectedAt).adding(milliseconds: resendAfterMs) }
     }
 

@@ -1,5 +1,7 @@
 import CMosquitto
 import Glibc
+import RailgateCore
+import RailgateSystem
 
 /// A failed libmosquitto call, with its `MOSQ_ERR_*` code (and errno for `MOSQ_ERR_ERRNO`).
 public struct MQTTError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -15,6 +17,18 @@ public struct MQTTError: Error, Sendable, Equatable, CustomStringConvertible {
             return "\(String(cString: strerror(errnoCode))) (errno \(errnoCode))"
         }
         return "\(String(cString: mosquitto_strerror(code))) (MOSQ_ERR \(code))"
+    }
+
+    /// The code of a connection the peer closed (`MOSQ_ERR_CONN_LOST`): a broker that drops a
+    /// client (a packet it refuses, the same client id connecting again) shows as this.
+    public static let connectionLostCode = Int32(MOSQ_ERR_CONN_LOST.rawValue)
+
+    /// Whether a `.disconnected` event says the peer closed the connection: `MOSQ_ERR_CONN_LOST`
+    /// (end of stream), or a reset (ECONNRESET: a broker that closes a socket with our packets
+    /// still unread in it makes the kernel send RST, not FIN).
+    public static func peerClosed(code: Int32, reason: String) -> Bool {
+        code == connectionLostCode
+            || (code == Int32(MOSQ_ERR_ERRNO.rawValue) && reason.hasSuffix("(errno \(ECONNRESET))"))
     }
 
     static func check(_ rc: Int32, _ operation: String) throws(MQTTError) {
@@ -36,6 +50,10 @@ public enum MQTTEvent: Sendable {
     case message(topic: String, payload: [UInt8], retained: Bool)
     /// libmosquitto reported an error or warning (the only word on a failed TLS handshake).
     case problem(String)
+    /// MQTT 5: the broker refused a publish (PUBACK reason 0x80 and up); it is not queued any more.
+    case publishRefused(messageID: Int32, reason: String)
+    /// MQTT 5: the maximum packet size the broker announced in its CONNACK, in bytes.
+    case brokerMaximumPacketSize(Int)
 }
 
 /// TLS material for `mqtts://` (`mosquitto_tls_set`).
@@ -53,8 +71,8 @@ public struct MQTTTLS: Sendable {
 
 /// One MQTT 3.1.1 client session over libmosquitto (`struct mosquitto`).
 ///
-/// libmosquitto runs its network loop on its own thread (`mosquitto_loop_start`) and calls back
-/// there, reconnecting by itself with a capped back-off (see `start`): `onEvent` runs on that
+/// The client runs libmosquitto's network loop on a thread of its own and calls back there,
+/// reconnecting with a capped, jittered back-off (see `start`): `onEvent` runs on that
 /// thread and must be `@Sendable` and quick; it may publish, never `disconnect()`. Publishing is
 /// safe from any thread. QoS 1 publishes stay in libmosquitto's queue until acknowledged, across
 /// reconnects, whatever the clean-session flag: their ids stay in use until `.published`.
@@ -62,10 +80,22 @@ public final class MQTTClient: @unchecked Sendable {
     private var handle: OpaquePointer?
     private let onEvent: @Sendable (MQTTEvent) -> Void
     private var loopRunning = false
+    private var thread: NetworkThread?
+    /// Guards `stopping`, `connectionUp`, `acceptedAt`; wakes the back-off wait on a stop.
+    private let state = ConditionLock()
+    private var stopping = false
+    /// A CONNACK accepted the current connection and no loss was reported since.
+    private var connectionUp = false
+    /// When the broker accepted the current connection (for the back-off's reset).
+    private var acceptedAt: MonotonicInstant?
+
+    private var stopRequested: Bool { state.withLock { stopping } }
 
     /// Creates the session (`mosquitto_new`); nothing is connected yet.
+    /// `protocolVersion`: 3 (MQTT 3.1.1) or 5 (MQTT 5: reason codes, the broker's limits).
     public init(
-        clientID: String, cleanSession: Bool = true, onEvent: @escaping @Sendable (MQTTEvent) -> Void
+        clientID: String, cleanSession: Bool = true, protocolVersion: Int = 3,
+        onEvent: @escaping @Sendable (MQTTEvent) -> Void
     ) throws(MQTTError) {
         MQTTLibrary.initialise()
         self.onEvent = onEvent
@@ -74,20 +104,9 @@ public final class MQTTClient: @unchecked Sendable {
         }
         self.handle = handle
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
-        mosquitto_int_option(handle, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
-        mosquitto_connect_callback_set(handle) { _, context, code in
-            MQTTClient.from(context).onEvent(
-                .connected(code: code, reason: String(cString: mosquitto_connack_string(code))))
-        }
-        mosquitto_disconnect_callback_set(handle) { _, context, code in
-            // For MOSQ_ERR_ERRNO the reason is in errno (ECONNREFUSED when the broker is down):
-            // read at once, before any other call can change it.
-            let reason = MQTTError(operation: "", code: code, errnoCode: errno).reason
-            MQTTClient.from(context).onEvent(.disconnected(code: code, reason: reason))
-        }
-        mosquitto_publish_callback_set(handle) { _, context, messageID in
-            MQTTClient.from(context).onEvent(.published(messageID: messageID))
-        }
+        mosquitto_int_option(
+            handle, MOSQ_OPT_PROTOCOL_VERSION, protocolVersion == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311)
+        if protocolVersion == 5 { setVersion5Callbacks(handle) } else { setVersion3Callbacks(handle) }
         mosquitto_log_callback_set(handle) { _, context, level, text in
             guard level & (railgate_mosq_log_err | railgate_mosq_log_warning) != 0, let text else { return }
             MQTTClient.from(context).onEvent(.problem(String(cString: text)))
@@ -103,16 +122,79 @@ public final class MQTTClient: @unchecked Sendable {
         }
     }
 
+    /// MQTT 5: CONNACK, PUBACK and DISCONNECT carry reason codes (0x80 and up: failure) and
+    /// the CONNACK the broker's maximum packet size. A PUBACK with a failure reason is
+    /// `.publishRefused`, never `.published`: the broker did not take the message.
+    private func setVersion5Callbacks(_ handle: OpaquePointer) {
+        mosquitto_connect_v5_callback_set(handle) { _, context, code, _, properties in
+            let client = MQTTClient.from(context)
+            var maximum: UInt32 = 0
+            if code == 0,
+                mosquitto_property_read_int32(
+                    properties, Int32(MQTT_PROP_MAXIMUM_PACKET_SIZE.rawValue), &maximum, false) != nil
+            {
+                client.onEvent(.brokerMaximumPacketSize(Int(maximum)))
+            }
+            client.state.withLock {
+                client.connectionUp = code == 0
+                client.acceptedAt = code == 0 ? MonotonicInstant.now() : nil
+            }
+            client.onEvent(.connected(code: code, reason: String(cString: mosquitto_reason_string(code))))
+        }
+        mosquitto_disconnect_v5_callback_set(handle) { _, context, code, _ in
+            // A broker's DISCONNECT reason (0x80 and up, e.g. 0x8E session taken over) or a
+            // MOSQ_ERR_* code with errno: read at once.
+            let errnoCode = errno
+            let reason =
+                code >= 0x80
+                ? String(cString: mosquitto_reason_string(code))
+                : MQTTError(operation: "", code: code, errnoCode: errnoCode).reason
+            let client = MQTTClient.from(context)
+            client.state.withLock { client.connectionUp = false }
+            client.onEvent(.disconnected(code: code, reason: reason))
+        }
+        mosquitto_publish_v5_callback_set(handle) { _, context, messageID, code, _ in
+            let client = MQTTClient.from(context)
+            if code >= 0x80 {
+                client.onEvent(
+                    .publishRefused(
+                        messageID: messageID, reason: "\(String(cString: mosquitto_reason_string(code))) (\(code))"))
+            } else {
+                client.onEvent(.published(messageID: messageID))
+            }
+        }
+    }
+
+    private func setVersion3Callbacks(_ handle: OpaquePointer) {
+        mosquitto_connect_callback_set(handle) { _, context, code in
+            let client = MQTTClient.from(context)
+            client.state.withLock {
+                client.connectionUp = code == 0
+                client.acceptedAt = code == 0 ? MonotonicInstant.now() : nil
+            }
+            client.onEvent(
+                .connected(code: code, reason: String(cString: mosquitto_connack_string(code))))
+        }
+        mosquitto_disconnect_callback_set(handle) { _, context, code in
+            // For MOSQ_ERR_ERRNO the reason is in errno (ECONNREFUSED when the broker is down):
+            // read at once, before any other call can change it.
+            let reason = MQTTError(operation: "", code: code, errnoCode: errno).reason
+            let client = MQTTClient.from(context)
+            client.state.withLock { client.connectionUp = false }
+            client.onEvent(.disconnected(code: code, reason: reason))
+        }
+        mosquitto_publish_callback_set(handle) { _, context, messageID in
+            MQTTClient.from(context).onEvent(.published(messageID: messageID))
+        }
+    }
+
     private static func from(_ context: UnsafeMutableRawPointer?) -> MQTTClient {
         Unmanaged<MQTTClient>.fromOpaque(context!).takeUnretainedValue()
     }
 
     deinit {
         if let handle {
-            if loopRunning {
-                mosquitto_disconnect(handle)
-                mosquitto_loop_stop(handle, false)
-            }
+            disconnect()
             mosquitto_destroy(handle)
         }
     }
@@ -141,34 +223,115 @@ public final class MQTTClient: @unchecked Sendable {
         try MQTTError.check(rc, "set up TLS")
     }
 
-    /// Starts the network thread and connects in the background; libmosquitto keeps
-    /// reconnecting until `disconnect()`, waiting 1 s, then 4 s, then `maxReconnectDelay` seconds
-    /// between attempts (`mosquitto_reconnect_delay_set`, exponential, capped). A broker that is
-    /// down or unreachable is not an error: the first attempt's failure arrives as a
-    /// `.disconnected` event with its reason, and the thread retries. Throws for bad arguments
-    /// (`MOSQ_ERR_INVAL`) and when the thread cannot start. Wraps `mosquitto_loop_start` and
-    /// `mosquitto_connect_async`, in that order.
-    public func start(host: String, port: Int, keepaliveSeconds: Int, maxReconnectDelay: Int = 5) throws(MQTTError) {
-        try MQTTError.check(
-            mosquitto_reconnect_delay_set(live, 1, UInt32(max(1, maxReconnectDelay)), true), "set the reconnect delay")
-        // The thread first, then the connect. libmosquitto 2.0.11's connect_async, called with no
-        // thread running, writes CONNECT at once; when that write fails (ECONNREFUSED on a down
-        // broker) it puts the client back to its "new" state, and a thread started after it
-        // waits for that state to change, in 10 ms steps, forever: a gateway that booted with no
-        // link never connected. With the thread running, CONNECT is only queued, and any failure
-        // goes through the thread's reconnect loop.
-        try MQTTError.check(mosquitto_loop_start(live), "start the MQTT network thread")
-        loopRunning = true
-        let rc = mosquitto_connect_async(live, host, Int32(port), Int32(keepaliveSeconds))
-        let failure = MQTTError(operation: "connect to \(host):\(port)", code: rc, errnoCode: errno)
-        guard rc != Int32(MOSQ_ERR_SUCCESS.rawValue) else { return }
-        if rc == Int32(MOSQ_ERR_INVAL.rawValue) {
-            disconnect()
-            throw failure
+    /// How long to wait before connection attempt number `attempt` (0 = the first retry after
+    /// a failure or a loss): `minimumMs` doubled per attempt up to `maximumMs`, then less a random
+    /// part of up to `jitter` (0...1) of it, so that gateways that lost the same broker do not
+    /// come back in step. Pure; `random` is a number in 0..<1.
+    public struct Backoff: Sendable, Equatable {
+        public var minimumMs: Int
+        public var maximumMs: Int
+        public var jitter: Double
+
+        public init(minimumMs: Int = 1000, maximumMs: Int = 5000, jitter: Double = 0.2) {
+            self.minimumMs = max(1, minimumMs)
+            self.maximumMs = max(self.minimumMs, maximumMs)
+            self.jitter = min(1, max(0, jitter))
         }
-        // Unreachable, refused or a name that does not resolve yet (no link at boot): the
-        // thread retries after the reconnect delay.
-        onEvent(.disconnected(code: rc, reason: failure.reason))
+
+        public func delayMs(attempt: Int, random: Double) -> Int {
+            let doubled = minimumMs << min(attempt, 20)
+            let capped = min(maximumMs, doubled > 0 ? doubled : maximumMs)
+            return capped - Int(Double(capped) * jitter * random)
+        }
+    }
+
+    /// Starts the client's own network thread, which connects in the background and keeps
+    /// reconnecting until `disconnect()`: after every failed attempt and every lost connection it
+    /// waits `backoff` (1 s, 2 s, 4 s, then 5 s, each up to 20 % shorter); the count starts again
+    /// only after a connection the broker accepted stayed up for `stableMs`, so a broker that
+    /// accepts and then drops the client at once (a second client with the same id, a packet it
+    /// refuses) is not hammered. A broker that is down or unreachable is not an error: each
+    /// failure arrives as a `.disconnected` event with its reason. Throws for bad arguments
+    /// (`MOSQ_ERR_INVAL`) and when the thread cannot start.
+    ///
+    /// libmosquitto's own thread (`mosquitto_loop_start`) is not used: it reconnects a lost
+    /// connection at once (2.0.11 resets its back-off as soon as a socket is up), which made two
+    /// gateways with the same client id knock each other off in a tight loop. Wraps
+    /// `mosquitto_threaded_set`, `mosquitto_connect_async`, `mosquitto_reconnect_async` and
+    /// `mosquitto_loop` (on the client's thread; publishes from other threads are only queued).
+    public func start(
+        host: String, port: Int, keepaliveSeconds: Int, backoff: Backoff = Backoff(), stableMs: Int = 10_000
+    ) throws(MQTTError) {
+        guard !host.isEmpty, (1...65535).contains(port), keepaliveSeconds >= 5 else {
+            throw MQTTError(
+                operation: "connect to \(host):\(port)", code: Int32(MOSQ_ERR_INVAL.rawValue), errnoCode: 0)
+        }
+        try MQTTError.check(mosquitto_threaded_set(live, true), "tell libmosquitto it runs on the client's thread")
+        let thread = NetworkThread()
+        if let code = thread.start({ [self] in
+            networkLoop(
+                host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff, stableMs: stableMs)
+        }) {
+            throw MQTTError(
+                operation: "start the MQTT network thread", code: Int32(MOSQ_ERR_ERRNO.rawValue), errnoCode: code)
+        }
+        self.thread = thread
+        loopRunning = true
+    }
+
+    /// The client's network thread: connect, run the connection, wait out the back-off, again.
+    private func networkLoop(host: String, port: Int, keepaliveSeconds: Int, backoff: Backoff, stableMs: Int) {
+        var attempt = 0
+        var first = true
+        var generator = SystemRandomNumberGenerator()
+        while !stopRequested {
+            let rc =
+                first
+                ? mosquitto_connect_async(live, host, Int32(port), Int32(keepaliveSeconds))
+                : mosquitto_reconnect_async(live)
+            first = false
+            if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) {
+                var deadline: MonotonicInstant?
+                while true {
+                    let rc = mosquitto_loop(live, 1000, 1)
+                    let errnoCode = errno
+                    if rc != Int32(MOSQ_ERR_SUCCESS.rawValue) {
+                        if state.withLock({ connectionUp }) {
+                            // Lost without libmosquitto's disconnect callback: report it here.
+                            reportLoss(code: rc, errnoCode: errnoCode)
+                        }
+                        break
+                    }
+                    if stopRequested {
+                        // DISCONNECT is queued: give the loop up to a second to write it.
+                        let end = deadline ?? MonotonicInstant.now().adding(milliseconds: 1000)
+                        deadline = end
+                        if MonotonicInstant.now() >= end { break }
+                    }
+                }
+            } else {
+                let failure = MQTTError(operation: "connect to \(host):\(port)", code: rc, errnoCode: errno)
+                // An attempt refused at once (no thread callback): report it here.
+                onEvent(.disconnected(code: rc, reason: failure.reason))
+            }
+            if stopRequested { break }
+            let stable = state.withLock {
+                acceptedAt.map { MonotonicInstant.now().milliseconds(since: $0) >= stableMs }
+            }
+            if stable == true { attempt = 0 }
+            state.withLock { acceptedAt = nil }
+            let delay = backoff.delayMs(attempt: attempt, random: Double.random(in: 0..<1, using: &generator))
+            attempt += 1
+            let until = MonotonicInstant.now().adding(milliseconds: delay)
+            state.withLock {
+                while !stopping, MonotonicInstant.now() < until { state.wait(until: until) }
+            }
+        }
+    }
+
+    private func reportLoss(code: Int32, errnoCode: Int32) {
+        state.withLock { connectionUp = false }
+        onEvent(.disconnected(code: code, reason: MQTTError(operation: "", code: code, errnoCode: errnoCode).reason))
     }
 
     /// Queues a publish; returns its message id, which the `.published` event for it carries.
@@ -194,15 +357,48 @@ public final class MQTTClient: @unchecked Sendable {
         try MQTTError.check(mosquitto_subscribe(live, nil, pattern, Int32(qos)), "subscribe to \(pattern)")
     }
 
-    /// Sends DISCONNECT (the broker then does not publish the will) and stops the network thread.
+    /// Sends DISCONNECT (the broker then does not publish the will) and stops the network
+    /// thread, waiting for it (at most about a second longer than its current `mosquitto_loop`
+    /// call). Never call it from an event handler (that runs on the thread it waits for).
     public func disconnect() {
         guard let handle, loopRunning else { return }
+        state.withLock {
+            stopping = true
+            state.broadcast()
+        }
         mosquitto_disconnect(handle)
-        mosquitto_loop_stop(handle, false)
+        thread?.join()
         loopRunning = false
     }
 }
 
+/// A joinable pthread for the client's network loop (RailgateMQTT has no thread type of its own
+/// otherwise); `pthread_create`.
+final class NetworkThread: @unchecked Sendable {
+    private var thread = pthread_t()
+
+    /// Starts `body` on a new thread; returns nil, or `pthread_create`'s error.
+    func start(_ body: @escaping @Sendable () -> Void) -> Int32? {
+        final class Box {
+            let body: @Sendable () -> Void
+            init(body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        let box = Unmanaged.passRetained(Box(body: body)).toOpaque()
+        let code = pthread_create(
+            &thread, nil,
+            { argument in
+                Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
+                return nil
+            }, box)
+        guard code == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            return code
+        }
+        return nil
+    }
+
+    func join() { pthread_join(thread, nil) }
+}
 /// `mosquitto_lib_init` once per process (it is not thread-safe to call twice concurrently).
 enum MQTTLibrary {
     private static let initialised: Bool = {

@@ -259,7 +259,9 @@ final class StreamSocket {
 /// match (frames of other transactions are skipped); on RTU slave address, function code, byte
 /// count and CRC match. Bytes waiting before a request are discarded; the whole reply must arrive
 /// within the response timeout; after an RTU timeout or bad frame the line is drained until it has
-/// been silent for a response timeout.
+/// been silent for a response timeout, and the next reply is used only once the line has stayed
+/// silent for a response timeout after it (an answer later than the drain, taken for the next
+/// request's, is refused when the real one arrives behind it: the line never stays out of step).
 ///
 /// Pacing: `interRequestDelayMs` separates the end of one exchange from the next request, whatever
 /// unit it is for; `connectDelayMs` follows every (re)connect. Both wait through `pause`, which the
@@ -301,6 +303,11 @@ public final class ModbusConnection {
         return true
     }
     private var transactionId: UInt16 = 0
+    /// RTU: set after a timeout or a bad frame, cleared by the first reply followed by a response
+    /// timeout of silence. While set, a reply is used only if no byte follows it within that time:
+    /// an answer later than the drain, taken for the next request's, is betrayed by the real
+    /// answer arriving behind it, and the line does not stay one reply out of step.
+    private var rtuLineSuspect = false
     private var lastExchangeEnd: MonotonicInstant?
     private var receiveBuffer = [UInt8](repeating: 0, count: 512)
 
@@ -429,10 +436,20 @@ public final class ModbusConnection {
             case .timeout(let partial):
                 // TCP: a late answer carries an old transaction id and is skipped; only a partial frame
                 // leaves the stream out of step. RTU: wait until a late answer has passed.
-                if framing.isLineFraming { drain(descriptor) } else if partial { disconnect() }
+                if framing.isLineFraming {
+                    drain(descriptor)
+                    rtuLineSuspect = true
+                } else if partial {
+                    disconnect()
+                }
                 throw ModbusError(kind: .timeout, code: ETIMEDOUT, operation: operation)
             case .fault(let fault, let inStep):
-                if framing.isLineFraming { drain(descriptor) } else if !inStep { disconnect() }
+                if framing.isLineFraming {
+                    drain(descriptor)
+                    rtuLineSuspect = true
+                } else if !inStep {
+                    disconnect()
+                }
                 let code: Int32 =
                     switch fault {
                     case .crc, .lrc: railgate_modbus_embbadcrc
@@ -504,8 +521,8 @@ public final class ModbusConnection {
         var start = 0
         while true {
             switch frame.examine(reply[start...]) {
-            case .values(let values, _): return .values(values)
-            case .exception(let code, _): return .exception(code)
+            case .values(let values, _): return objectionToReply(descriptor) ?? .values(values)
+            case .exception(let code, _): return objectionToReply(descriptor) ?? .exception(code)
             case .foreign(let length):
                 start += length
                 continue
@@ -522,6 +539,21 @@ public final class ModbusConnection {
             case .error(let code):
                 return reply.isEmpty && (code == ECONNRESET || code == EPIPE) ? .peerClosed(code) : .failed(code)
             }
+        }
+    }
+
+    /// A line framing (RTU, ASCII, either over TCP), while `rtuLineSuspect`: waits a response timeout after a complete reply; a byte in it
+    /// means the reply may be a late answer to an earlier request (the real one arriving behind
+    /// it), so the reply is refused. Nil when the reply may be used (and the line is in step).
+    private func objectionToReply(_ descriptor: Int32) -> Outcome? {
+        guard framing.isLineFraming, rtuLineSuspect else { return nil }
+        switch receive(descriptor, timeoutMs: responseTimeoutMs) {
+        case .nothing:
+            rtuLineSuspect = false
+            return nil
+        case .bytes(let bytes): return .fault(.trailingBytes(bytes.count), inStep: false)
+        case .closed: return .failed(ECONNRESET)
+        case .error(let code): return .failed(code)
         }
     }
 

@@ -18,11 +18,16 @@ struct Bench {
             try CrashWriter.run(stateDirectory: arguments[2])
             return
         }
+        if arguments.count == 2, arguments[1] == "upstream" {
+            try UpstreamBench.run()
+            return
+        }
         StandardStreams.out(
             "railgate bench \(RailgateVersion.current), \(Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch))"
         )
         try ModbusBench.run()
         try BufferBench.run()
+        try UpstreamBench.run()
     }
 }
 

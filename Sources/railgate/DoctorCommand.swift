@@ -54,6 +54,7 @@ struct DoctorCommand: ParsableCommand {
         checkUpstream(loaded, daemon: daemon, note)
         checkBuses(loaded, daemon: daemon, note)
         checkGates(loaded, daemon: daemon, note)
+        checkInputs(loaded, daemon: daemon, note)
         finish(findings)
         if findings.contains(where: { $0.verdict == .fail }) { throw Exit.unavailable }
     }
@@ -176,14 +177,26 @@ struct DoctorCommand: ParsableCommand {
             }
         }
         if let state = daemon?["upstream"]?["state"]?.stringValue {
+            let lastError = daemon?["upstream"]?["last_error"]?.stringValue
             if state == "connected" {
                 note(
                     .ok, subject,
                     "the daemon is connected, acknowledged through seq \(daemon?["upstream"]?["acked_seq"]?.plainText ?? "?")"
                 )
+                // A standing problem of the link: a client id taken over, records set aside.
+                if let lastError { note(.warn, subject, lastError) }
+            } else if state == "refused" {
+                // The broker answered and said no: retrying will not mend it.
+                note(.fail, subject, "\(lastError ?? "the broker refused the connection"); records stay buffered")
             } else {
-                let error = daemon?["upstream"]?["last_error"]?.stringValue.map { " (\($0))" } ?? ""
+                let error = lastError.map { " (\($0))" } ?? ""
                 note(.warn, subject, "the daemon is \(state)\(error); records stay buffered until it connects")
+            }
+            if let count = daemon?["upstream"]?["undeliverable"]?.intValue, count > 0 {
+                note(
+                    .warn, subject,
+                    "\(count) records were set aside as undeliverable (larger than the broker accepts); raise the broker's max_packet_size"
+                )
             }
         }
         switch TCPProbe.connect(host: host, port: port, timeoutMs: 3000) {
@@ -277,6 +290,31 @@ struct DoctorCommand: ParsableCommand {
                 .ok, "device \(name)",
                 "answering; \(device["polls"]?.plainText ?? "0") polls, \(device["errors"]?.plainText ?? "0") with errors"
             )
+        }
+    }
+
+    private func checkInputs(_ config: GatewayConfig, daemon: JSON?, _ note: (Verdict, String, String) -> Void) {
+        for input in config.inputs {
+            let subject = "input \(input.name)"
+            if let status = daemon?["inputs"]?.arrayValue?.first(where: { $0["name"] == .string(input.name) }),
+                let state = status["state"]?.stringValue
+            {
+                if let error = status["error"]?.stringValue {
+                    note(.fail, subject, error)
+                } else {
+                    note(.ok, subject, "watched by the daemon, \(state)")
+                }
+                continue
+            }
+            do {
+                let chip = try GPIOChips.open(input.chip)
+                let watch = try chip.watch(lines: [input.line], activeLow: input.activeLow, consumer: "railgate-doctor")
+                defer { watch.release() }
+                let active = try watch.levels()[input.line] ?? false
+                note(.ok, subject, "\(input.chip) line \(input.line) free; reads \(active ? "active" : "inactive")")
+            } catch {
+                note(.fail, subject, error.description)
+            }
         }
     }
 

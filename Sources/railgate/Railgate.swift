@@ -1,5 +1,6 @@
 import ArgumentParser
 import RailgateCore
+import RailgateGPIO
 import RailgateSystem
 
 /// `railgate`: the gateway daemon (`run`) and the technician's tools.
@@ -8,7 +9,7 @@ struct Railgate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "railgate",
         abstract: "Telemetry gateway for wagons and border gates: Modbus and GPIO in, MQTT out.",
-        version: RailgateVersion.current,
+        version: "\(RailgateVersion.current), GPIO: \(LibgpiodBackend.summary)",
         subcommands: [
             RunCommand.self, CheckCommand.self, StatusCommand.self, ModbusCommand.self, GPIOCommand.self,
             BufferCommand.self,

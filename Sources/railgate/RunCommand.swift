@@ -79,12 +79,14 @@ struct CheckCommand: ParsableCommand {
                     ("ok", .bool(true)), ("gateway", .string(loaded.gateway.id)),
                     ("buses", .integer(Int64(loaded.buses.count))),
                     ("devices", .integer(Int64(loaded.devices.count))), ("gates", .integer(Int64(loaded.gates.count))),
+                    ("inputs", .integer(Int64(loaded.inputs.count))),
                     ("points", .integer(Int64(loaded.devices.reduce(0) { $0 + $1.profile.points.count }))),
                 ]).serialized)
         } else {
             let points = loaded.devices.reduce(0) { $0 + $1.profile.points.count }
             StandardStreams.out(
                 "\(config): ok: gateway \(loaded.gateway.id), \(loaded.buses.count) buses, \(loaded.devices.count) devices (\(points) points), \(loaded.gates.count) gates"
+                    + (loaded.inputs.isEmpty ? "" : ", \(loaded.inputs.count) inputs")
             )
         }
     }

@@ -9,6 +9,7 @@ enum StatusText {
         let uptime = Int(status["uptime_s"]?.doubleValue ?? 0)
         lines.append(
             "gateway   \(status["gateway"]?.plainText ?? "?")  version \(status["version"]?.plainText ?? "?")  up \(uptime / 3600)h\(uptime / 60 % 60)m\(uptime % 60)s"
+                + (status["gpio_backend"]?.stringValue.map { "  GPIO \($0)" } ?? "")
         )
         if let buffer = status["buffer"] {
             var line =
@@ -40,6 +41,11 @@ enum StatusText {
         }
         for gate in status["gates"]?.arrayValue ?? [] {
             lines.append("gate      \(gate["name"]?.plainText ?? "?")  \(gate["state"]?.plainText ?? "?")")
+        }
+        for input in status["inputs"]?.arrayValue ?? [] {
+            var line = "input     \(input["name"]?.plainText ?? "?")  \(input["state"]?.plainText ?? "?")"
+            if let error = input["error"]?.stringValue { line += "  (\(error))" }
+            lines.append(line)
         }
         return lines.joined(separator: "\n")
     }

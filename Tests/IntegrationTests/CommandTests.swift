@@ -221,6 +221,10 @@ struct DoctorTests {
             chip = "\(gate.chip)"
             open_line = 17
             closed_line = 18
+            [[input]]
+            name = "cabinet-tamper"
+            chip = "\(gate.chip)"
+            line = 5
             """)
         func doctor() throws -> (status: Int32, checks: [String: [String]]) {
             let result = try TestProcess.run(
@@ -237,6 +241,7 @@ struct DoctorTests {
         #expect(report.checks["daemon"] == ["warn"])
         #expect(report.checks["device axlebox-1"] == ["ok"])
         #expect(report.checks["gate north-barrier"] == ["ok"])
+        #expect(report.checks["input cabinet-tamper"] == ["ok"])
         #expect(report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok"])
 
         let gateway = try TestProcess(
@@ -247,6 +252,7 @@ struct DoctorTests {
                 report.checks["daemon"] == ["ok"]
                 && report.checks["upstream mqtt://127.0.0.1:\(broker.port)"] == ["ok", "ok"]
                 && report.checks["gate north-barrier"] == ["ok"]
+                && report.checks["input cabinet-tamper"] == ["ok"]
             return seen ? report : nil
         }
         #expect(report.status == 0, "\(report.checks)")

@@ -123,6 +123,71 @@ struct ModbusWireTests {
     }
 
     @Test(
+        "RTU: an answer later than the drain (a slave with a 20 ms turnaround) is refused; the line gets back in step",
+        arguments: [1150, 1350])
+    func rtuAnswerLaterThanDrain(lateMs: Int) throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        // Holding 0 is answered `lateMs` late once (timeout 500: the drain ends at ~1000 ms, while
+        // holding 10 is asked); every other request 20 ms after it arrived, as a real slave does.
+        let slave = try ScriptedSlave(rtu: line.slaveSide, served: .hundredTwoHundred) { request, slave in
+            [.wait(ms: request.index == 0 ? lateMs : 20), .send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtu(device: line.masterSide, baud: 19200, parity: .even, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 500)
+        var read: [String] = []
+        for address in [0, 10, 0, 10, 0, 10] {
+            do {
+                read.append("h\(address)=\(try connection.read(.holding, unit: 1, address: address, count: 1))")
+            } catch {
+                #expect(error.kind == .timeout || error.kind == .badReply, "\(error)")
+                read.append("h\(address)=error")
+            }
+        }
+        // Never the other register's value; before the fix: h10=[100], h0=[200], ... for ever.
+        #expect(read.allSatisfy { $0 == "h0=[100]" || $0 == "h10=[200]" || $0.hasSuffix("error") }, "\(read)")
+        #expect(read.suffix(3) == ["h10=[200]", "h0=[100]", "h10=[200]"], "back in step: \(read)")
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test("RTU: a frame repeated 5 ms after a good reply (20 ms turnaround, no inter-request delay) is never used")
+    func rtuRepeatedFrameAfterGoodReply() throws {
+        let scratch = Scratch()
+        let line = try PtyPair(scratch: scratch)
+        let slave = try ScriptedSlave(rtu: line.slaveSide, served: .hundredTwoHundred) { request, slave in
+            request.index == 0
+                ? [
+                    .wait(ms: 20), .send(slave.reply(to: request)), .wait(ms: 5),
+                    .send(slave.reply(to: request, values: [9999])),
+                ]
+                : [.wait(ms: 20), .send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtu(device: line.masterSide, baud: 19200, parity: .even, dataBits: 8, stopBits: 1),
+            responseTimeoutMs: 500)
+        var read: [String] = []
+        for address in [0, 10, 0, 10, 0, 10] {
+            do {
+                read.append("h\(address)=\(try connection.read(.holding, unit: 1, address: address, count: 1))")
+            } catch {
+                read.append("h\(address)=error")
+            }
+        }
+        // Nothing on an RTU line tells the repeated frame from the next answer: the next request
+        // is already out when it arrives, and from then on each answer is taken for the next
+        // request's (h10=[9999], h0=[200], h10=[100], ...). Only a silence check after every reply
+        // longer than the slave's turnaround would catch it; `inter_request_delay_ms` of at least
+        // the turnaround limits it to one wrong value. Known, not fixed: see the verify report.
+        withKnownIssue("RTU: a repeated frame puts the line one reply out of step", isIntermittent: true) {
+            #expect(read.allSatisfy { $0 == "h0=[100]" || $0 == "h10=[200]" || $0.hasSuffix("error") }, "\(read)")
+        }
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test(
         "TCP: units 248-255 and 0 are addressed as such, by modbus read and by the poller",
         arguments: [250, 248, 255, 0])
     func fullUnitRange(unit: Int) throws {

@@ -82,6 +82,19 @@ struct TOMLTests {
         }
     }
 
+    @Test(
+        "arrays and inline tables nested 100,000 deep are a syntax error, not a stack overflow (check died at 10,000)",
+        arguments: ["[", "{x="])
+    func deepNesting(_ opening: String) {
+        let text = "ok = 1\na = " + String(repeating: opening, count: 100_000) + "\n"
+        do {
+            _ = try TOMLParser.parse(text)
+            Issue.record("parsed")
+        } catch {
+            #expect(error.line == 2 && error.message.contains("nested deeper than"), "\(error.message)")
+        }
+    }
+
     private func value(_ v: TOMLValue?) -> String? {
         if case .string(let s) = v?.kind { return s }
         return nil

@@ -101,6 +101,20 @@ struct AlarmStoreTests {
         #expect(AlarmStore(stateDirectory: directory, logger: log.logger).alarms["axlebox-2"]?.count == 1)
     }
 
+    @Test(
+        "an alarm file nested 100,000 deep is damaged, not a stack overflow (a recursive reader died at 10,000)",
+        arguments: ["[", "{\"a\":"])
+    func deeplyNestedFile(_ opening: String) throws {
+        let directory = scratch()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try String(repeating: opening, count: 100_000).write(
+            toFile: directory + "/alarms.json", atomically: false, encoding: .utf8)
+        let log = LogLines()
+        let store = AlarmStore(stateDirectory: directory, logger: log.logger)
+        #expect(store.alarms.isEmpty)
+        #expect(log.all.contains { $0.contains("is damaged") && $0.contains("nested deeper than") }, "\(log.all)")
+    }
+
     @Test("a directory where the alarm file should be is reported, and the daemon runs on")
     func directoryInTheWay() throws {
         let directory = scratch()

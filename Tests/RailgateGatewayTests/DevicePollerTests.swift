@@ -270,5 +270,7 @@ struct RequestSplittingTests {
             record.text(seq: nil)
                 == #"{"ts":"1970-01-01T00:00:00.000Z","kind":"sample","source":"box","values":{"ok":21.5},"errors":{"t":"nan","u":"inf","s":"invalid"}}"#
         )
+        // Every read was answered: status and run --once say what the values were, not "read failed".
+        #expect(poller.stats.lastError == "no reading: t nan, u inf, s invalid", "\(poller.stats.lastError ?? "nil")")
     }
 }

@@ -14,9 +14,14 @@ final class Broker: @unchecked Sendable {
 
     /// With `persistent`, sessions and queued messages survive a stop (SIGTERM) and restart.
     /// With `tls` (CA, certificate, key files) a second listener speaks TLS on `tlsPort`.
+    /// `options` are more lines of mosquitto.conf for the first listener (`max_qos 0`,
+    /// `retain_available false`, `max_packet_size 2000`, `allow_anonymous false` with a
+    /// `password_file`): brokers as deployments configure them; `tlsOptions` go to the TLS
+    /// listener (`require_certificate true`).
     init(
         scratch: Scratch, port: Int? = nil, persistent: Bool = false,
-        tls: (ca: String, certificate: String, key: String)? = nil
+        tls: (ca: String, certificate: String, key: String)? = nil, options: [String] = [],
+        tlsOptions: [String] = []
     ) throws {
         let port = port ?? freePort()
         self.port = port
@@ -24,17 +29,19 @@ final class Broker: @unchecked Sendable {
             "mosquitto-\(port).conf",
             """
             listener \(port) 127.0.0.1
-            allow_anonymous true
+            \(options.contains { $0.hasPrefix("allow_anonymous") } ? "" : "allow_anonymous true")
             max_queued_messages 0
             persistence \(persistent)
             user root
             persistence_location \(scratch.path)/
             persistence_file mosquitto-\(port).db
-            """
+
+            """ + options.joined(separator: "\n")
                 + (tls.map { files in
                     let tlsPort = freePort()
                     return
                         "\nlistener \(tlsPort) 127.0.0.1\ncafile \(files.ca)\ncertfile \(files.certificate)\nkeyfile \(files.key)\n"
+                        + tlsOptions.joined(separator: "\n") + "\n"
                 } ?? ""))
         process = try TestProcess("/usr/sbin/mosquitto", ["-c", config], scratch: scratch, name: "mosquitto")
         tlsPort = (try? String(contentsOfFile: config, encoding: .utf8))?.split(separator: "\n")
@@ -60,6 +67,9 @@ final class Broker: @unchecked Sendable {
     /// Lets a paused broker go on (SIGCONT).
     func resume() { process.signal(SIGCONT) }
 
+    /// What the broker logged so far (Mosquitto logs to stderr in the foreground).
+    var log: String { process.output + process.errorOutput }
+
     /// A clean stop: a persistent broker saves its sessions.
     func stop() throws {
         process.signal(SIGTERM)
@@ -74,6 +84,8 @@ final class Subscriber: @unchecked Sendable {
         var topic: String
         var payload: [UInt8]
         var retained: Bool
+        /// When it arrived.
+        var at = Date()
         var text: String { String(decoding: payload, as: UTF8.self) }
         var json: JSON? { try? JSONReader.parse(text) }
     }
@@ -114,6 +126,9 @@ final class Subscriber: @unchecked Sendable {
     deinit { client?.disconnect() }
 
     var messages: [Message] { lock.withLock { received } }
+
+    /// The telemetry batches so far, with their arrival times.
+    var timedMessages: [Message] { messages.filter { $0.topic.hasSuffix("/telemetry") } }
 
     /// Waits until `condition` holds for the messages so far, re-checking as each message
     /// arrives; throws after `seconds`. The condition runs outside the lock (it may read `records`).
