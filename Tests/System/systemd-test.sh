@@ -110,15 +110,20 @@ mosquitto_sub -h 127.0.0.1 -p "$broker_port" -q 1 -v -t "railgate/$gateway_id/#"
 pids+=($!)
 
 sim=$(dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$scratch" ./usr/bin/railgate-sim && echo "$scratch/usr/bin/railgate-sim")
+# Started here, not in a command substitution's subshell, so that cleanup knows their pids.
 start_sim() { # PROFILE UNITS OUTFILE
     "$sim" wagon --profile "$1" --profile-path "$repo/Firmware-config/profiles" --tcp 127.0.0.1:0 --units "$2" \
         >"$3" 2>&1 &
     pids+=($!)
-    wait_for 20 "railgate-sim serving $1" grep -q "serving" "$3"
-    sed -n 's/.*on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$3" | head -1
 }
-axle_port=$(start_sim axle-bearing-sensor 7-8 "$scratch/sim-axle.log")
-brake_port=$(start_sim brake-load-sensor 12-12 "$scratch/sim-brake.log")
+sim_port() { # PROFILE OUTFILE
+    wait_for 20 "railgate-sim serving $1" grep -q "serving" "$2"
+    sed -n 's/.*on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$2" | head -1
+}
+start_sim axle-bearing-sensor 7-8 "$scratch/sim-axle.log"
+start_sim brake-load-sensor 12-12 "$scratch/sim-brake.log"
+axle_port=$(sim_port axle-bearing-sensor "$scratch/sim-axle.log")
+brake_port=$(sim_port brake-load-sensor "$scratch/sim-brake.log")
 
 # --- The package, and the shipped example configuration adapted to this test bench.
 cp "$deb" "$work/srv/"
