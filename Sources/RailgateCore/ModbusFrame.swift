@@ -262,6 +262,19 @@ public enum ModbusCRC16 {
         }
         return crc
     }
+
+    /// Whether the last two bytes of `frame` are the CRC of the rest.
+    public static func check(_ frame: [UInt8]) -> Bool {
+        guard frame.count >= 2 else { return false }
+        let crc = checksum(frame.dropLast(2))
+        return frame[frame.count - 2] == UInt8(crc & 0xFF) && frame[frame.count - 1] == UInt8(crc >> 8)
+    }
+
+    /// Appends the CRC of `frame`, low byte first.
+    public static func append(to frame: inout [UInt8]) {
+        let crc = checksum(frame)
+        frame += [UInt8(crc & 0xFF), UInt8(crc >> 8)]
+    }
 }
 
 /// Modbus ASCII framing (Modbus over serial line, 2.5.2): ':' then every byte of address, PDU and

@@ -30,26 +30,17 @@ public struct BusyPolicy {
     public var pause: (MonotonicInstant) -> Bool
 
     /// By default `pause` sleeps until the instant (`nanosleep`).
-    public init(retries: Int = 3, waitMs: Int = 200, pause: @escaping (MonotonicInstant) -> Bool = BusyPolicy.sleep) {
+    public init(
+        retries: Int = 3, waitMs: Int = 200, pause: @escaping (MonotonicInstant) -> Bool = MonotonicInstant.sleep
+    ) {
         self.retries = retries
         self.waitMs = waitMs
         self.pause = pause
     }
 
     /// The bus's `busy_retries` and `busy_retry_ms`, waiting through `pause`.
-    public init(bus: BusConfig, pause: @escaping (MonotonicInstant) -> Bool = BusyPolicy.sleep) {
+    public init(bus: BusConfig, pause: @escaping (MonotonicInstant) -> Bool = MonotonicInstant.sleep) {
         self.init(retries: bus.busyRetries, waitMs: bus.busyRetryMs, pause: pause)
-    }
-
-    /// Sleeps until `deadline`; always true.
-    public static func sleep(until deadline: MonotonicInstant) -> Bool {
-        let nanoseconds = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
-        if nanoseconds > 0 {
-            var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-            var remaining = timespec()
-            while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
-        }
-        return true
     }
 
     /// Whether the slave said "busy, ask again later" (exception 6 or 5).

@@ -293,15 +293,7 @@ public final class ModbusConnection {
     public var replyUnits: [Int: Int] = [:]
     /// Waits until the given instant; returns false to abandon the request (the owner is stopping),
     /// which throws a `.connection` error with ECANCELED. By default it sleeps.
-    public var pause: (MonotonicInstant) -> Bool = { deadline in
-        let nanoseconds = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
-        if nanoseconds > 0 {
-            var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-            var remaining = timespec()
-            while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
-        }
-        return true
-    }
+    public var pause: (MonotonicInstant) -> Bool = MonotonicInstant.sleep
     private var transactionId: UInt16 = 0
     /// RTU: set after a timeout or a bad frame, cleared by the first reply followed by a response
     /// timeout of silence. While set, a reply is used only if no byte follows it within that time:

@@ -134,7 +134,7 @@ public final class ModbusRTUSlave {
                     if frame.count > 600 { frame.removeAll() }  // noise: no ASCII frame is longer
                 } else if frame.count > 256 {
                     frame.removeAll()  // noise: no RTU frame is longer
-                } else if listener >= 0, frame.count >= 4, ModbusCRC.check(frame), let request = RTURequest(frame) {
+                } else if listener >= 0, frame.count >= 4, ModbusCRC16.check(frame), let request = RTURequest(frame) {
                     // Inside TCP a whole request arrives at once and silence means nothing: answer
                     // a complete frame with a good CRC now.
                     frame.removeAll()
@@ -146,7 +146,7 @@ public final class ModbusRTUSlave {
             tick()
             guard !frame.isEmpty else { continue }
             defer { frame.removeAll() }
-            guard framing == .rtu, frame.count >= 4, ModbusCRC.check(frame), let request = RTURequest(frame) else {
+            guard framing == .rtu, frame.count >= 4, ModbusCRC16.check(frame), let request = RTURequest(frame) else {
                 continue
             }
             let response = respond(request.indication)
@@ -162,7 +162,7 @@ public final class ModbusRTUSlave {
             ModbusASCII.lrc(bytes.dropLast()) == bytes.last!
         else { return }
         var rtu = Array(bytes.dropLast())
-        ModbusCRC.append(to: &rtu)
+        ModbusCRC16.append(to: &rtu)
         guard let request = RTURequest(rtu) else { return }
         let response = respond(request.indication)
         guard request.indication.unit != 0, let reply = request.reply(response) else { return }
@@ -186,29 +186,6 @@ public final class ModbusRTUSlave {
             115200: B115200, 230400: B230400,
         ]
         return speed_t(speeds[baud] ?? B19200)
-    }
-}
-
-/// The CRC-16 of Modbus RTU (polynomial 0xA001 reflected, initial 0xFFFF), sent low byte first.
-public enum ModbusCRC {
-    public static func compute(_ bytes: some Collection<UInt8>) -> UInt16 {
-        var crc: UInt16 = 0xFFFF
-        for byte in bytes {
-            crc ^= UInt16(byte)
-            for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0xA001 : crc >> 1 }
-        }
-        return crc
-    }
-
-    /// Whether the last two bytes of `frame` are the CRC of the rest.
-    public static func check(_ frame: [UInt8]) -> Bool {
-        let crc = compute(frame.dropLast(2))
-        return frame[frame.count - 2] == UInt8(crc & 0xFF) && frame[frame.count - 1] == UInt8(crc >> 8)
-    }
-
-    public static func append(to frame: inout [UInt8]) {
-        let crc = compute(frame)
-        frame += [UInt8(crc & 0xFF), UInt8(crc >> 8)]
     }
 }
 
@@ -250,7 +227,7 @@ struct RTURequest {
         let function = indication.functionCode
         func exception(_ code: UInt8) -> [UInt8] {
             var frame = [unit, function | 0x80, code]
-            ModbusCRC.append(to: &frame)
+            ModbusCRC16.append(to: &frame)
             return frame
         }
         switch response {
@@ -296,7 +273,7 @@ struct RTURequest {
                 bank.set(table, address: address, writeValues)
                 frame += [UInt8(address >> 8), UInt8(address & 0xFF), UInt8(count >> 8), UInt8(count & 0xFF)]
             }
-            ModbusCRC.append(to: &frame)
+            ModbusCRC16.append(to: &frame)
             return frame
         }
     }

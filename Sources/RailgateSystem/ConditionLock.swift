@@ -50,6 +50,19 @@ extension MonotonicInstant {
         clock_gettime(CLOCK_MONOTONIC, &time)
         return MonotonicInstant(nanoseconds: Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec))
     }
+
+    /// Sleeps until `deadline` (`nanosleep`, resumed after EINTR); always returns true, so it
+    /// serves as the default of a "wait, or return false to give up" hook.
+    @discardableResult
+    public static func sleep(until deadline: MonotonicInstant) -> Bool {
+        let nanoseconds = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
+        if nanoseconds > 0 {
+            var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+            var remaining = timespec()
+            while nanosleep(&request, &remaining) == -1, errno == EINTR { request = remaining }
+        }
+        return true
+    }
 }
 
 /// The wall clock, for record timestamps.

@@ -61,10 +61,12 @@ struct BrokerReturnTests {
         var broker = try Broker(scratch: scratch, persistent: true)
         let port = broker.port
         let subscriber = try persistentSubscriber(scratch: scratch, port: port, clientID: "down-at-start")
-        try broker.stop()
+        // The simulator takes its port (0: the kernel's choice) while the broker still holds its
+        // own, so that it cannot be handed the broker's port once the broker is gone.
         let wagon = try WagonSimulator(
             profile: "all-types", units: "1", scratch: scratch,
             extra: ["--profile-path", "Tests/IntegrationTests/Fixtures"])
+        try broker.stop()
         let config = brokerReturnConfig(scratch: scratch, brokerPort: port, wagonPort: wagon.port)
         let gateway = try TestProcess(
             Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")

@@ -8,12 +8,7 @@ enum GPIOKernelSetup {
 
     /// The VM kit: `$RAILGATE_VM_KIT`, else `shared/vm` next to the repository (as CI lays it
     /// out), else `/work/shared/vm`; the first with a kernel.
-    static let kit: String? = {
-        let candidates =
-            [environment["RAILGATE_VM_KIT"], projectRoot + "/../shared/vm", "/work/shared/vm"].compactMap { $0 }
-        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/bzImage") }
-            .map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-    }()
+    static let kit = VMKit.path
 
     enum Backend: String, CaseIterable {
         case v1, v2

@@ -9,12 +9,7 @@ enum PowerCutSetup {
 
     /// The kit (kernel, initramfs packer, qemu runner): `$RAILGATE_VM_KIT`, else `shared/vm` next
     /// to the repository (as CI lays it out), else `/work/shared/vm`; the first with a kernel.
-    static let kit: String? = {
-        let candidates =
-            [environment["RAILGATE_VM_KIT"], projectRoot + "/../shared/vm", "/work/shared/vm"].compactMap { $0 }
-        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/bzImage") }
-            .map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-    }()
+    static let kit = VMKit.path
 
     /// The guest's `railgate` and `railgate-sim`: `$RAILGATE_VM_BIN_DIR`, else `.build/release`
     /// (`make test-vm` builds them there with Swift's runtime linked statically).
