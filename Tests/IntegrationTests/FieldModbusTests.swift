@@ -351,7 +351,6 @@ struct FieldModbusTests {
             case 0: [.wait(ms: 1500), .send(slave.reply(to: request))]
             case 2: [.send(slave.reply(to: request, unit: 2))]
             case 4: [.send(slave.reply(to: request) + slave.reply(to: request, values: [9999]))]
-            case 6: [.close]
             default: [.send(slave.reply(to: request))]
             }
         }
@@ -374,9 +373,25 @@ struct FieldModbusTests {
         }
         #expect(appended == [100] || appended == [], "\(appended)")
         #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
-        // Request 6: the device server closes the connection; it is reopened and asked again.
+        #expect(slave.connectionCount == 1)
+        connection.disconnect()
+        slave.stop()
+    }
+
+    @Test("RTU over TCP: a device server that closes the connection as a request arrives: reopened, asked once more")
+    func rtuOverTCPReopened() throws {
+        // Apart from the timing-bound checks above, with a response timeout long enough that a
+        // loaded machine cannot turn the reopened connection's answer into a timeout.
+        let slave = try ScriptedSlave(framing: .rtu, served: .hundredTwoHundred) { request, slave in
+            request.index == 1 ? [.close] : [.send(slave.reply(to: request))]
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtuOverTCP(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 5000)
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
         #expect(try connection.read(.holding, unit: 1, address: 0, count: 1) == [100])
         #expect(slave.connectionCount == 2)
+        #expect(slave.requests.map(\.connection) == [1, 1, 2], "\(slave.requests)")
+        #expect(connection.connects == 2)
         connection.disconnect()
         slave.stop()
     }
