@@ -204,6 +204,7 @@ enum DoctorSystem {
                 remedy: "check the card (dmesg), free space")
             return
         }
+        report.note(.ok, "state_dir", "\(directory) takes a file (written, synced and removed)")
         var filesystem = statvfs()
         guard statvfs(directory, &filesystem) == 0 else { return }
         let free = Int(filesystem.f_bavail) * Int(filesystem.f_frsize)
@@ -215,7 +216,7 @@ enum DoctorSystem {
         var stats: BufferStats?
         // The running daemon's figures are the live ones; reading the files beside it would race its writes.
         let live = daemon?["buffer"]
-        if live == nil {
+        if live == nil, access(directory + "/buffer", F_OK) == 0 {
             do {
                 let buffer = try DiskBuffer(stateDirectory: directory, settings: config.buffer, readOnly: true)
                 stats = buffer.stats()
