@@ -97,11 +97,13 @@ struct DoctorCommand: ParsableCommand {
             report.note(
                 .fail, "watchdog",
                 "stalled: \(overdue.compactMap(\.stringValue).joined(separator: ", ")); the daemon withholds its watchdog pings",
-                remedy: "systemd restarts it (WatchdogSec); if it recurs, journalctl -u railgate shows the stalled loop")
+                remedy: "systemd restarts it (WatchdogSec); if it recurs, journalctl -u railgate shows the stalled loop"
+            )
         } else if let process, let watchdog = DaemonProcess.watchdogSeconds(pid: process.pid) {
             report.note(
                 .ok, "watchdog",
-                "systemd watchdog every \(watchdog) s; no service loop is overdue (the daemon answered its control socket)")
+                "systemd watchdog every \(watchdog) s; no service loop is overdue (the daemon answered its control socket)"
+            )
         }
         return RunningDaemon(status: status, process: process)
     }

@@ -23,7 +23,8 @@ enum DoctorGPIO {
                 }
                 continue
             }
-            guard let chip = open(gate.chip, subject: subject, report), checkLines(chip, gate.chip, lines, subject, report)
+            guard let chip = open(gate.chip, subject: subject, report),
+                checkLines(chip, gate.chip, lines, subject, report)
             else { continue }
             do {
                 let watch = try chip.watch(lines: lines, activeLow: gate.activeLow, consumer: "railgate-doctor")
@@ -141,7 +142,8 @@ enum DoctorGPIO {
         }
         guard consumers.count == lines.count, let first = consumers.first else { return "" }
         let names = lines.map(String.init).joined(separator: "/")
-        return "; line\(lines.count == 1 ? "" : "s") \(names) held by '\(Set(consumers).count == 1 ? first : consumers.joined(separator: "/"))'"
+        return
+            "; line\(lines.count == 1 ? "" : "s") \(names) held by '\(Set(consumers).count == 1 ? first : consumers.joined(separator: "/"))'"
     }
 
     private static func remedy(forDaemonError error: String) -> String? {

@@ -48,7 +48,8 @@ struct DoctorModbus {
             guard stat(device, &info) == 0 else {
                 report.note(
                     .fail, subject, "\(device) does not exist; \(stranded(devices))",
-                    remedy: "check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name in the config")
+                    remedy:
+                        "check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name in the config")
                 return
             }
             guard user.mayReadWrite(info) else {
@@ -57,7 +58,8 @@ struct DoctorModbus {
                     .fail, subject,
                     "\(device) (owner \(DoctorSystem.userName(info.st_uid)), group \(group), mode \(String(info.st_mode & 0o777, radix: 8))) "
                         + "cannot be opened by \(user.name) (\(user.source)); \(stranded(devices))",
-                    remedy: "usermod -aG \(group) \(user.name) (the packaged unit adds SupplementaryGroups=dialout), then restart railgate"
+                    remedy:
+                        "usermod -aG \(group) \(user.name) (the packaged unit adds SupplementaryGroups=dialout), then restart railgate"
                 )
                 return
             }
@@ -89,14 +91,15 @@ struct DoctorModbus {
                 silent.append(device)
                 report.note(
                     .fail, "device \(device.name)",
-                    "unit \(device.unit) not answering: \(status["last_error"]?.plainText ?? "?"); \(polls) polls, \(errors) with errors\(rate)",
-                    remedy: "check wiring (A/B), termination, the unit id and baud/parity; to scan them, stop the daemon "
+                    "unit \(device.unit) not answering: \(status["last_error"]?.plainText ?? "?"); \(polls) polls since start, \(errors) with errors\(rate)",
+                    remedy:
+                        "check wiring (A/B), termination, the unit id and baud/parity; to scan them, stop the daemon "
                         + "(systemctl stop railgate) and run doctor again")
             } else {
                 let verdict: DoctorReport.Verdict = polls > 0 && errors * 10 > polls ? .warn : .ok
                 report.note(
                     verdict, "device \(device.name)",
-                    "unit \(device.unit) answering; \(polls) polls, \(errors) with errors\(rate)\(latency)",
+                    "unit \(device.unit) answering; \(polls) polls since start, \(errors) with errors\(rate)\(latency)",
                     remedy: verdict == .warn
                         ? "more than 1 poll in 10 fails: check termination, cable shielding and the line's load" : nil)
             }
@@ -115,7 +118,8 @@ struct DoctorModbus {
         else { return "" }
         let polls = status["polls"]?.intValue ?? 0
         let errors = status["errors"]?.intValue ?? 0
-        return "; the daemon: \(plural(polls, "poll")), \(errors) with errors" + (polls > 0 ? " (\(errors * 100 / polls)%)" : "")
+        return "; the daemon: \(plural(polls, "poll")) since start, \(errors) with errors"
+            + (polls > 0 ? " (\(errors * 100 / polls)%)" : "")
     }
 
     // MARK: Probing
@@ -180,9 +184,11 @@ struct DoctorModbus {
         for (device, error) in silent {
             report.note(
                 .fail, "device \(device.name)", "unit \(device.unit) does not answer: \(error)",
-                remedy: lineSilent && !endpoint.isNetwork
-                    ? "no device on the line answers: check power, A/B (swap the two data wires), termination (120 ohm at both ends), baud/parity"
-                    : "check the unit id (see the scan below), the device's power and its address")
+                remedy: error.kind == .crc
+                    ? "replies arrive garbled (CRC): wrong parity/stop bits, A/B swapped on part of the line, missing termination or noise on the cable"
+                    : lineSilent && !endpoint.isNetwork
+                        ? "no device on the line answers: check power, A/B (swap the two data wires), termination (120 ohm at both ends), baud/parity"
+                        : "check the unit id (see the scan below), the device's power and its address")
         }
         if lineSilent && !devices.isEmpty && !endpoint.isNetwork {
             report.note(.fail, subject, "no device on it answers; \(stranded(devices))")
@@ -241,7 +247,9 @@ struct DoctorModbus {
                         "silent at \(baud) \(dataBits)\(parity.rawValue.first!.uppercased())\(stopBits); "
                             + "\(device.name) (unit \(device.unit)) answers at \(settings) (scan of \(plural(tried, "setting")) took \(took)); "
                             + stranded(devices),
-                        remedy: "set baud = \(tryBaud), parity = \"\(tryParity.rawValue)\" in [[bus]] \(bus.name), or change the devices' settings to the bus's")
+                        remedy:
+                            "set baud = \(tryBaud), parity = \"\(tryParity.rawValue)\" in [[bus]] \(bus.name), or change the devices' settings to the bus's"
+                    )
                     return settings
                 }
             }
@@ -308,7 +316,9 @@ struct DoctorModbus {
         }
         scanner?.disconnect()
         let took = Duration.text(milliseconds: MonotonicInstant.now().milliseconds(since: started))
-        let scope = tried == order.count - configured.count ? "all \(tried) other unit ids" : "\(tried) of \(order.count - configured.count) unit ids"
+        let scope =
+            tried == order.count - configured.count
+            ? "all \(tried) other unit ids" : "\(tried) of \(order.count - configured.count) unit ids"
         if found.isEmpty {
             report.note(
                 .fail, "bus \(bus.name)",

@@ -104,7 +104,8 @@ struct ServiceUser {
         let count = getgroups(Int32(groups.count), &groups)
         return ServiceUser(
             name: DoctorSystem.userName(geteuid()), uid: geteuid(),
-            groups: [getegid()] + groups.prefix(Int(max(0, count))), source: "this user (no railgate user here)")
+            groups: [getegid()] + groups.prefix(Int(max(0, count))),
+            source: "the user running doctor: no railgate user here")
     }
 
     /// Whether this user may open `info`'s file for reading and writing, by its mode bits.
@@ -158,7 +159,9 @@ enum DoctorSystem {
         } else if state == TIME_ERROR || timex.status & STA_UNSYNC != 0 {
             report.note(
                 .warn, "clock", "reads \(text) but is not synchronised (kernel STA_UNSYNC)",
-                remedy: "timedatectl set-ntp true, and check the NTP server or GPS is reachable (timedatectl timesync-status)")
+                remedy:
+                    "timedatectl set-ntp true, and check the NTP server or GPS is reachable (timedatectl timesync-status)"
+            )
         } else {
             report.note(
                 .ok, "clock",
@@ -257,7 +260,9 @@ enum DoctorSystem {
                 .warn, "buffer",
                 "damage found: \(byteText(stats.corruptBytesSkipped)) skipped"
                     + (stats.warnings.isEmpty ? "" : " (\(stats.warnings.joined(separator: "; ")))"),
-                remedy: "intact records are kept; repeated damage means power cuts or a worn card (check the supply, replace the card)")
+                remedy:
+                    "intact records are kept; repeated damage means power cuts or a worn card (check the supply, replace the card)"
+            )
         }
         if dropped > 0 || lost > 0 {
             report.note(

@@ -39,21 +39,25 @@ enum DoctorUpstream {
             return
         }
         report.note(.ok, subject, "the broker accepts TCP connections")
-        if daemon == nil && filesReadable { probeSession(config.upstream, host: host, port: port, tls: tls, subject, report) }
+        if daemon == nil && filesReadable {
+            probeSession(config.upstream, host: host, port: port, tls: tls, subject, report)
+        }
     }
 
     private static func reportFromDaemon(_ upstream: JSON?, state: String, subject: String, _ report: DoctorReport) {
         let lastError = upstream?["last_error"]?.stringValue
         if state == "connected" {
             report.note(
-                .ok, subject, "the daemon is connected, acknowledged through seq \(upstream?["acked_seq"]?.plainText ?? "?")")
+                .ok, subject,
+                "the daemon is connected, acknowledged through seq \(upstream?["acked_seq"]?.plainText ?? "?")")
             // A standing problem of the link: a client id taken over, records set aside.
             if let lastError { report.note(.warn, subject, lastError) }
         } else if state == "refused" {
             // The broker answered and said no: retrying will not mend it.
             report.note(
                 .fail, subject, "\(lastError ?? "the broker refused the connection"); records stay buffered",
-                remedy: "fix what the broker names (credentials, client id, certificate), then systemctl restart railgate")
+                remedy:
+                    "fix what the broker names (credentials, client id, certificate), then systemctl restart railgate")
         } else {
             let error = lastError.map { " (\($0))" } ?? ""
             report.note(
@@ -61,7 +65,8 @@ enum DoctorUpstream {
         }
         if let count = upstream?["undeliverable"]?.intValue, count > 0 {
             report.note(
-                .warn, subject, "\(plural(count, "record")) set aside as undeliverable (larger than the broker accepts)",
+                .warn, subject,
+                "\(plural(count, "record")) set aside as undeliverable (larger than the broker accepts)",
                 remedy: "raise the broker's max_packet_size")
         }
     }
@@ -95,7 +100,7 @@ enum DoctorUpstream {
                     remedy: "set the clock right (see the clock line) or install a certificate valid now")
             } else if days < expiryWarningDays {
                 report.note(
-                    .warn, subject, "\(named) expires on \(day(certificate.notAfter)), in \(plural(days, "day"))",
+                    .warn, subject, "\(named) expires on \(day(certificate.notAfter)), \(days == 0 ? "within a day" : "in \(plural(days, "day"))")",
                     remedy: "renew it before then")
             } else {
                 report.note(

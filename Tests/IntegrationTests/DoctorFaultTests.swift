@@ -79,8 +79,10 @@ struct DoctorFaultTests {
         defer { line.stop() }
         let sim = try TestProcess(
             Binaries.simulator,
-            ["wagon", "--profile", "axle-bearing-sensor", "--unit", "7", "--rtu", line.slaveSide, "--baud", "9600",
-             "--parity", "even"],
+            [
+                "wagon", "--profile", "axle-bearing-sensor", "--unit", "7", "--rtu", line.slaveSide, "--baud", "9600",
+                "--parity", "even",
+            ],
             scratch: scratch, name: "sim")
         _ = try sim.waitForOutputLine(containing: "serving")
         let bus = """
@@ -133,6 +135,33 @@ struct DoctorFaultTests {
         #expect(failed.contains { $0.contains("strands axlebox-1 (unit 7)") }, "\(failed)")
         // Two scans of 3 s each, the probe and the start: well under 20 s even on a loaded box.
         #expect(took < 20, "doctor took \(took) s")
+    }
+
+    @Test(
+        "a serial device the service user cannot open: the bus fails naming owner, group and mode, and the usermod remedy",
+        .enabled(
+            if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/runuser"), "needs root and runuser"))
+    func serialDeviceNotOpenable() throws {
+        let scratch = Scratch()
+        chmod(scratch.path, 0o755)
+        let device = scratch.write("ttyUSB0", "")
+        let dialout = try #require(getgrnam("dialout")?.pointee.gr_gid, "no dialout group")
+        chown(device, 0, dialout)
+        chmod(device, 0o660)
+        let file = config(scratch, bus: "transport = \"rtu\"\ndevice = \"\(device)\"\nbaud = 19200")
+        chmod(file, 0o644)
+        // doctor as nobody, on a box without a railgate user: the user running it is the one checked.
+        let process = try TestProcess(
+            "/usr/sbin/runuser", ["-u", "nobody", "--", Binaries.railgate, "doctor", "--config", file],
+            scratch: scratch, name: "doctor")
+        let status = try process.waitForExit(seconds: 60)
+        #expect(status == 69, "\(process.output) \(process.errorOutput)")
+        if getpwnam("railgate") == nil {
+            let failed = lines(process.output, "fail bus line: \(device) (owner root, group dialout, mode 660)").first
+            #expect(failed?.contains("cannot be opened by nobody") == true, "\(process.output)")
+            #expect(failed?.contains("strands axlebox-1 (unit 7)") == true, "\(process.output)")
+            #expect(failed?.contains("fix: usermod -aG dialout nobody") == true, "\(process.output)")
+        }
     }
 
     @Test("a unit id that changed: the scan finds the new one and names it in the remedy")
@@ -212,6 +241,9 @@ struct DoctorFaultTests {
         #expect(failed.first?.contains("CN=railgate-KZ-WAG-DOCTOR") == true, "\(result.output)")
         #expect(failed.first?.contains("expired on") == true, "\(result.output)")
         #expect(failed.first?.contains("fix: install a renewed certificate") == true, "\(result.output)")
+        // The real session shows the broker refusing it.
+        let session = lines(result.output, "fail upstream mqtts://127.0.0.1:\(tlsPort): no MQTT session").first
+        #expect(session != nil, "\(result.output)")
         _ = (broker, wagon)
     }
 
@@ -220,7 +252,8 @@ struct DoctorFaultTests {
         let scratch = Scratch()
         let state = scratch.path + "/readonly-state"
         mkdir(state, 0o755)
-        let mounted = try TestProcess.run("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", state], scratch: scratch)
+        let mounted = try TestProcess.run(
+            "/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", state], scratch: scratch)
         try #require(mounted.status == 0, "a read-only tmpfs needs mount (root): \(mounted.error)")
         defer { _ = try? TestProcess.run("/bin/umount", [state], scratch: scratch) }
         let wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
@@ -244,7 +277,9 @@ struct DoctorFaultTests {
         _ = wagon
     }
 
-    @Test("a healthy configuration: exit 0, no scan, and the human output matches the golden file (variable parts masked)")
+    @Test(
+        "a healthy configuration: exit 0, no scan, and the human output matches the golden file (variable parts masked)"
+    )
     func healthyGolden() throws {
         let scratch = Scratch()
         let broker = try Broker(scratch: scratch)
@@ -260,7 +295,8 @@ struct DoctorFaultTests {
         #expect(result.status == 0, "\(result.output)")
         #expect(took < 15, "a healthy doctor took \(took) s")
         let masked = Self.mask(
-            result.output, replacing: [
+            result.output,
+            replacing: [
                 (file, "$CONFIG"), (scratch.path, "$SCRATCH"), (":\(broker.port)", ":$BROKER_PORT"),
                 (":\(wagon.port)", ":$WAGON_PORT"),
             ])

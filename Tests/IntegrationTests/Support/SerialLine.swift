@@ -40,12 +40,16 @@ final class SerialLine: @unchecked Sendable {
         }
         for path in [slaveSide + ".relay", masterSide + ".relay"] {
             let fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK)
-            guard fd >= 0 else { throw TimedOut(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw TimedOut(description: "cannot open \(path): \(String(cString: strerror(errno)))")
+            }
             relayEnds.append(fd)
         }
         for path in [slaveSide, masterSide] {
             let fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK)
-            guard fd >= 0 else { throw TimedOut(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw TimedOut(description: "cannot open \(path): \(String(cString: strerror(errno)))")
+            }
             observers.append(fd)
         }
         let thread = Thread { [self] in relay() }
