@@ -100,7 +100,8 @@ enum DoctorUpstream {
                     remedy: "set the clock right (see the clock line) or install a certificate valid now")
             } else if days < expiryWarningDays {
                 report.note(
-                    .warn, subject, "\(named) expires on \(day(certificate.notAfter)), \(days == 0 ? "within a day" : "in \(plural(days, "day"))")",
+                    .warn, subject,
+                    "\(named) expires on \(day(certificate.notAfter)), \(days == 0 ? "within a day" : "in \(plural(days, "day"))")",
                     remedy: "renew it before then")
             } else {
                 report.note(
