@@ -86,20 +86,22 @@ struct DoctorModbus {
             let polls = status["polls"]?.intValue ?? 0
             let errors = status["errors"]?.intValue ?? 0
             let rate = polls > 0 ? " (\(errors * 100 / polls)%)" : ""
-            let latency = status["latency_ms"]?.intValue.map { ", last answer in \($0) ms" } ?? ""
+            let figures = Self.recentFigures(status)
             if status["answering"] == .bool(false) {
                 silent.append(device)
                 report.note(
                     .fail, "device \(device.name)",
-                    "unit \(device.unit) not answering: \(status["last_error"]?.plainText ?? "?"); \(polls) polls since start, \(errors) with errors\(rate)",
+                    "unit \(device.unit) not answering: \(status["last_error"]?.plainText ?? "?"); \(polls) polls since start, \(errors) with errors\(rate)\(figures.text)",
                     remedy:
                         "check wiring (A/B), termination, the unit id and baud/parity; to scan them, stop the daemon "
                         + "(systemctl stop railgate) and run doctor again")
             } else {
-                let verdict: DoctorReport.Verdict = polls > 0 && errors * 10 > polls ? .warn : .ok
+                // The recent error rate where the daemon gives it (last 20 polls), else the one since start.
+                let failing = figures.errorRate.map { $0 > 0.1 } ?? (polls > 0 && errors * 10 > polls)
+                let verdict: DoctorReport.Verdict = failing ? .warn : .ok
                 report.note(
                     verdict, "device \(device.name)",
-                    "unit \(device.unit) answering; \(polls) polls since start, \(errors) with errors\(rate)\(latency)",
+                    "unit \(device.unit) answering; \(polls) polls since start, \(errors) with errors\(rate)\(figures.text)",
                     remedy: verdict == .warn
                         ? "more than 1 poll in 10 fails: check termination, cable shielding and the line's load" : nil)
             }
@@ -119,7 +121,17 @@ struct DoctorModbus {
         let polls = status["polls"]?.intValue ?? 0
         let errors = status["errors"]?.intValue ?? 0
         return "; the daemon: \(plural(polls, "poll")) since start, \(errors) with errors"
-            + (polls > 0 ? " (\(errors * 100 / polls)%)" : "")
+            + (polls > 0 ? " (\(errors * 100 / polls)%)" : "") + Self.recentFigures(status).text
+    }
+
+    /// The daemon's recent figures where its status has them (`error_rate` over the last 20
+    /// polls, `latency_ms` of the last poll): ", 5% of the last 20 polls failed, last poll 12 ms".
+    static func recentFigures(_ status: JSON) -> (text: String, errorRate: Double?) {
+        var text = ""
+        let rate = status["error_rate"]?.doubleValue
+        if let rate { text += ", \(Int((rate * 100).rounded()))% of the last 20 polls failed" }
+        if let latency = status["latency_ms"]?.doubleValue { text += ", last poll \(Int(latency.rounded())) ms" }
+        return (text, rate)
     }
 
     // MARK: Probing

@@ -235,14 +235,17 @@ enum DoctorSystem {
         let dropped = live?["dropped"]?.intValue ?? stats.map { Int($0.dropped) } ?? 0
         let lost = live?["lost_records"]?.intValue ?? stats.map { Int($0.lostRecords) } ?? 0
         let room = max(0, min(config.buffer.maxBytes, used + free) - used)
-        // Records per hour at the configured poll rates (an upper bound: the edge filter sends fewer).
-        let perHour = config.devices.reduce(0.0) { $0 + 3_600_000 / Double(max(1, $1.pollIntervalMs)) }
+        // Records per hour: the daemon's measured store rate where its status has one (`stored_per_s`),
+        // else the configured poll rates (an upper bound: the edge filter stores fewer).
+        let measured = live?["stored_per_s"]?.doubleValue.map { $0 * 3600 }
+        let perHour =
+            measured ?? config.devices.reduce(0.0) { $0 + 3_600_000 / Double(max(1, $1.pollIntervalMs)) }
         let recordBytes = records > 0 ? max(64, used / records) : 256
         let hours = perHour > 0 ? Double(room) / (perHour * Double(recordBytes)) : .infinity
         let holds = hours.isInfinite ? "any outage" : "\(Duration.text(seconds: Int(hours * 3600))) of outage"
         let seen =
             "\(plural(records, "record")) waiting (\(byteText(used)) of \(byteText(config.buffer.maxBytes))), "
-            + "\(byteText(free)) free on disk; room for \(holds) at \(Int(perHour)) records/h"
+            + "\(byteText(free)) free on disk; room for \(holds) at \(Int(perHour)) records/h\(measured == nil ? " (configured poll rates)" : " (measured)")"
         if let error = live?["disk_error"]?.stringValue ?? stats?.diskError {
             report.note(.fail, "buffer", "disk error: \(error)", remedy: "check the flash card (dmesg), free space")
         } else if free + used < config.buffer.maxBytes && hours < 24 {
