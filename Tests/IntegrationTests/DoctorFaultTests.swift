@@ -278,6 +278,45 @@ struct DoctorFaultTests {
     }
 
     @Test(
+        "the service's watchdog: fresh under systemd's WatchdogSec (ok, with the period), then a stalled bus loop fails"
+    )
+    func watchdogFreshThenStalled() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let simulator = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let file = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port,
+            devices: [("axlebox-1", simulator.port, 7, "axle-bearing-sensor")], pollMs: 200)
+        let stallFile = scratch.path + "/stall"
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "railgate",
+            environment: [
+                "NOTIFY_SOCKET": "", "WATCHDOG_USEC": "2000000", "RAILGATE_TEST_HOOK_STALL_FILE": stallFile,
+            ])
+        defer {
+            gateway.signal(SIGTERM)
+            _ = try? gateway.waitForExit()
+        }
+        try eventually("the daemon polling the device") {
+            (try daemonStatus(scratch)["devices"]?.arrayValue?.first?["polls"]?.intValue ?? 0) > 0 ? () : nil
+        }
+        var result = try doctor(file, scratch: scratch)
+        let fresh = lines(result.output, "ok   watchdog: systemd watchdog every 2 s; no service loop is overdue")
+        #expect(fresh.count == 1, "\(result.output)")
+        #expect(lines(result.output, "ok   daemon: running for").first?.contains("pid \(gateway.pid)") == true)
+
+        // The bus loop takes the hook and hangs: once its heartbeat is overdue, doctor fails it.
+        #expect(FileManager.default.createFile(atPath: stallFile, contents: Data()))
+        let bus = "bus bus-\(simulator.port)"
+        result = try eventually("doctor naming the stalled loop", seconds: 60, intervalMs: 500) {
+            let result = try doctor(file, scratch: scratch)
+            return lines(result.output, "fail watchdog: stalled: \(bus)").isEmpty ? nil : result
+        }
+        #expect(result.status == 69, "\(result.output)")
+        #expect(lines(result.output, "fail watchdog:").first?.contains("fix: systemd restarts it") == true)
+    }
+
+    @Test(
         "a healthy configuration: exit 0, no scan, and the human output matches the golden file (variable parts masked)"
     )
     func healthyGolden() throws {
