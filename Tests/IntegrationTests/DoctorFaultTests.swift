@@ -278,6 +278,48 @@ struct DoctorFaultTests {
     }
 
     @Test(
+        "a daemon polling a serial line at the wrong baud rate: doctor leaves the line to it, fails the device and the bus"
+    )
+    func daemonOnASilentLine() throws {
+        let scratch = Scratch()
+        let line = try SerialLine(scratch: scratch)
+        defer { line.stop() }
+        let sim = try TestProcess(
+            Binaries.simulator,
+            [
+                "wagon", "--profile", "axle-bearing-sensor", "--unit", "7", "--rtu", line.slaveSide, "--baud", "9600",
+                "--parity", "even",
+            ],
+            scratch: scratch, name: "sim")
+        _ = try sim.waitForOutputLine(containing: "serving")
+        let file = config(
+            scratch,
+            bus:
+                "transport = \"rtu\"\ndevice = \"\(line.masterSide)\"\nbaud = 19200\nparity = \"even\"\ntimeout_ms = 200"
+        )
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "railgate")
+        defer {
+            gateway.signal(SIGTERM)
+            _ = try? gateway.waitForExit()
+        }
+        try eventually("the daemon finding the device silent", seconds: 60) {
+            try daemonStatus(scratch)["devices"]?.arrayValue?.first?["answering"] == .bool(false) ? () : nil
+        }
+        let result = try doctor(file, scratch: scratch)
+        #expect(result.status == 69, "\(result.output)")
+        #expect(
+            lines(result.output, "ok   bus line: \(line.masterSide) present, openable by").first?.contains(
+                "the daemon polls it") == true, "\(result.output)")
+        let device = lines(result.output, "fail device axlebox-1: unit 7 not answering").first ?? ""
+        #expect(device.contains("stop the daemon (systemctl stop railgate) and run doctor again"), "\(result.output)")
+        #expect(
+            lines(result.output, "fail bus line: no device on it answers; strands axlebox-1 (unit 7)").count == 1,
+            "\(result.output)")
+        // doctor did not probe the line beside the daemon: no scan ran.
+        #expect(!result.output.contains("scan of") && !result.output.contains("unit id scan"), "\(result.output)")
+    }
+
+    @Test(
         "the service's watchdog: fresh under systemd's WatchdogSec (ok, with the period), then a stalled bus loop fails"
     )
     func watchdogFreshThenStalled() throws {
