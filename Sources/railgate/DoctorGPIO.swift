@@ -122,10 +122,21 @@ enum DoctorGPIO {
             }
             if info.isUsed {
                 let holder = info.consumer.isEmpty ? "an unnamed user" : "'\(info.consumer)'"
-                let remedy =
-                    info.consumer.hasPrefix("railgate")
-                    ? "a railgate daemon holds it but did not answer here: check systemctl status railgate and its control_socket"
-                    : "stop \(holder) (gpiomon, gpioset, a kernel driver or overlay) or wire the switch to a free line"
+                let remedy: String
+                switch info.consumer {
+                case "railgate-watch":
+                    remedy =
+                        "a `railgate gpio watch` holds it: stop that (Ctrl-C), or follow the daemon's events instead"
+                case "railgate-doctor":
+                    remedy = "another railgate doctor is reading it: run doctor again when it is done"
+                case let consumer where consumer.hasPrefix("railgate-"):
+                    remedy =
+                        "a railgate daemon holds it but did not answer on this config's control_socket: is another "
+                        + "railgate running with another config? (systemctl status railgate, ps -C railgate)"
+                default:
+                    remedy =
+                        "stop \(holder) (gpiomon, gpioset, a kernel driver or overlay) or wire the switch to a free line"
+                }
                 report.note(.fail, subject, "GPIO chip \(name) line \(line) is held by \(holder)", remedy: remedy)
                 return false
             }

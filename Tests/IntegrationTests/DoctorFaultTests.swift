@@ -189,6 +189,28 @@ struct DoctorFaultTests {
         _ = wagon
     }
 
+    @Test("a gate line held by another program: the gate fails naming the holder (its consumer name) and the remedy")
+    func heldLine() throws {
+        let scratch = Scratch()
+        let gate = try GateSimulator(scratch: scratch)
+        let wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let watch = try TestProcess(
+            Binaries.railgate, ["gpio", "watch", "--chip", gate.chip, "--line", "18"], scratch: scratch, name: "watch")
+        defer {
+            watch.signal(SIGTERM)
+            _ = try? watch.waitForExit()
+        }
+        let file = config(scratch, bus: tcpBus(wagon.port), gateChip: gate.chip)
+        let failed = try eventually("doctor seeing line 18 held") {
+            let result = try doctor(file, scratch: scratch)
+            return lines(result.output, "fail gate north-barrier: GPIO chip \(gate.chip) line 18 is held by").first
+                .map { (result.status, $0) }
+        }
+        #expect(failed.0 == 69)
+        #expect(failed.1.contains("held by 'railgate-watch'; fix: a `railgate gpio watch` holds it"), "\(failed.1)")
+        _ = wagon
+    }
+
     @Test("a stopped broker: the upstream fails, records stay buffered, with the remedy")
     func stoppedBroker() throws {
         let scratch = Scratch()
