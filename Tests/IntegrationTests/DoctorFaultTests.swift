@@ -296,6 +296,18 @@ struct DoctorFaultTests {
         #expect(result.status == 69, "\(result.output)")
         let failed = lines(result.output, "fail clock: reads 1970-01-02T00:00:00Z, before 2024").first
         #expect(failed?.contains("fix: set the time source") == true, "\(result.output)")
+
+        // --json: the same finding as one check with status, subject, seen and remedy.
+        let json = try doctor(
+            config(scratch, bus: tcpBus(wagon.port)), scratch: scratch,
+            environment: ["RAILGATE_TEST_HOOK_CLOCK": "86400"], extra: ["--json"])
+        #expect(json.status == 69)
+        let document = try JSONReader.parse(json.output)
+        #expect(document["ok"] == .bool(false))
+        let clock = document["checks"]?.arrayValue?.first { $0["subject"] == .string("clock") }
+        #expect(clock?["status"] == .string("fail"), "\(json.output)")
+        #expect(clock?["seen"]?.stringValue?.hasPrefix("reads 1970-01-02T00:00:00Z") == true, "\(json.output)")
+        #expect(clock?["remedy"]?.stringValue?.hasPrefix("set the time source") == true, "\(json.output)")
         _ = wagon
     }
 
