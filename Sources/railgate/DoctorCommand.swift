@@ -57,8 +57,8 @@ struct DoctorCommand: ParsableCommand {
         let profiles = Set(loaded.devices.map(\.profileName)).sorted()
         report.note(
             .ok, "config",
-            "\(config) is valid: \(plural(loaded.buses.count, "bus", "buses")), \(plural(loaded.devices.count, "device")), "
-                + "\(plural(loaded.gates.count, "gate")), \(plural(loaded.inputs.count, "input"))"
+            "\(config) is valid: \(DoctorText.plural(loaded.buses.count, "bus", "buses")), \(DoctorText.plural(loaded.devices.count, "device")), "
+                + "\(DoctorText.plural(loaded.gates.count, "gate")), \(DoctorText.plural(loaded.inputs.count, "input"))"
                 + (profiles.isEmpty ? "" : "; profiles \(profiles.joined(separator: ", ")) found"))
 
         DoctorSystem.checkClock(report)
@@ -92,7 +92,8 @@ struct DoctorCommand: ParsableCommand {
         let who = process.map { " (pid \($0.pid), user \(DoctorSystem.userName($0.uid)))" } ?? ""
         report.note(
             .ok, "daemon",
-            "running for \(Duration.text(seconds: uptime)) as gateway \(status["gateway"]?.plainText ?? "?")\(who)")
+            "running for \(DoctorText.duration(seconds: uptime)) as gateway \(status["gateway"]?.plainText ?? "?")\(who)"
+        )
         if let overdue = status["watchdog"]?["overdue"]?.arrayValue, !overdue.isEmpty {
             report.note(
                 .fail, "watchdog",
@@ -167,40 +168,43 @@ final class DoctorReport {
     }
 }
 
-/// "1 bus", "3 buses", "0 devices".
-func plural(_ count: Int, _ one: String, _ many: String? = nil) -> String {
-    "\(count) \(count == 1 ? one : many ?? one + "s")"
-}
+/// How doctor words counts, durations and sizes.
+enum DoctorText {
+    /// "1 bus", "3 buses", "0 devices".
+    static func plural(_ count: Int, _ one: String, _ many: String? = nil) -> String {
+        "\(count) \(count == 1 ? one : many ?? one + "s")"
+    }
 
-/// Durations as a technician reads them: `850 ms`, `4.2 s`, `3m05s`, `1h02m`, `3d04h`.
-enum Duration {
-    static func text(seconds: Int) -> String {
+    /// Durations as a technician reads them: `850 ms`, `4.2 s`, `3m05s`, `1h02m`, `3d04h`.
+    static func duration(seconds: Int) -> String {
         if seconds < 60 { return "\(seconds) s" }
         if seconds < 3600 { return "\(seconds / 60)m\(twoDigits(seconds % 60))s" }
         if seconds < 86400 { return "\(seconds / 3600)h\(twoDigits(seconds / 60 % 60))m" }
         return "\(seconds / 86400)d\(twoDigits(seconds / 3600 % 24))h"
     }
 
-    static func text(milliseconds: Int64) -> String {
+    static func duration(milliseconds: Int64) -> String {
         if milliseconds < 1000 { return "\(milliseconds) ms" }
         if milliseconds < 60_000 { return "\(milliseconds / 1000).\(milliseconds % 1000 / 100) s" }
-        return text(seconds: Int(milliseconds / 1000))
+        return duration(seconds: Int(milliseconds / 1000))
+    }
+
+    /// Bytes as B, KiB, MiB or GiB.
+    static func bytes(_ count: Int) -> String {
+        if count < 1024 { return "\(count) B" }
+        if count < 1 << 20 { return "\(count >> 10) KiB" }
+        if count < 1 << 30 { return "\(count >> 20) MiB" }
+        let tenths = count * 10 / (1 << 30)
+        return "\(tenths / 10).\(tenths % 10) GiB"
     }
 
     private static func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
 }
 
-/// Bytes as KiB/MiB/GiB.
-func byteText(_ bytes: Int) -> String {
-    if bytes < 1024 { return "\(bytes) B" }
-    if bytes < 1 << 20 { return "\(bytes >> 10) KiB" }
-    if bytes < 1 << 30 { return "\(bytes >> 20) MiB" }
-    let tenths = bytes * 10 / (1 << 30)
-    return "\(tenths / 10).\(tenths % 10) GiB"
-}
-
 extension String {
-    func padding(toWidth width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
+    fileprivate func padding(toWidth width: Int) -> String {
+        self + String(repeating: " ", count: max(0, width - count))
+    }
 }
 
 /// A TCP reachability probe with a timeout (non-blocking connect, then poll).

@@ -113,7 +113,8 @@ enum DoctorGPIO {
             } catch {
                 if case .noSuchLine(let count) = error.kind {
                     report.note(
-                        .fail, subject, "GPIO chip \(name) has \(plural(count, "line")); line \(line) does not exist",
+                        .fail, subject,
+                        "GPIO chip \(name) has \(DoctorText.plural(count, "line")); line \(line) does not exist",
                         remedy: "check the line numbers in the config against the wiring (railgate gpio info)")
                 } else {
                     report.note(.fail, subject, error.description)

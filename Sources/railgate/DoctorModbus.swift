@@ -120,7 +120,7 @@ struct DoctorModbus {
         else { return "" }
         let polls = status["polls"]?.intValue ?? 0
         let errors = status["errors"]?.intValue ?? 0
-        return "; the daemon: \(plural(polls, "poll")) since start, \(errors) with errors"
+        return "; the daemon: \(DoctorText.plural(polls, "poll")) since start, \(errors) with errors"
             + (polls > 0 ? " (\(errors * 100 / polls)%)" : "") + Self.recentFigures(status).text
     }
 
@@ -168,7 +168,7 @@ struct DoctorModbus {
                 let latency = MonotonicInstant.now().milliseconds(since: started)
                 report.note(
                     .ok, "device \(device.name)",
-                    "unit \(device.unit) answers in \(latency) ms (\(request.table.rawValue) \(request.address), \(plural(request.count, "item")))"
+                    "unit \(device.unit) answers in \(latency) ms (\(request.table.rawValue) \(request.address), \(DoctorText.plural(request.count, "item")))"
                         + daemonFigures(device))
             } catch {
                 if Self.isSilence(error) {
@@ -252,12 +252,12 @@ struct DoctorModbus {
                     guard let request = firstRequest(device, bus),
                         answers(endpoint, unit: device.unit, request)
                     else { continue }
-                    let took = Duration.text(milliseconds: MonotonicInstant.now().milliseconds(since: started))
+                    let took = DoctorText.duration(milliseconds: MonotonicInstant.now().milliseconds(since: started))
                     let settings = "\(tryBaud) \(dataBits)\(tryParity.rawValue.first!.uppercased())\(stopBits)"
                     report.note(
                         .fail, subject,
                         "silent at \(baud) \(dataBits)\(parity.rawValue.first!.uppercased())\(stopBits); "
-                            + "\(device.name) (unit \(device.unit)) answers at \(settings) (scan of \(plural(tried, "setting")) took \(took)); "
+                            + "\(device.name) (unit \(device.unit)) answers at \(settings) (scan of \(DoctorText.plural(tried, "setting")) took \(took)); "
                             + stranded(devices),
                         remedy:
                             "set baud = \(tryBaud), parity = \"\(tryParity.rawValue)\" in [[bus]] \(bus.name), or change the devices' settings to the bus's"
@@ -266,10 +266,10 @@ struct DoctorModbus {
                 }
             }
         }
-        let took = Duration.text(milliseconds: MonotonicInstant.now().milliseconds(since: started))
+        let took = DoctorText.duration(milliseconds: MonotonicInstant.now().milliseconds(since: started))
         report.note(
             .fail, subject,
-            "no answer at \(complete ? "any" : "the first \(tried)") of \(plural(tried, "other baud rate/parity", "other baud rates/parities")) (scan took \(took)"
+            "no answer at \(complete ? "any" : "the first \(tried)") of \(DoctorText.plural(tried, "other baud rate/parity", "other baud rates/parities")) (scan took \(took)"
                 + (complete ? ")" : ", stopped at --scan-seconds \(scanSeconds))") + "; \(stranded(devices))",
             remedy:
                 "the line itself: swap A/B (the two data wires), check termination (120 ohm at both ends only) and bias, the devices' power; then the unit ids (scan below)"
@@ -327,7 +327,7 @@ struct DoctorModbus {
             if !found.isEmpty && silent.count == found.count { break }
         }
         scanner?.disconnect()
-        let took = Duration.text(milliseconds: MonotonicInstant.now().milliseconds(since: started))
+        let took = DoctorText.duration(milliseconds: MonotonicInstant.now().milliseconds(since: started))
         let scope =
             tried == order.count - configured.count
             ? "all \(tried) other unit ids" : "\(tried) of \(order.count - configured.count) unit ids"

@@ -26,7 +26,7 @@ struct DaemonProcess {
         }
         let pid = pid_t(bitPattern: credentials[0])
         var groups: [gid_t] = [credentials[2]]
-        if let status = readText("/proc/\(pid)/status") {
+        if let status = DoctorSystem.readText("/proc/\(pid)/status") {
             for line in status.split(separator: "\n") where line.hasPrefix("Groups:") {
                 let fields = line.dropFirst("Groups:".count).split(separator: " ")
                 for field in fields {
@@ -40,28 +40,12 @@ struct DaemonProcess {
     /// The systemd watchdog period the daemon was started with (`WATCHDOG_USEC` in its
     /// environment), in seconds; nil without one or when the environment cannot be read.
     static func watchdogSeconds(pid: pid_t) -> Int? {
-        guard let environment = readText("/proc/\(pid)/environ") else { return nil }
+        guard let environment = DoctorSystem.readText("/proc/\(pid)/environ") else { return nil }
         for entry in environment.split(separator: "\0") where entry.hasPrefix("WATCHDOG_USEC=") {
             return Int(entry.dropFirst("WATCHDOG_USEC=".count)).map { $0 / 1_000_000 }
         }
         return nil
     }
-}
-
-/// The whole of a small file (under /proc, /etc), or nil when it cannot be read.
-func readText(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let count = read(fd, &chunk, chunk.count)
-        if count < 0, errno == EINTR { continue }
-        guard count > 0 else { break }
-        bytes += chunk[0..<count]
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Who the service runs as: what doctor checks device permissions for.
@@ -89,7 +73,7 @@ struct ServiceUser {
             var all = Array(groups.prefix(Int(max(0, count))))
             var source = "the railgate user"
             for unit in ["/etc/systemd/system/railgate.service", "/lib/systemd/system/railgate.service"] {
-                guard let text = readText(unit) else { continue }
+                guard let text = DoctorSystem.readText(unit) else { continue }
                 for line in text.split(separator: "\n") where line.hasPrefix("SupplementaryGroups=") {
                     for name in line.dropFirst("SupplementaryGroups=".count).split(separator: " ") {
                         if let group = getgrnam(String(name)) { all.append(group.pointee.gr_gid) }
@@ -120,6 +104,22 @@ struct ServiceUser {
 
 /// The checks of the box itself: clock, state directory, buffer.
 enum DoctorSystem {
+    /// The whole of a small file (under /proc, /etc), or nil when it cannot be read.
+    static func readText(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// The user name of `uid`, or the number.
     static func userName(_ uid: uid_t) -> String {
         getpwuid(uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(uid)"
@@ -242,10 +242,10 @@ enum DoctorSystem {
             measured ?? config.devices.reduce(0.0) { $0 + 3_600_000 / Double(max(1, $1.pollIntervalMs)) }
         let recordBytes = records > 0 ? max(64, used / records) : 256
         let hours = perHour > 0 ? Double(room) / (perHour * Double(recordBytes)) : .infinity
-        let holds = hours.isInfinite ? "any outage" : "\(Duration.text(seconds: Int(hours * 3600))) of outage"
+        let holds = hours.isInfinite ? "any outage" : "\(DoctorText.duration(seconds: Int(hours * 3600))) of outage"
         let seen =
-            "\(plural(records, "record")) waiting (\(byteText(used)) of \(byteText(config.buffer.maxBytes))), "
-            + "\(byteText(free)) free on disk; room for \(holds) at \(Int(perHour)) records/h\(measured == nil ? " (configured poll rates)" : " (measured)")"
+            "\(DoctorText.plural(records, "record")) waiting (\(DoctorText.bytes(used)) of \(DoctorText.bytes(config.buffer.maxBytes))), "
+            + "\(DoctorText.bytes(free)) free on disk; room for \(holds) at \(Int(perHour)) records/h\(measured == nil ? " (configured poll rates)" : " (measured)")"
         if let error = live?["disk_error"]?.stringValue ?? stats?.diskError {
             report.note(.fail, "buffer", "disk error: \(error)", remedy: "check the flash card (dmesg), free space")
         } else if free + used < config.buffer.maxBytes && hours < 24 {
@@ -261,7 +261,7 @@ enum DoctorSystem {
         if let stats, stats.corruptBytesSkipped > 0 || !stats.warnings.isEmpty {
             report.note(
                 .warn, "buffer",
-                "damage found: \(byteText(stats.corruptBytesSkipped)) skipped"
+                "damage found: \(DoctorText.bytes(stats.corruptBytesSkipped)) skipped"
                     + (stats.warnings.isEmpty ? "" : " (\(stats.warnings.joined(separator: "; ")))"),
                 remedy:
                     "intact records are kept; repeated damage means power cuts or a worn card (check the supply, replace the card)"
@@ -270,7 +270,7 @@ enum DoctorSystem {
         if dropped > 0 || lost > 0 {
             report.note(
                 .warn, "buffer",
-                "\(plural(dropped, "record")) dropped when full, \(plural(lost, "record")) lost to damage",
+                "\(DoctorText.plural(dropped, "record")) dropped when full, \(DoctorText.plural(lost, "record")) lost to damage",
                 remedy: "an outage outlasted max_bytes: raise [buffer] max_bytes or fix the link sooner")
         }
     }

@@ -66,7 +66,7 @@ enum DoctorUpstream {
         if let count = upstream?["undeliverable"]?.intValue, count > 0 {
             report.note(
                 .warn, subject,
-                "\(plural(count, "record")) set aside as undeliverable (larger than the broker accepts)",
+                "\(DoctorText.plural(count, "record")) set aside as undeliverable (larger than the broker accepts)",
                 remedy: "raise the broker's max_packet_size")
         }
     }
@@ -101,11 +101,12 @@ enum DoctorUpstream {
             } else if days < expiryWarningDays {
                 report.note(
                     .warn, subject,
-                    "\(named) expires on \(day(certificate.notAfter)), \(days == 0 ? "within a day" : "in \(plural(days, "day"))")",
+                    "\(named) expires on \(day(certificate.notAfter)), \(days == 0 ? "within a day" : "in \(DoctorText.plural(days, "day"))")",
                     remedy: "renew it before then")
             } else {
                 report.note(
-                    .ok, subject, "\(named) valid until \(day(certificate.notAfter)) (\(plural(days, "day")) left)")
+                    .ok, subject,
+                    "\(named) valid until \(day(certificate.notAfter)) (\(DoctorText.plural(days, "day")) left)")
             }
             if key == "cert_file", let keyFile = settings.keyFile {
                 if let problem = certificate.matches(keyFile: keyFile) {
@@ -151,7 +152,7 @@ enum DoctorUpstream {
             try client.start(host: host, port: port, keepaliveSeconds: 30)
             let answer = outcome.wait(milliseconds: 10_000)
             client.disconnect()
-            let took = Duration.text(milliseconds: MonotonicInstant.now().milliseconds(since: started))
+            let took = DoctorText.duration(milliseconds: MonotonicInstant.now().milliseconds(since: started))
             switch answer {
             case .accepted:
                 report.note(
@@ -184,7 +185,7 @@ enum DoctorUpstream {
         let file =
             settings.passwordFile
             ?? getenv("CREDENTIALS_DIRECTORY").map { String(cString: $0) + "/mqtt-password" }
-        guard let file, let text = readText(file) else { return nil }
+        guard let file, let text = DoctorSystem.readText(file) else { return nil }
         return String(text.prefix { $0 != "\n" && $0 != "\r" })
     }
 }
