@@ -28,6 +28,8 @@ let package = Package(
         // libgpiod v1 or v2, whichever pkg-config finds, behind one small C API (railgate_gpio.h).
         .target(name: "CGPIODShim", dependencies: ["CGPIOD"], cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // `railgate doctor` reads TLS certificates' validity with libcrypto (already loaded by libmosquitto).
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Benchmark baselines only: SQLite for the buffer, a plain C libmodbus loop for the poller.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CBenchBaseline", dependencies: ["CModbus"]),
@@ -62,6 +64,7 @@ let package = Package(
             name: "railgate",
             dependencies: [
                 "RailgateGateway", "RailgateCore", "RailgateSystem", "RailgateModbus", "RailgateBuffer", "RailgateGPIO",
+                "RailgateMQTT", "CCrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness),

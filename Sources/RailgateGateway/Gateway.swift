@@ -467,7 +467,17 @@ public final class Gateway: @unchecked Sendable {
             ("devices", .array(devices)),
             ("gates", .array(gates.map { $0.status() })),
             ("inputs", .array(lock.withLock { self.inputs }.map { $0.status() })),
+            ("watchdog", .object([("overdue", .array(overdueLoops().map(JSON.string)))])),
         ])
+    }
+
+    /// The service loops past their heartbeat (as the systemd watchdog sees them), for `doctor`.
+    private func overdueLoops() -> [String] {
+        let (pollers, gates, inputs, uplink) = lock.withLock { (self.pollers, self.gates, self.inputs, self.uplink) }
+        let beats =
+            pollers.map(\.heartbeat) + gates.map(\.heartbeat) + inputs.map(\.heartbeat)
+            + (uplink.map { [$0.heartbeat] } ?? [])
+        return beats.filter { $0.overdueMs() != nil }.map(\.name)
     }
 }
 

@@ -3,141 +3,77 @@ import Glibc
 import RailgateBuffer
 import RailgateCore
 import RailgateGPIO
-import RailgateModbus
 import RailgateSystem
 
 /// `railgate doctor`: what a technician at a siding or a border gate would check, one line
-/// each, `ok`, `warn` or `fail`, with what to do about it. Exit 0 when nothing failed, 69
-/// when something did, 78 when the configuration itself is wrong.
+/// each, `ok`, `warn` or `fail`, with what was seen and what to do about it. Exit 0 when nothing
+/// failed (a `warn` is not a failure), 69 when something did, 78 when the configuration itself
+/// is wrong. The checks, their order and their output are described in CONTRACT.md ("doctor").
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Check everything a technician would check, each line ok/warn/fail with a remedy.")
+        abstract: "Check everything a technician would check, each line ok/warn/fail with a remedy.",
+        discussion: """
+            Checks the configuration and profiles, the clock, the state directory and buffer, the \
+            daemon and its watchdog, the broker (reachable, TLS certificates, credentials), every \
+            Modbus bus and device (latency; for a silent line a scan of baud rates and parities; for \
+            a silent device a scan of unit ids), and every GPIO chip and line (and who holds it). \
+            Scans run only when something is silent and each is bounded by --scan-seconds.
+
+            Examples:
+              railgate doctor --config /etc/railgate/railgate.toml
+              railgate doctor --config /etc/railgate/railgate.toml --json | jq '.checks[] | select(.status != "ok")'
+            """)
 
     @Option(help: "The gateway configuration (TOML).")
     var config: String
 
-    @Flag(help: "Print one JSON document.")
+    @Flag(help: "Print one JSON document: {\"ok\": BOOL, \"checks\": [{status, subject, seen, remedy, message}]}.")
     var json = false
 
-    enum Verdict: String { case ok, warn, fail }
+    @Option(
+        name: .customLong("scan-seconds"),
+        help: "The longest one scan (baud rates, unit ids) may take, in seconds; 0 turns scans off.")
+    var scanSeconds: Int = 20
 
-    struct Finding {
-        var verdict: Verdict
-        var subject: String
-        var message: String
+    func validate() throws {
+        guard (0...600).contains(scanSeconds) else { throw ValidationError("--scan-seconds is 0...600") }
     }
 
     func run() throws {
-        var findings: [Finding] = []
-        func note(_ verdict: Verdict, _ subject: String, _ message: String) {
-            findings.append(Finding(verdict: verdict, subject: subject, message: message))
-            if !json { StandardStreams.out("\(verdict.rawValue.padding(4)) \(subject): \(message)") }
-        }
+        let report = DoctorReport(json: json)
         let loaded: GatewayConfig
         do {
             loaded = try ConfigLoader(files: LocalFiles()).load(config)
         } catch {
             for problem in error.problems {
-                note(.fail, "config", "\(problem); fix it, then `railgate check --config \(config)`")
+                report.note(
+                    .fail, "config", problem.description,
+                    remedy: "fix it, then `railgate check --config \(config)`")
             }
-            finish(findings)
+            report.finish()
             throw Exit.config
         }
-        note(
+        let profiles = Set(loaded.devices.map(\.profileName)).sorted()
+        report.note(
             .ok, "config",
-            "\(config) is valid: \(loaded.buses.count) buses, \(loaded.devices.count) devices, \(loaded.gates.count) gates"
-        )
+            "\(config) is valid: \(DoctorText.plural(loaded.buses.count, "bus", "buses")), \(DoctorText.plural(loaded.devices.count, "device")), "
+                + "\(DoctorText.plural(loaded.gates.count, "gate")), \(DoctorText.plural(loaded.inputs.count, "input"))"
+                + (profiles.isEmpty ? "" : "; profiles \(profiles.joined(separator: ", ")) found"))
 
-        checkStateDirectory(loaded, note)
-        let daemon = checkDaemon(loaded, note)
-        checkUpstream(loaded, daemon: daemon, note)
-        checkBuses(loaded, daemon: daemon, note)
-        checkGates(loaded, daemon: daemon, note)
-        checkInputs(loaded, daemon: daemon, note)
-        finish(findings)
-        if findings.contains(where: { $0.verdict == .fail }) { throw Exit.unavailable }
+        DoctorSystem.checkClock(report)
+        let daemon = checkDaemon(loaded, report)
+        DoctorSystem.checkStateDirectory(loaded, daemon: daemon?.status, report)
+        DoctorUpstream.check(loaded, daemon: daemon?.status, report)
+        DoctorModbus(config: loaded, daemon: daemon, scanSeconds: scanSeconds, report: report).checkBuses()
+        DoctorGPIO.checkGates(loaded, daemon: daemon?.status, report)
+        DoctorGPIO.checkInputs(loaded, daemon: daemon?.status, report)
+        report.finish()
+        if report.failed { throw Exit.unavailable }
     }
 
-    private func finish(_ findings: [Finding]) {
-        guard json else { return }
-        StandardStreams.out(
-            JSON.object([
-                ("ok", .bool(!findings.contains { $0.verdict == .fail })),
-                (
-                    "checks",
-                    .array(
-                        findings.map {
-                            .object([
-                                ("status", .string($0.verdict.rawValue)), ("subject", .string($0.subject)),
-                                ("message", .string($0.message)),
-                            ])
-                        })
-                ),
-            ]).serialized)
-    }
-
-    // MARK: Checks
-
-    private func checkStateDirectory(_ config: GatewayConfig, _ note: (Verdict, String, String) -> Void) {
-        let directory = config.gateway.stateDir
-        var info = stat()
-        guard stat(directory, &info) == 0 else {
-            note(
-                .warn, "state_dir",
-                "\(directory) does not exist yet; the daemon creates it (systemd: StateDirectory=railgate)")
-            return
-        }
-        guard access(directory, W_OK) == 0 else {
-            note(.fail, "state_dir", "\(directory) is not writable by this user; chown it to the railgate user")
-            return
-        }
-        var filesystem = statvfs()
-        if statvfs(directory, &filesystem) == 0 {
-            let free = Int(filesystem.f_bavail) * Int(filesystem.f_frsize)
-            var buffered: DiskBuffer?
-            do {
-                buffered = try DiskBuffer(stateDirectory: directory, settings: config.buffer, readOnly: true)
-            } catch {
-                note(.warn, "buffer", "cannot be read: \(error); check the files under \(directory)/buffer")
-            }
-            let used = buffered?.stats().bytes ?? 0
-            if free + used < config.buffer.maxBytes {
-                note(
-                    .warn, "state_dir",
-                    "\(free / 1_048_576) MiB free: the buffer cannot reach max_bytes (\(config.buffer.maxBytes / 1_048_576) MiB); free space or lower max_bytes"
-                )
-            } else {
-                note(.ok, "state_dir", "\(directory) writable, \(free / 1_048_576) MiB free")
-            }
-            if let buffer = buffered {
-                let stats = buffer.stats()
-                buffer.close()
-                if let error = stats.diskError {
-                    note(.fail, "buffer", "disk error: \(error); check the flash card (dmesg), free space")
-                } else if stats.corruptBytesSkipped > 0 {
-                    note(
-                        .warn, "buffer",
-                        "\(stats.corruptBytesSkipped) corrupt bytes skipped (power cuts or a worn card); intact records are kept"
-                    )
-                } else {
-                    note(
-                        .ok, "buffer",
-                        "\(stats.records) records waiting, \(stats.bytes / 1024) KiB of \(stats.maxBytes / 1024) KiB, \(stats.dropped) dropped"
-                    )
-                }
-                if stats.dropped > 0 {
-                    note(
-                        .warn, "buffer",
-                        "\(stats.droppedNormal) normal and \(stats.droppedAlarm) alarm records were dropped when full; a longer outage than max_bytes holds"
-                    )
-                }
-            }
-        }
-    }
-
-    /// The daemon's status document if it is running.
-    private func checkDaemon(_ config: GatewayConfig, _ note: (Verdict, String, String) -> Void) -> JSON? {
+    /// The running daemon: its status document and who it runs as, or nil when none answers.
+    private func checkDaemon(_ config: GatewayConfig, _ report: DoctorReport) -> RunningDaemon? {
         let status: JSON
         do {
             let reply = try ControlClient.request("status", socket: config.gateway.controlSocket, timeoutSeconds: 3)
@@ -146,215 +82,129 @@ struct DoctorCommand: ParsableCommand {
                 throw ControlClient.Failure(description: "answered \(reply.prefix(80))")
             }
         } catch {
-            note(
-                .warn, "daemon",
-                "not running (no answer on \(config.gateway.controlSocket): \(error)); start it: systemctl start railgate"
-            )
+            report.note(
+                .warn, "daemon", "not running (no answer on \(config.gateway.controlSocket): \(error))",
+                remedy: "start it: systemctl start railgate; the checks below probe the devices themselves")
             return nil
         }
         let uptime = Int(status["uptime_s"]?.doubleValue ?? 0)
-        note(
+        let process = DaemonProcess.owning(socket: config.gateway.controlSocket)
+        let who = process.map { " (pid \($0.pid), user \(DoctorSystem.userName($0.uid)))" } ?? ""
+        report.note(
             .ok, "daemon",
-            "running for \(uptime / 3600)h\(uptime / 60 % 60)m as gateway \(status["gateway"]?.plainText ?? "?")")
-        return status
-    }
-
-    private func checkUpstream(_ config: GatewayConfig, daemon: JSON?, _ note: (Verdict, String, String) -> Void) {
-        guard case .mqtt(let host, let port, let tls) = config.upstream.endpoint else {
-            note(.ok, "upstream", "url = \"none\": buffering only")
-            return
-        }
-        let subject = "upstream \(tls ? "mqtts" : "mqtt")://\(host):\(port)"
-        for (key, file) in [
-            ("password_file", config.upstream.passwordFile), ("ca_file", config.upstream.caFile),
-            ("cert_file", config.upstream.certFile), ("key_file", config.upstream.keyFile),
-        ] {
-            if let file, access(file, R_OK) != 0 {
-                note(
-                    .fail, subject,
-                    "\(key) \(file) cannot be read: \(String(cString: strerror(errno))); install it readable by the railgate user"
-                )
-            }
-        }
-        if let state = daemon?["upstream"]?["state"]?.stringValue {
-            let lastError = daemon?["upstream"]?["last_error"]?.stringValue
-            if state == "connected" {
-                note(
-                    .ok, subject,
-                    "the daemon is connected, acknowledged through seq \(daemon?["upstream"]?["acked_seq"]?.plainText ?? "?")"
-                )
-                // A standing problem of the link: a client id taken over, records set aside.
-                if let lastError { note(.warn, subject, lastError) }
-            } else if state == "refused" {
-                // The broker answered and said no: retrying will not mend it.
-                note(.fail, subject, "\(lastError ?? "the broker refused the connection"); records stay buffered")
-            } else {
-                let error = lastError.map { " (\($0))" } ?? ""
-                note(.warn, subject, "the daemon is \(state)\(error); records stay buffered until it connects")
-            }
-            if let count = daemon?["upstream"]?["undeliverable"]?.intValue, count > 0 {
-                note(
-                    .warn, subject,
-                    "\(count) records were set aside as undeliverable (larger than the broker accepts); raise the broker's max_packet_size"
-                )
-            }
-        }
-        switch TCPProbe.connect(host: host, port: port, timeoutMs: 3000) {
-        case nil: note(.ok, subject, "the broker accepts TCP connections")
-        case let reason?:
-            note(
-                .fail, subject, "cannot reach the broker: \(reason); check the modem/APN, DNS, the firewall and the url"
+            "running for \(DoctorText.duration(seconds: uptime)) as gateway \(status["gateway"]?.plainText ?? "?")\(who)"
+        )
+        if let overdue = status["watchdog"]?["overdue"]?.arrayValue, !overdue.isEmpty {
+            report.note(
+                .fail, "watchdog",
+                "stalled: \(overdue.compactMap(\.stringValue).joined(separator: ", ")); the daemon withholds its watchdog pings",
+                remedy: "systemd restarts it (WatchdogSec); if it recurs, journalctl -u railgate shows the stalled loop"
+            )
+        } else if let process, let watchdog = DaemonProcess.watchdogSeconds(pid: process.pid) {
+            report.note(
+                .ok, "watchdog",
+                "systemd watchdog every \(watchdog) s; no service loop is overdue (the daemon answered its control socket)"
             )
         }
-    }
-
-    private func checkBuses(_ config: GatewayConfig, daemon: JSON?, _ note: (Verdict, String, String) -> Void) {
-        for bus in config.buses {
-            let devices = config.devices(on: bus.name)
-            let subject = "bus \(bus.name)"
-            let serialDevice: String? =
-                switch bus.transport {
-                case .rtu(let device, _, _, _, _), .ascii(let device, _, _, _, _): device
-                case .tcp, .rtuOverTCP, .asciiOverTCP: nil
-                }
-            if let device = serialDevice {
-                guard access(device, F_OK) == 0 else {
-                    note(
-                        .fail, subject,
-                        "\(device) does not exist; check the RS-485 adapter is plugged in (dmesg | grep tty) and the device name"
-                    )
-                    continue
-                }
-                guard access(device, R_OK | W_OK) == 0 else {
-                    note(.fail, subject, "\(device): permission denied; add the railgate user to the dialout group")
-                    continue
-                }
-                if let daemon {
-                    // The daemon owns the line: probing it now would collide with its requests.
-                    note(.ok, subject, "\(device) present; the daemon is polling it, see below")
-                    for device in devices { reportFromDaemon(device.name, daemon, note) }
-                    continue
-                }
-            }
-            let connection: ModbusConnection
-            do {
-                connection = try ModbusConnection(bus: bus, devices: devices)
-                try connection.connect()
-            } catch {
-                note(.fail, subject, "\(error); check the address or device and the line settings")
-                continue
-            }
-            note(.ok, subject, "\(ModbusEndpoint(bus.transport)) open")
-            for device in devices {
-                guard
-                    let request = ReadPlanner.plan(
-                        device.profile.points, maxGap: bus.maxGap, limits: device.requestLimits
-                    ).first
-                else { continue }
-                do {
-                    _ = try connection.read(
-                        request.table, unit: device.unit, address: request.address, count: request.count)
-                    note(
-                        .ok, "device \(device.name)",
-                        "unit \(device.unit) answers (\(request.table.rawValue) \(request.address), \(request.count) items)"
-                    )
-                } catch {
-                    let remedy: String
-                    switch error.kind {
-                    case .timeout:
-                        remedy = "no answer: check wiring (A/B swapped?), termination, the unit id and baud/parity"
-                    case .crc: remedy = "garbled replies: check baud/parity/stop bits, termination and cable shielding"
-                    case .badReply:
-                        remedy =
-                            "\(error); a TCP gateway answering with a fixed unit id needs reply_unit, else check the unit id"
-                    case .exception(let code):
-                        remedy =
-                            "the device refuses (exception \(code)): check the profile's addresses against its manual"
-                    default: remedy = "\(error)"
-                    }
-                    note(.fail, "device \(device.name)", "unit \(device.unit): \(remedy)")
-                }
-            }
-            connection.disconnect()
-        }
-    }
-
-    private func reportFromDaemon(_ name: String, _ daemon: JSON, _ note: (Verdict, String, String) -> Void) {
-        guard let device = daemon["devices"]?.arrayValue?.first(where: { $0["name"] == .string(name) }) else { return }
-        if device["answering"] == .bool(false) {
-            note(
-                .fail, "device \(name)",
-                "not answering: \(device["last_error"]?.plainText ?? "?"); check wiring, unit id, baud/parity")
-        } else {
-            note(
-                .ok, "device \(name)",
-                "answering; \(device["polls"]?.plainText ?? "0") polls, \(device["errors"]?.plainText ?? "0") with errors"
-            )
-        }
-    }
-
-    private func checkInputs(_ config: GatewayConfig, daemon: JSON?, _ note: (Verdict, String, String) -> Void) {
-        for input in config.inputs {
-            let subject = "input \(input.name)"
-            if let status = daemon?["inputs"]?.arrayValue?.first(where: { $0["name"] == .string(input.name) }),
-                let state = status["state"]?.stringValue
-            {
-                if let error = status["error"]?.stringValue {
-                    note(.fail, subject, error)
-                } else {
-                    note(.ok, subject, "watched by the daemon, \(state)")
-                }
-                continue
-            }
-            do {
-                let chip = try GPIOChips.open(input.chip)
-                let watch = try chip.watch(lines: [input.line], activeLow: input.activeLow, consumer: "railgate-doctor")
-                defer { watch.release() }
-                let active = try watch.levels()[input.line] ?? false
-                note(.ok, subject, "\(input.chip) line \(input.line) free; reads \(active ? "active" : "inactive")")
-            } catch {
-                note(.fail, subject, error.description)
-            }
-        }
-    }
-
-    private func checkGates(_ config: GatewayConfig, daemon: JSON?, _ note: (Verdict, String, String) -> Void) {
-        for gate in config.gates {
-            let subject = "gate \(gate.name)"
-            if let status = daemon?["gates"]?.arrayValue?.first(where: { $0["name"] == .string(gate.name) }),
-                let state = status["state"]?.stringValue
-            {
-                if let error = status["error"]?.stringValue {
-                    note(.fail, subject, error)
-                } else if state == "fault" {
-                    note(
-                        .warn, subject,
-                        "barrier in fault (\(status["fault"]?.plainText ?? "?")): check the barrier and its limit switches"
-                    )
-                } else {
-                    note(.ok, subject, "watched by the daemon, barrier \(state)")
-                }
-                continue
-            }
-            do {
-                let (watch, open, closed) = try GPIOChips.requestLimitSwitches(of: gate, consumer: "railgate-doctor")
-                watch.release()
-                let reading =
-                    open && closed
-                    ? "both switches active: a broken wire or a misadjusted switch"
-                    : open ? "open" : closed ? "closed" : "between limits"
-                note(
-                    open && closed ? .warn : .ok, subject,
-                    "\(gate.chip) lines \(gate.openLine)/\(gate.closedLine) free; barrier reads \(reading)")
-            } catch {
-                note(.fail, subject, error.description)
-            }
-        }
+        return RunningDaemon(status: status, process: process)
     }
 }
 
+/// The daemon doctor found: its status document and, when the kernel names it, its process.
+struct RunningDaemon {
+    var status: JSON
+    var process: DaemonProcess?
+}
+
+/// The findings of one doctor run, printed as they come (human) or as one document (`--json`).
+final class DoctorReport {
+    enum Verdict: String { case ok, warn, fail }
+
+    struct Finding {
+        var verdict: Verdict
+        var subject: String
+        /// What was seen: "unit 7 does not answer within 500 ms".
+        var seen: String
+        /// What to do about it, when there is something to do.
+        var remedy: String?
+
+        /// The human line: `fail device axlebox-1: unit 7 does not answer ...; fix: check ...`.
+        var line: String {
+            "\(verdict.rawValue.padding(toWidth: 4)) \(subject): \(seen)" + (remedy.map { "; fix: \($0)" } ?? "")
+        }
+    }
+
+    let json: Bool
+    private(set) var findings: [Finding] = []
+
+    init(json: Bool) { self.json = json }
+
+    var failed: Bool { findings.contains { $0.verdict == .fail } }
+
+    func note(_ verdict: Verdict, _ subject: String, _ seen: String, remedy: String? = nil) {
+        let finding = Finding(verdict: verdict, subject: subject, seen: seen, remedy: remedy)
+        findings.append(finding)
+        if !json { StandardStreams.out(finding.line) }
+    }
+
+    /// With `--json`, prints the document; the human lines went out as they were found.
+    func finish() {
+        guard json else { return }
+        StandardStreams.out(
+            JSON.object([
+                ("ok", .bool(!failed)),
+                (
+                    "checks",
+                    .array(
+                        findings.map {
+                            .object([
+                                ("status", .string($0.verdict.rawValue)), ("subject", .string($0.subject)),
+                                ("seen", .string($0.seen)), ("remedy", $0.remedy.map(JSON.string) ?? .null),
+                                ("message", .string($0.seen + ($0.remedy.map { "; fix: \($0)" } ?? ""))),
+                            ])
+                        })
+                ),
+            ]).serialized)
+    }
+}
+
+/// How doctor words counts, durations and sizes.
+enum DoctorText {
+    /// "1 bus", "3 buses", "0 devices".
+    static func plural(_ count: Int, _ one: String, _ many: String? = nil) -> String {
+        "\(count) \(count == 1 ? one : many ?? one + "s")"
+    }
+
+    /// Durations as a technician reads them: `850 ms`, `4.2 s`, `3m05s`, `1h02m`, `3d04h`.
+    static func duration(seconds: Int) -> String {
+        if seconds < 60 { return "\(seconds) s" }
+        if seconds < 3600 { return "\(seconds / 60)m\(twoDigits(seconds % 60))s" }
+        if seconds < 86400 { return "\(seconds / 3600)h\(twoDigits(seconds / 60 % 60))m" }
+        return "\(seconds / 86400)d\(twoDigits(seconds / 3600 % 24))h"
+    }
+
+    static func duration(milliseconds: Int64) -> String {
+        if milliseconds < 1000 { return "\(milliseconds) ms" }
+        if milliseconds < 60_000 { return "\(milliseconds / 1000).\(milliseconds % 1000 / 100) s" }
+        return duration(seconds: Int(milliseconds / 1000))
+    }
+
+    /// Bytes as B, KiB, MiB or GiB.
+    static func bytes(_ count: Int) -> String {
+        if count < 1024 { return "\(count) B" }
+        if count < 1 << 20 { return "\(count >> 10) KiB" }
+        if count < 1 << 30 { return "\(count >> 20) MiB" }
+        let tenths = count * 10 / (1 << 30)
+        return "\(tenths / 10).\(tenths % 10) GiB"
+    }
+
+    private static func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+}
+
 extension String {
-    fileprivate func padding(_ width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
+    fileprivate func padding(toWidth width: Int) -> String {
+        self + String(repeating: " ", count: max(0, width - count))
+    }
 }
 
 /// A TCP reachability probe with a timeout (non-blocking connect, then poll).
