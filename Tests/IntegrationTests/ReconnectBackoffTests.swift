@@ -14,7 +14,8 @@ final class ClosingPeer: @unchecked Sendable {
     private var thread: Thread?
 
     init() throws {
-        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // Close-on-exec: a daemon started meanwhile must not inherit the port and keep it.
+        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var yes: Int32 = 1
         setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
@@ -88,11 +89,20 @@ struct ReconnectBackoffTests {
         peer.stop()
         let broker = try Broker(scratch: scratch, port: peer.port)
         let up = Date()
-        let subscriber = try Subscriber(port: broker.port, topic: "railgate/KZ-WAG-LIMITS/telemetry")
+        let subscriber = try Subscriber(port: broker.port, topic: "railgate/KZ-WAG-LIMITS/#")
         try subscriber.waitUntil(seconds: 30) { _ in seqs(subscriber.records).contains(1) }
         let delay = Date().timeIntervalSince(up)
         print("first record \(Int(delay * 1000)) ms after the broker came up")
         #expect(delay < 5, "records flow once the broker is up: \(delay) s")
+        // The birth message says online, with the backlog it found: the records buffered while the
+        // broker was down (a poll every 100 ms for seconds), the oldest of them seconds old.
+        let birth = try #require(
+            subscriber.messages.first { $0.topic.hasSuffix("/status") && $0.json?["state"] == .string("online") }?.json)
+        let downFor = attempts.last!.milliseconds(since: attempts.first!) / 1000
+        print("birth message buffer: \(birth["buffer"]?.serialized ?? "none"), broker down \(downFor) s or more")
+        #expect(birth["version"] != nil && birth["started"] != nil)
+        #expect((birth["buffer"]?["records"]?.intValue ?? 0) >= 10, "\(birth.serialized)")
+        #expect((birth["buffer"]?["oldest_age_s"]?.intValue ?? -1) >= Int(downFor) - 1, "\(birth.serialized)")
         gateway.signal(SIGTERM)
         #expect(try gateway.waitForExit() == 0)
     }
