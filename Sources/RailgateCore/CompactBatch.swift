@@ -146,7 +146,9 @@ private struct CompactScan {
         return lastSource
     }
 
-    private mutating func nameID(_ source: Int, _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, guess: Int)
+    private mutating func nameID(
+        _ source: Int, _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, guess: Int
+    )
         -> Int
     {
         if guess < sources[source].previous.count {
@@ -228,7 +230,9 @@ private struct CompactScan {
             let width = (used.map { table.slot[$0.name] }.max() ?? -1) + 1
             slots.removeAll(keepingCapacity: true)
             slots.append(contentsOf: repeatElement(-1, count: width))
-            for (offset, member) in used.enumerated() { slots[table.slot[member.name]] = sample.members.lowerBound + offset }
+            for (offset, member) in used.enumerated() {
+                slots[table.slot[member.name]] = sample.members.lowerBound + offset
+            }
             record.bytes.withUnsafeBufferPointer { bytes in
                 for memberIndex in slots {
                     output.append(UInt8(ascii: ","))
@@ -497,7 +501,8 @@ public enum CompactBatch {
                         case .object:
                             throw fail("a slot is null, a value or [\"reason\"]", slot)
                         }
-                        output += first ? Array((wantErrors ? ",\"errors\":{" : ",\"values\":{").utf8) : [UInt8(ascii: ",")]
+                        output +=
+                            first ? Array((wantErrors ? ",\"errors\":{" : ",\"values\":{").utf8) : [UInt8(ascii: ",")]
                         first = false
                         output += payload[names[offset + 1]]
                         output.append(UInt8(ascii: ":"))

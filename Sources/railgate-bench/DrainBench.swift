@@ -18,7 +18,8 @@ enum DrainBench {
         let railgate = siblingBinary("railgate")
         guard access(railgate, X_OK) == 0, access("/usr/sbin/mosquitto", X_OK) == 0 else {
             StandardStreams.out(
-                "\n== Uplink drain: skipped (needs \(railgate), `swift build -c release --product railgate`, and mosquitto)")
+                "\n== Uplink drain: skipped (needs \(railgate), `swift build -c release --product railgate`, and mosquitto)"
+            )
             return
         }
         let directory = "/tmp/railgate-drain-\(getpid())"
@@ -194,7 +195,8 @@ enum DrainBench {
             poll_interval_ms = 3600000
 
             """)
-        let daemon = try Child(railgate, ["run", "--config", config], log: "\(directory)/drain-\(payload)-\(compression).log")
+        let daemon = try Child(
+            railgate, ["run", "--config", config], log: "\(directory)/drain-\(payload)-\(compression).log")
         defer { daemon.stop() }
         var connectedAt: Double?
         var cpuAtConnect = 0.0

@@ -74,7 +74,8 @@ enum UpstreamBench {
                 func perValue(_ bytes: Int) -> String { format(Double(bytes) / Double(values)) }
                 StandardStreams.out(
                     "\(name), batches of \(perBatch) polls (\(values) values): plain \(perValue(plain)) bytes/value, "
-                        + "gzip \(perValue(gzip)); payload = \"compact\": \(perValue(compactPlain)), gzip \(perValue(compactGzip))")
+                        + "gzip \(perValue(gzip)); payload = \"compact\": \(perValue(compactPlain)), gzip \(perValue(compactGzip))"
+                )
             }
         }
     }

@@ -36,7 +36,8 @@ struct CompactPayloadTests {
         var plainBytes = 0
         for (index, payload) in payloads.enumerated() {
             let text = String(decoding: payload, as: UTF8.self)
-            #expect(text.hasPrefix(#"{"gateway":"KZ-WAG-LIMITS","format":"compact/1","sources":[["testbox","#), "\(text)")
+            #expect(
+                text.hasPrefix(#"{"gateway":"KZ-WAG-LIMITS","format":"compact/1","sources":[["testbox","#), "\(text)")
             let plain = try CompactBatch.decode(payload)
             compactBytes += payload.count
             plainBytes += plain.count

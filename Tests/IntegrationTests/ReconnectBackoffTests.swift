@@ -61,7 +61,8 @@ final class ClosingPeer: @unchecked Sendable {
 
 @Suite("Reconnect back-off", .serialized)
 struct ReconnectBackoffTests {
-    @Test("reconnect_min_ms 200, reconnect_max_ms 800: retries of a broker that is down keep within them; up, data flows")
+    @Test(
+        "reconnect_min_ms 200, reconnect_max_ms 800: retries of a broker that is down keep within them; up, data flows")
     func configuredBounds() throws {
         let scratch = Scratch()
         let peer = try ClosingPeer()
@@ -70,7 +71,8 @@ struct ReconnectBackoffTests {
             scratch: scratch, brokerPort: peer.port, wagonPort: sim.port,
             upstream: ["reconnect_min_ms = 200", "reconnect_max_ms = 800"])
         let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "gw")
-        let attempts = try eventually("9 connection attempts", seconds: 60, intervalMs: 50) { () -> [MonotonicInstant]? in
+        let attempts = try eventually("9 connection attempts", seconds: 60, intervalMs: 50) {
+            () -> [MonotonicInstant]? in
             let attempts = peer.attempts
             return attempts.count >= 9 ? attempts : nil
         }
@@ -79,7 +81,8 @@ struct ReconnectBackoffTests {
         for (attempt, gap) in gaps.enumerated() {
             let wait = min(800, 200 << attempt)
             // Never shorter than the back-off allows (the jitter takes at most 20 % off)...
-            #expect(gap >= wait * 8 / 10 - 5, "attempt \(attempt + 1): \(gap) ms after the one before, back-off \(wait)")
+            #expect(
+                gap >= wait * 8 / 10 - 5, "attempt \(attempt + 1): \(gap) ms after the one before, back-off \(wait)")
             // ...and never the default's 1 s, 2 s, 4 s, 5 s: the cap holds (slack for a loaded machine).
             #expect(gap <= 800 + 700, "attempt \(attempt + 1): \(gap) ms after the one before, cap 800")
         }
@@ -120,7 +123,8 @@ struct ReconnectBackoffTests {
             let result = try TestProcess.run(Binaries.railgate, ["check", "--config", config], scratch: scratch)
             #expect(result.status == 78, "\(lines): \(result.error)")
             // The [upstream] keys are on lines 16-17 of the generated file.
-            let line = try #require(result.error.split(separator: "\n").first { $0.contains(expected) }, "\(result.error)")
+            let line = try #require(
+                result.error.split(separator: "\n").first { $0.contains(expected) }, "\(result.error)")
             #expect(line.hasPrefix("\(config):1"), "\(line)")
         }
         let good = brokerLimitsConfig(

@@ -75,7 +75,9 @@ struct CompactBatchTests {
         #expect(text.hasPrefix(#"{"gateway":"KZ-WAG-00042","format":"compact/1","sources":[["axlebox-1","i","u","#))
         // The first row carries seq and time in full, the next ones differences.
         #expect(text.contains(#""records":[[41,1795910400123,0,-32768,18446744073709551615,0.30000000000000004,"#))
-        #expect(text.contains(#"[1,1000,0,["timeout"],["exception:2"],["crc"],["io"],["nan"],["inf"],["invalid"],["busy"]]"#))
+        #expect(
+            text.contains(
+                #"[1,1000,0,["timeout"],["exception:2"],["crc"],["io"],["nan"],["inf"],["invalid"],["busy"]]"#))
         #expect(text.contains(#"[1,1001,0,["timeout"],null,12.25"#))
         #expect(text.contains(#""kind":"event""#))
         #expect(text.contains(#"[2,2,0]"#))
@@ -85,7 +87,9 @@ struct CompactBatchTests {
     @Test("points a deadband left out, in changing subsets: slots in profile order, every record a row")
     func deadbandSubsets() throws {
         let names = (1...8).map { "bearing_temp_\($0)" }
-        func values(_ indices: [Int]) -> [(String, PointValue)] { indices.map { (names[$0], .number(40 + Double($0))) } }
+        func values(_ indices: [Int]) -> [(String, PointValue)] {
+            indices.map { (names[$0], .number(40 + Double($0))) }
+        }
         let records = [
             Self.sample(1, at: 0, values: values([0, 3, 7])),
             Self.sample(2, at: 1000, values: values([0, 1, 2, 3])),

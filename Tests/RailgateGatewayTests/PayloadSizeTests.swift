@@ -14,7 +14,9 @@ import Testing
 @Suite("Payload size", .serialized)
 struct PayloadSizeTests {
     /// 200 polls of `profile` as stored records (seq from 1,000,000), and the values they carry.
-    static func polls(of name: String) throws -> (
+    static func polls(
+        of name: String
+    ) throws -> (
         records: [(seq: UInt64, bytes: [UInt8])], values: Int, order: [String]
     ) {
         let locator = ProfileLocator(files: LocalFiles(), searchPath: ["Firmware-config/profiles"], besideFile: nil)
@@ -33,7 +35,8 @@ struct PayloadSizeTests {
         let device = DeviceConfig(
             name: "axlebox-1", bus: "b", unit: 1, profileName: name, profile: profile, pollIntervalMs: 1000)
         let poller = DevicePoller(device: device, maxGap: 8, firstDue: .now())
-        let connection = try ModbusConnection(endpoint: .tcp(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 2000)
+        let connection = try ModbusConnection(
+            endpoint: .tcp(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 2000)
         defer { connection.disconnect() }
         var random = UInt64(42)
         func next() -> Double {
@@ -53,7 +56,8 @@ struct PayloadSizeTests {
                 bank.set(point.table, address: point.address, point.encode(value))
             }
             var record = poller.poll(over: connection, retries: 2, at: WallClock.now())
-            record.timestamp = Timestamp(millisecondsSinceEpoch: 1_795_910_400_000 + Int64(cycle) * 1000 + Int64(cycle * 37 % 11))
+            record.timestamp = Timestamp(
+                millisecondsSinceEpoch: 1_795_910_400_000 + Int64(cycle) * 1000 + Int64(cycle * 37 % 11))
             guard case .sample(let read, let errors) = record.body, errors.isEmpty else {
                 throw PollFailed(text: record.text(seq: nil))
             }
