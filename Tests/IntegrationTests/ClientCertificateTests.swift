@@ -33,7 +33,9 @@ struct ClientCertificateTests {
         let reason = try eventually("the refused certificate in the status", seconds: 30, intervalMs: 200) {
             () -> String? in
             let upstream = try daemonStatus(scratch)["upstream"] ?? .null
-            guard let text = upstream["last_error"]?.stringValue, text.contains("client certificate") else { return nil }
+            guard let text = upstream["last_error"]?.stringValue, text.contains("client certificate") else {
+                return nil
+            }
             #expect(upstream["state"] != .string("connected"), "\(upstream.serialized)")
             return text
         }
