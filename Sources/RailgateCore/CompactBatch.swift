@@ -477,6 +477,10 @@ public enum CompactBatch {
                 else { throw fail("a row is [dseq,dts,source,slot...] with a listed source", node) }
                 seq &+= dseq
                 milliseconds &+= dts
+                // RFC 3339 years 0000-9999 only.
+                guard (-62_167_219_200_000...253_402_300_799_999).contains(milliseconds), seq >= 0 else {
+                    throw fail("seq or time out of range", node)
+                }
                 let names = sources[Int(source)]
                 output += "{\"seq\":".utf8
                 JSON.writeDigits(UInt64(bitPattern: seq), to: &output)

@@ -177,6 +177,50 @@ struct CompactBatchTests {
         }
     }
 
+    @Test("damaged payloads (bytes changed, cut short) are refused or decoded, never a crash")
+    func damaged() throws {
+        var records: [(seq: UInt64, bytes: [UInt8])] = []
+        for index in 1...20 {
+            let values: [(String, PointValue)] = [
+                ("a", .number(Double(index) / 3)), ("b", .bool(index % 2 == 0)), ("c", .text("x\(index)")),
+            ]
+            let errors: [(String, ReadFailure)] = index % 5 == 0 ? [("d", .timeout)] : []
+            records.append(Self.sample(UInt64(index), at: Int64(index) * 1000, values: values, errors: errors))
+        }
+        let payload = CompactBatchEncoder(gatewayID: "g").payload(of: records)
+        var state: UInt64 = 99
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        let alphabet = Array(#"[]{},:"-0123456789e.null"#.utf8) + [0, 0xFF]
+        var refused = 0
+        for _ in 0..<3000 {
+            var damaged = payload
+            for _ in 0..<(1 + next(3)) { damaged[next(damaged.count)] = alphabet[next(alphabet.count)] }
+            if next(4) == 0 { damaged.removeLast(next(damaged.count)) }
+            do { _ = try CompactBatch.decode(damaged) } catch { refused += 1 }
+        }
+        #expect(refused > 1000)
+        let huge = #"{"gateway":"g","format":"compact/1","sources":[["s"]],"records":[[1,9223372036854775807,0]]}"#
+        #expect(throws: CompactBatchError.self) { try CompactBatch.decode(Array(huge.utf8)) }
+    }
+
+    @Test("the birth message carries the buffer's depth after started; none oldest when empty")
+    func birthBufferDepth() throws {
+        let birth = JSON.object([
+            ("state", .string("online")), ("gateway", .string("g")), ("version", .string("0.1.0")),
+            ("started", .string("2026-11-29T02:39:58Z")), ("sources", .object([])),
+        ])
+        let full = StatusMessage.withBuffer(birth, .init(records: 1234, oldestAgeSeconds: 3600))
+        #expect(
+            full.serialized
+                == #"{"state":"online","gateway":"g","version":"0.1.0","started":"2026-11-29T02:39:58Z","buffer":{"records":1234,"oldest_age_s":3600},"sources":{}}"#
+        )
+        let empty = StatusMessage.withBuffer(full, .init(records: 0, oldestAgeSeconds: nil))
+        #expect(empty["buffer"]?.serialized == #"{"records":0,"oldest_age_s":null}"#)
+    }
+
     @Test("an empty batch and a batch of events only")
     func eventsOnly() throws {
         try Self.roundTrip([])
