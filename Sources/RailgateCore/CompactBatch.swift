@@ -8,7 +8,7 @@
 /// ```
 /// {"gateway":"KZ-WAG-00042","format":"compact/1",
 ///  "sources":[["axlebox-1","bearing_temp_1","bearing_temp_2","door_open"]],
-///  "records":[[1042,1795919999123,0,41.5,39.8,false],[1,1002,0,41.6,null,["timeout"]],
+///  "records":[[1042,1795920000123,0,41.5,39.8,false],[1,1002,0,41.6,null,["timeout"]],
 ///             {"seq":1044,"ts":"...","kind":"event",...}]}
 /// ```
 ///
