@@ -53,6 +53,33 @@ public enum StatusMessage {
         ])
     }
 
+    /// How much the buffer holds when the birth message goes out.
+    public struct BufferDepth: Sendable, Equatable {
+        /// Records not yet acknowledged by the broker.
+        public var records: Int
+        /// Seconds since the oldest of them was taken (nil when there is none).
+        public var oldestAgeSeconds: Int64?
+
+        public init(records: Int, oldestAgeSeconds: Int64?) {
+            self.records = records
+            self.oldestAgeSeconds = oldestAgeSeconds
+        }
+    }
+
+    /// `birth` with `"buffer":{"records":N,"oldest_age_s":S}` after `started` (`oldest_age_s`
+    /// null when the buffer is empty): the backlog the gateway starts draining on this connect.
+    public static func withBuffer(_ birth: JSON, _ depth: BufferDepth) -> JSON {
+        guard case .object(var members) = birth else { return birth }
+        let buffer = JSON.object([
+            ("records", .integer(Int64(depth.records))),
+            ("oldest_age_s", depth.oldestAgeSeconds.map { JSON.integer($0) } ?? .null),
+        ])
+        members.removeAll { $0.0 == "buffer" }
+        let at = (members.firstIndex { $0.0 == "started" }).map { $0 + 1 } ?? members.count
+        members.insert(("buffer", buffer), at: at)
+        return .object(members)
+    }
+
     /// The will the broker publishes when the gateway vanishes.
     public static let offline = JSON.object([("state", .string("offline"))])
 }

@@ -109,6 +109,13 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var retainStatus: Bool = true
     /// `protocol`: 3 (MQTT 3.1.1) or 5 (MQTT 5: the broker's reasons and maximum packet size).
     public var protocolVersion: Int = 3
+    /// `payload = "compact"`: batches in the lossless `compact/1` format (`CompactBatchEncoder`);
+    /// `"plain"` (the default): the record objects as stored.
+    public var compactPayload: Bool = false
+    /// `reconnect_min_ms`: the first wait before a reconnect, doubled per failed attempt...
+    public var reconnectMinMs: Int = 1000
+    /// ...up to `reconnect_max_ms`; each wait is up to 20 % shorter at random.
+    public var reconnectMaxMs: Int = 5000
 }
 
 /// How a bus reaches its slaves.
@@ -509,8 +516,19 @@ public struct ConfigLoader {
             certFile: reader.string("cert_file"),
             keyFile: reader.string("key_file"),
             retainStatus: reader.bool("retain_status") ?? true,
-            protocolVersion: reader.integer("protocol", in: 3...5, as: Int.self) ?? 3)
+            protocolVersion: reader.integer("protocol", in: 3...5, as: Int.self) ?? 3,
+            compactPayload: (reader.choice("payload", ["plain", "compact"]) ?? "plain") == "compact",
+            reconnectMinMs: reader.integer("reconnect_min_ms", in: 10...600_000, as: Int.self) ?? 1000,
+            reconnectMaxMs: reader.integer("reconnect_max_ms", in: 10...3_600_000, as: Int.self) ?? 5000)
         reader.finish()
+        if reader.has("reconnect_min_ms") || reader.has("reconnect_max_ms"),
+            settings.reconnectMaxMs < settings.reconnectMinMs
+        {
+            log.report(
+                reader.line(of: reader.has("reconnect_max_ms") ? "reconnect_max_ms" : "reconnect_min_ms"),
+                "reconnect_max_ms (\(settings.reconnectMaxMs)) must not be below reconnect_min_ms "
+                    + "(\(settings.reconnectMinMs))")
+        }
         if settings.topicPrefix.isEmpty || settings.topicPrefix.contains(where: { "+#".contains($0) }) {
             log.report(
                 reader.line(of: "topic_prefix"), "topic_prefix must be non-empty and free of MQTT wildcards (+, #)")

@@ -51,6 +51,7 @@ final class LibmosquittoSession: UplinkSession {
     private let host: String
     private let port: Int
     private let keepaliveSeconds: Int
+    private let backoff: MQTTClient.Backoff
 
     init(
         settings: UpstreamSettings, host: String, port: Int, tls: Bool, topics: Topics, logger: Logger,
@@ -61,6 +62,7 @@ final class LibmosquittoSession: UplinkSession {
         self.host = host
         self.port = port
         keepaliveSeconds = settings.keepaliveSeconds
+        backoff = MQTTClient.Backoff(minimumMs: settings.reconnectMinMs, maximumMs: settings.reconnectMaxMs)
         // The will as the birth message goes: a broker with max_qos 0 or retain_available false
         // closes a CONNECT whose will asks for more, before any CONNACK.
         try client.setWill(
@@ -79,7 +81,7 @@ final class LibmosquittoSession: UplinkSession {
     }
 
     func connect() throws(MQTTError) {
-        try client.start(host: host, port: port, keepaliveSeconds: keepaliveSeconds)
+        try client.start(host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff)
     }
 
     func publish(topic: String, payload: [UInt8], qos: Int, retain: Bool) throws(MQTTError) -> Int32 {
@@ -178,9 +180,14 @@ final class Uplink: @unchecked Sendable {
     private let tls: Bool
     private let topics: Topics
     private let gatewayID: String
-    /// The retained birth message, published on every connect (guarded by `lock`).
-    private var birth: [UInt8]
+    /// The retained birth message, published on every connect with the buffer's depth then
+    /// (guarded by `lock`).
+    private var birth: JSON
+    /// The size of the birth message last published (guarded by `lock`).
+    private var birthSize = 0
     private let builder: BatchBuilder
+    /// With `payload = "compact"`: the `compact/1` encoder.
+    private let compact: CompactBatchEncoder?
     /// The batch limits for the records alone (the envelope's bytes taken off); `maxBytes` is
     /// halved when the broker drops the connection on a batch too large (guarded by `lock`).
     private var limits: BatchLimits
@@ -261,8 +268,11 @@ final class Uplink: @unchecked Sendable {
         let topics = Topics(prefix: config.upstream.topicPrefix, gatewayID: config.gateway.id)
         self.topics = topics
         gatewayID = config.gateway.id
-        birth = Array(StatusMessage.birth(config: config, started: started).serialized.utf8)
+        birth = StatusMessage.birth(config: config, started: started)
         builder = BatchBuilder(gatewayID: config.gateway.id)
+        compact =
+            config.upstream.compactPayload
+            ? CompactBatchEncoder(gatewayID: config.gateway.id, pointOrder: Self.pointOrder(config)) : nil
         self.buffer = buffer
         self.logger = logger
         self.resendAfterMs = resendAfterMs
@@ -281,6 +291,13 @@ final class Uplink: @unchecked Sendable {
                     onEvent: onEvent)
             }
         }
+    }
+
+    /// Each device's point names in profile order (the order its samples list them in).
+    static func pointOrder(_ config: GatewayConfig) -> [String: [String]] {
+        var order: [String: [String]] = [:]
+        for device in config.devices { order[device.name] = device.profile.points.map(\.name) }
+        return order
     }
 
     /// Sets up the session and starts connecting and publishing in the background.
@@ -345,17 +362,30 @@ final class Uplink: @unchecked Sendable {
     /// A new birth message (the sources changed on a reload): kept for the next connects and
     /// published now if connected.
     func announce(_ message: JSON) {
+        let depth = bufferDepth()
         lock.withLock {
-            birth = message.bytes
+            birth = message
             guard state == "connected" else { return }
             do {
+                let payload = StatusMessage.withBuffer(message, depth).bytes
+                birthSize = payload.count
                 _ = try publishLocked(
-                    topic: topics.status, payload: message.bytes, qos: settings.qos, retain: settings.retainStatus,
+                    topic: topics.status, payload: payload, qos: settings.qos, retain: settings.retainStatus,
                     as: .status(offline: false))
             } catch {
                 logger.warning("could not publish the new birth message: \(error)")
             }
         }
+    }
+
+    /// The records waiting in the buffer and the age of the oldest, for the birth message.
+    private func bufferDepth() -> StatusMessage.BufferDepth {
+        let stats = buffer.stats()
+        let oldest = buffer.records(after: stats.ackedSeq, limits: BatchLimits(maxRecords: 1, maxBytes: .max)).first
+        let age = oldest.flatMap { CompactBatch.timestamp(ofRecord: $0.bytes) }.map {
+            max(0, WallClock.now().millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000
+        }
+        return StatusMessage.BufferDepth(records: stats.records, oldestAgeSeconds: age)
     }
 
     func status() -> UplinkStatus {
@@ -423,11 +453,14 @@ final class Uplink: @unchecked Sendable {
             } catch {
                 logger.error("could not record the buffer_overflow event: \(error); reported at the next connect")
             }
+            let depth = bufferDepth()
             let current: Bool = lock.withLock {
                 guard generation == self.generation else { return false }
                 do {
+                    let payload = StatusMessage.withBuffer(birth, depth).bytes
+                    birthSize = payload.count
                     _ = try publishLocked(
-                        topic: topics.status, payload: birth, qos: settings.qos, retain: settings.retainStatus,
+                        topic: topics.status, payload: payload, qos: settings.qos, retain: settings.retainStatus,
                         as: .status(offline: false))
                 } catch {
                     logger.warning("could not publish the birth message: \(error)")
@@ -588,11 +621,11 @@ final class Uplink: @unchecked Sendable {
             if sentAt < oldest?.sentAt ?? .init(nanoseconds: .max) { oldest = (seqs, size, sentAt) }
         }
         let biggest = oldest.map { (seqs: $0.seqs, size: $0.size) }
-        if birthPending, !acknowledgedThisConnection, birth.count >= biggest?.size.payload ?? 0 {
+        if birthPending, !acknowledgedThisConnection, birthSize >= biggest?.size.payload ?? 0 {
             // The birth goes first on every connection, and is the largest packet pending.
             brokerCloses = 0
             return (
-                "the broker closed the connection while the birth message (\(birth.count) bytes, QoS \(settings.qos), "
+                "the broker closed the connection while the birth message (\(birthSize) bytes, QoS \(settings.qos), "
                     + "retained \(settings.retainStatus)) was unacknowledged: it may refuse retained messages "
                     + "(retain_available false needs retain_status = false), QoS 1 (max_qos 0 needs qos = 0) or a "
                     + "packet that large (max_packet_size)", false
@@ -897,8 +930,13 @@ final class Uplink: @unchecked Sendable {
     /// before the backlog); returns the payload size, or nil if nothing was sent.
     private func publish(_ records: [(seq: UInt64, bytes: [UInt8])], ahead: Bool) -> Int? {
         guard let last = records.last else { return nil }
-        var payload = builder.batch(of: records).payload
         let recordBytes = records.reduce(records.count - 1) { $0 + $1.bytes.count }
+        var payload = compact?.payload(of: records) ?? []
+        // A compact batch larger than the plain one (rare: rows of few points among many) goes
+        // plain, so no batch is larger than its limit allows; consumers tell them by "format".
+        if compact == nil || payload.count > builder.overhead + recordBytes {
+            payload = builder.batch(of: records).payload
+        }
         if settings.gzip {
             do {
                 payload = try Gzip.compress(payload)

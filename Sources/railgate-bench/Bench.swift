@@ -20,6 +20,7 @@ struct Bench {
         }
         if arguments.count == 2, arguments[1] == "upstream" {
             try UpstreamBench.run()
+            try DrainBench.run()
             return
         }
         StandardStreams.out(
@@ -28,6 +29,7 @@ struct Bench {
         try ModbusBench.run()
         try BufferBench.run()
         try UpstreamBench.run()
+        try DrainBench.run()
     }
 }
 

@@ -8,12 +8,13 @@ import RailgateSystem
 /// Bytes on the wire per value, plain JSON and gzip, for each shipped profile: the daemon's own
 /// path (poller, record encoding, batch envelope, gzip) over Modbus TCP, with values that move
 /// like a sensor's (a random walk in the profile's resolution), in batches of 5 polls (the
-/// example wagon's 1 s polls and 5 s batch interval) and of 25.
+/// example wagon's 1 s polls and 5 s batch interval) and of 25; plain and `compact/1`
+/// (`payload = "compact"`, each batch checked to decode to the plain one).
 enum UpstreamBench {
     static func run() throws {
         let locator = ProfileLocator(files: LocalFiles(), searchPath: ["Firmware-config/profiles"], besideFile: nil)
         StandardStreams.out("\n== Upstream: bytes on the wire per value (targets: plain <= 25, gzip <= 3)")
-        for name in ["axle-bearing-sensor", "brake-load-sensor"] {
+        for name in ["axle-bearing-sensor", "brake-load-sensor", "door-status-panel"] {
             let profile = try locator.load(name)
             let slave = try ModbusTCPSlave(host: "127.0.0.1", port: 0)
             let bank = try ModbusDataBank()
@@ -51,22 +52,31 @@ enum UpstreamBench {
                 StandardStreams.out(String(decoding: records[records.count - 1].bytes, as: UTF8.self))
             }
             let builder = BatchBuilder(gatewayID: "KZ-WAG-00042")
+            let compact = CompactBatchEncoder(
+                gatewayID: "KZ-WAG-00042", pointOrder: ["axlebox-1": profile.points.map(\.name)])
             for perBatch in [5, 25] {
                 var plain = 0
                 var gzip = 0
+                var compactPlain = 0
+                var compactGzip = 0
                 for start in stride(from: 0, to: records.count, by: perBatch) {
-                    let payload = builder.batch(of: Array(records[start..<min(records.count, start + perBatch)]))
-                        .payload
+                    let batch = Array(records[start..<min(records.count, start + perBatch)])
+                    let payload = builder.batch(of: batch).payload
                     plain += payload.count
                     gzip += try Gzip.compress(payload).count
+                    let small = compact.payload(of: batch)
+                    guard try CompactBatch.decode(small) == payload else {
+                        throw BenchError(description: "compact batch of \(name) does not decode to the plain one")
+                    }
+                    compactPlain += small.count
+                    compactGzip += try Gzip.compress(small).count
                 }
+                func perValue(_ bytes: Int) -> String { format(Double(bytes) / Double(values)) }
                 StandardStreams.out(
-                    "\(name), batches of \(perBatch) polls: \(format(Double(plain) / Double(values))) bytes/value plain, "
-                        + "\(format(Double(gzip) / Double(values))) gzip (\(values) values)")
+                    "\(name), batches of \(perBatch) polls (\(values) values): plain \(perValue(plain)) bytes/value, "
+                        + "gzip \(perValue(gzip)); payload = \"compact\": \(perValue(compactPlain)), gzip \(perValue(compactGzip))"
+                )
             }
         }
-        StandardStreams.out(
-            "start-up to the first acknowledged record: see the integration test FirstRecordTests (about 66 ms, debug build)"
-        )
     }
 }
