@@ -529,7 +529,9 @@ public final class Gateway: @unchecked Sendable {
 
 /// `railgate run --once`: polls every device and reads every gate once, without buffer or uplink.
 public enum SinglePoll {
-    /// The records of one poll of every device and gate, and whether every one answered.
+    /// The records of one poll of every device and gate, and whether every one answered. A gate
+    /// or input whose lines the running daemon holds is skipped with a note on standard error:
+    /// the daemon watches it, so it is not a failure.
     public static func pollAll(_ config: GatewayConfig) -> (records: [Record], allAnswered: Bool) {
         var records: [Record] = []
         var allAnswered = true
@@ -566,6 +568,10 @@ public enum SinglePoll {
         for gate in config.gates {
             do {
                 records.append(try GateWatcher.readOnce(gate))
+            } catch where error.isHeldByRailgateDaemon {
+                StandardStreams.error(
+                    "gate \(gate.name): skipped: the running railgate daemon holds its lines; watch it with `railgate events --follow`"
+                )
             } catch {
                 StandardStreams.error("gate \(gate.name): \(error)")
                 allAnswered = false
@@ -574,6 +580,10 @@ public enum SinglePoll {
         for input in config.inputs {
             do {
                 records.append(try InputWatcher.readOnce(input))
+            } catch where error.isHeldByRailgateDaemon {
+                StandardStreams.error(
+                    "input \(input.name): skipped: the running railgate daemon holds its line; watch it with `railgate events --follow`"
+                )
             } catch {
                 StandardStreams.error("input \(input.name): \(error)")
                 allAnswered = false
