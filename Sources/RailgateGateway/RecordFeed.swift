@@ -36,15 +36,22 @@ final class RecordFeed: @unchecked Sendable {
     /// Sets the units samples are annotated with and the gateway id of the hello line, from the
     /// configuration about to run.
     func configure(_ config: GatewayConfig) {
+        configure(
+            units: Dictionary(config.devices.map { ($0.name, $0.profile) }, uniquingKeysWith: { first, _ in first }),
+            gateway: config.gateway.id)
+    }
+
+    /// The same from the devices' profiles, by device name, and the gateway id.
+    func configure(units profiles: [String: DeviceProfile], gateway: String) {
         var units: [String: [String: String]] = [:]
-        for device in config.devices {
-            for point in device.profile.points {
-                if let unit = point.unit { units[device.name, default: [:]][point.name] = unit }
+        for (device, profile) in profiles {
+            for point in profile.points {
+                if let unit = point.unit { units[device, default: [:]][point.name] = unit }
             }
         }
         lock.withLock {
             self.units = units
-            gateway = config.gateway.id
+            self.gateway = gateway
         }
     }
 
@@ -87,8 +94,13 @@ final class RecordFeed: @unchecked Sendable {
     /// The most recent event records (at most `recentLimit`), oldest first, as stored.
     var recentEvents: [JSON] { lock.withLock { recent }.compactMap { try? JSONReader.parse($0) } }
 
-    /// Followers streaming now.
-    var followerCount: Int { lock.withLock { followers.count } }
+    /// Followers streaming now (those whose client went away are let go first).
+    var followerCount: Int {
+        lock.withLock {
+            reapLocked()
+            return followers.count
+        }
+    }
 
     /// Starts streaming to the client socket `fd`, which the feed now owns (it closes it).
     /// Returns nil when streaming started, or the error to answer when refused (too many
