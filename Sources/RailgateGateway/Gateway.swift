@@ -487,21 +487,21 @@ public final class Gateway: @unchecked Sendable {
             }
         }
         let bufferJSON: JSON = .object([
-                    ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
-                    ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
-                    ("durable_seq", .unsigned(buffer.durableSeq)),
-                    ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
-                    ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
-                    ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
-                    ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
-                    ("reserved_seq", .unsigned(buffer.reservedSeq)),
-                    ("dropped_in_memory", .integer(Int64(sink.lostInMemory))),
-                    ("lost_records", .unsigned(buffer.lostRecords)), ("lost_seqs", .unsigned(buffer.lostSeqs)),
-                    ("last_loss", buffer.losses.last.map(BufferSink.json) ?? .null),
-                    ("oldest_ts", oldest.map { .string($0.description) } ?? .null),
-                    ("oldest_age_s", oldestAge.map { .number(($0 * 10).rounded() / 10) } ?? .null),
-                    ("stored_per_s", rate(stored)),
-                ])
+            ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
+            ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
+            ("durable_seq", .unsigned(buffer.durableSeq)),
+            ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
+            ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
+            ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
+            ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
+            ("reserved_seq", .unsigned(buffer.reservedSeq)),
+            ("dropped_in_memory", .integer(Int64(sink.lostInMemory))),
+            ("lost_records", .unsigned(buffer.lostRecords)), ("lost_seqs", .unsigned(buffer.lostSeqs)),
+            ("last_loss", buffer.losses.last.map(BufferSink.json) ?? .null),
+            ("oldest_ts", oldest.map { .string($0.description) } ?? .null),
+            ("oldest_age_s", oldestAge.map { .number(($0 * 10).rounded() / 10) } ?? .null),
+            ("stored_per_s", rate(stored)),
+        ])
         return .object([
             ("gateway", .string(config.gateway.id)), ("version", .string(RailgateVersion.current)),
             ("gpio_backend", .string(LibgpiodBackend.summary)), ("uptime_s", .number(uptime)),
@@ -568,7 +568,7 @@ public enum SinglePoll {
         for gate in config.gates {
             do {
                 records.append(try GateWatcher.readOnce(gate))
-            } catch where error.isHeldByRailgateDaemon {
+            } catch  where error.isHeldByRailgateDaemon {
                 StandardStreams.error(
                     "gate \(gate.name): skipped: the running railgate daemon holds its lines; watch it with `railgate events --follow`"
                 )
@@ -580,7 +580,7 @@ public enum SinglePoll {
         for input in config.inputs {
             do {
                 records.append(try InputWatcher.readOnce(input))
-            } catch where error.isHeldByRailgateDaemon {
+            } catch  where error.isHeldByRailgateDaemon {
                 StandardStreams.error(
                     "input \(input.name): skipped: the running railgate daemon holds its line; watch it with `railgate events --follow`"
                 )

@@ -86,7 +86,9 @@ enum EventText {
             return (text, .gate)
         case "active", "inactive":
             let alarm = document["priority"]?.stringValue == "alarm"
-            return ("input \(name.uppercased()) (was \(previous ?? "unknown"))", alarm && name == "active" ? .alarm : .gate)
+            return (
+                "input \(name.uppercased()) (was \(previous ?? "unknown"))", alarm && name == "active" ? .alarm : .gate
+            )
         default:
             let skipped: Set<String> = ["seq", "ts", "kind", "source", "event", "priority"]
             var text = "event \(name)"

@@ -73,7 +73,8 @@ enum TopScreen {
             }
             let value = now.map(pointValue) ?? "?"
             alarmLines.append(
-                "  \(device) \(point) \(value), \(side) \(alarm["threshold"].map { EventText.valueText($0, unit: nil) } ?? "?")")
+                "  \(device) \(point) \(value), \(side) \(alarm["threshold"].map { EventText.valueText($0, unit: nil) } ?? "?")"
+            )
         }
 
         // Rows: title, link, buffer, devices header, gates, inputs, alarms, events, footer.
@@ -95,8 +96,11 @@ enum TopScreen {
             let answering = device["answering"] != .bool(false)
             var head = (device["name"]?.plainText ?? "?").padding(to: 16)
             head += answering ? "ok  " : "DOWN"
-            head += "  lat " + (device["latency_ms"]?.doubleValue.map { "\(Int($0.rounded()))ms" } ?? "-").padding(to: 7)
-            head += "  err " + (device["error_rate"]?.doubleValue.map { "\(Int(($0 * 100).rounded()))%" } ?? "-")
+            head +=
+                "  lat " + (device["latency_ms"]?.doubleValue.map { "\(Int($0.rounded()))ms" } ?? "-").padding(to: 7)
+            head +=
+                "  err "
+                + (device["error_rate"]?.doubleValue.map { "\(Int(($0 * 100).rounded()))%" } ?? "-")
                 .padding(to: 5)
             head += "  polls \(device["polls"]?.plainText ?? "0")"
             if !answering, let error = device["last_error"]?.stringValue { head += "  \(error)" }

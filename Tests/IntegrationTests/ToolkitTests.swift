@@ -4,7 +4,9 @@ import Testing
 
 /// A gateway with one AX-4 axle sensor (unit `unit`) on the wagon simulator and one barrier on
 /// the simulated GPIO chip, buffering only.
-func toolkitConfig(scratch: Scratch, wagonPort: Int, chip: String, unit: Int = 7, name: String = "toolkit.toml")
+func toolkitConfig(
+    scratch: Scratch, wagonPort: Int, chip: String, unit: Int = 7, name: String = "toolkit.toml"
+)
     -> String
 {
     scratch.write(
@@ -144,11 +146,13 @@ struct ToolkitTests {
             profile: "axle-bearing-sensor", units: "7", scratch: scratch, extra: ["--set", "bearing_temp_3=96"])
         let gate = try GateSimulator(scratch: scratch)
         let config = toolkitConfig(scratch: scratch, wagonPort: wagon.port, chip: gate.chip)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         let status = try waitForDaemon(scratch, alarm: true)
-        #expect(status["devices"]?.arrayValue?.first?["points"]?.arrayValue?.contains {
-            $0["name"] == .string("bearing_temp_3") && $0["unit"] == .string("degC") && $0["value"] == .number(96)
-        } == true)
+        #expect(
+            status["devices"]?.arrayValue?.first?["points"]?.arrayValue?.contains {
+                $0["name"] == .string("bearing_temp_3") && $0["unit"] == .string("degC") && $0["value"] == .number(96)
+            } == true)
         #expect(status["alarms"]?.arrayValue?.first?["point"] == .string("bearing_temp_3"))
 
         let tmux = try Tmux(scratch: scratch)
@@ -182,7 +186,8 @@ struct ToolkitTests {
             return (old, new)
         }
         #expect(restored.0 == restored.1, "top left the terminal changed")
-        #expect(!screen.contains("ALARMS"), "top left its screen behind (the alternate screen was not left):\n\(screen)")
+        #expect(
+            !screen.contains("ALARMS"), "top left its screen behind (the alternate screen was not left):\n\(screen)")
 
         // Ctrl-C quits just as cleanly.
         try tmux.type("\(Binaries.railgate) top --socket \(scratch.path)/control.sock; echo top-exit=$?")
@@ -207,7 +212,8 @@ struct ToolkitTests {
         let wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
         let gate = try GateSimulator(scratch: scratch)
         let config = toolkitConfig(scratch: scratch, wagonPort: wagon.port, chip: gate.chip)
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try waitForDaemon(scratch)
         let human = try TestProcess(
             Binaries.railgate, ["events", "--config", config, "--follow"], scratch: scratch, name: "events")
@@ -255,7 +261,9 @@ struct ToolkitTests {
         _ = wagon
     }
 
-    @Test("run --once skips the gate whose lines the daemon holds (exit 0 when the devices answer); gpio watch on a held line points to events --follow")
+    @Test(
+        "run --once skips the gate whose lines the daemon holds (exit 0 when the devices answer); gpio watch on a held line points to events --follow"
+    )
     func heldLines() throws {
         let scratch = Scratch()
         let wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
@@ -267,7 +275,8 @@ struct ToolkitTests {
         #expect(once.status == 0, "\(once.error)")
         #expect(once.output.split(separator: "\n").count == 2, "a sample and the gate's state: \(once.output)")
 
-        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "railgate")
         try waitForDaemon(scratch)
         // Item 4: status finds the daemon through its configuration.
         let status = try TestProcess.run(Binaries.railgate, ["status", "--config", config, "--json"], scratch: scratch)
@@ -285,7 +294,8 @@ struct ToolkitTests {
         #expect(records.first?["values"]?["bearing_temp_1"] != nil)
 
         // A real failure still counts while the gate is skipped.
-        let silent = toolkitConfig(scratch: scratch, wagonPort: wagon.port, chip: gate.chip, unit: 9, name: "silent.toml")
+        let silent = toolkitConfig(
+            scratch: scratch, wagonPort: wagon.port, chip: gate.chip, unit: 9, name: "silent.toml")
         once = try TestProcess.run(Binaries.railgate, ["run", "--config", silent, "--once"], scratch: scratch)
         #expect(once.status == 69, "unit 9 does not answer: \(once.error)")
         #expect(once.error.contains("gate north-barrier: skipped"))
