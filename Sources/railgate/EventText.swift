@@ -68,7 +68,7 @@ enum EventText {
         let unit = document["unit"]?.stringValue
         let point = document["point"]?.stringValue ?? "?"
         let value = document["value"].map { valueText($0, unit: unit) } ?? "?"
-        let threshold = document["threshold"].map { valueText($0, unit: nil) } ?? "?"
+        let threshold = document["threshold"].map { valueText($0, unit: unit) } ?? "?"
         switch name {
         case "alarm_above", "alarm_below":
             let side = name == "alarm_above" ? "above" : "below"

@@ -32,7 +32,7 @@ enum TopScreen {
         var link = "link    \(upstream?["state"]?.plainText ?? "?")"
         if let url = upstream?["url"]?.stringValue { link += " \(url)" }
         link += "  sent \(rate(upstream?["sent_per_s"]))"
-        if let inFlight = upstream?["in_flight"]?.intValue { link += "  \(inFlight) in flight" }
+        if let inFlight = upstream?["in_flight"]?.intValue, inFlight > 0 { link += "  \(inFlight) in flight" }
         let linkDown = upstream?["state"]?.stringValue.map { $0 != "connected" && $0 != "disabled" } ?? false
         let buffer = status["buffer"]
         let records = buffer?["records"]?.intValue ?? 0
@@ -73,7 +73,7 @@ enum TopScreen {
             }
             let value = now.map(pointValue) ?? "?"
             alarmLines.append(
-                "  \(device) \(point) \(value), \(side) \(alarm["threshold"].map { EventText.valueText($0, unit: nil) } ?? "?")"
+                "  \(device) \(point) \(value), \(side) \(alarm["threshold"].map { EventText.valueText($0, unit: now?["unit"]?.stringValue) } ?? "?")"
             )
         }
 
@@ -89,10 +89,26 @@ enum TopScreen {
         line(link, linkDown ? .alarm : nil)
         line(store, dropped > 0 || buffer?["disk_error"]?.stringValue != nil ? .alarm : nil)
         line("DEVICES \(devices.count)  (latency of the last poll, share of the last 20 polls that failed)")
-        // Each device: one line, then its values flowed on as many lines as its share allows.
+        // Each device: one line, then its values flowed on the rows left, shared out one row at
+        // a time among the devices that need more, so every device shows some values.
         let shownDevices = devices.count <= deviceRows ? devices.count : max(0, deviceRows - 1)
-        let valueBudget = shownDevices == 0 ? 0 : (deviceRows - shownDevices) / shownDevices
-        for device in devices.prefix(shownDevices) {
+        let valueItems = devices.prefix(shownDevices).map { device in
+            (device["points"]?.arrayValue ?? []).map { point in
+                "\(point["name"]?.plainText ?? "?") \(pointValue(point))"
+            }
+        }
+        let needed = valueItems.map { $0.isEmpty ? 0 : flow($0, prefix: "  ", width: width).count }
+        var budgets = [Int](repeating: 0, count: shownDevices)
+        var spare = deviceRows - shownDevices
+        while spare > 0,
+            let index = budgets.indices.filter({ budgets[$0] < needed[$0] }).min(by: {
+                budgets[$0] < budgets[$1]
+            })
+        {
+            budgets[index] += 1
+            spare -= 1
+        }
+        for (index, device) in devices.prefix(shownDevices).enumerated() {
             let answering = device["answering"] != .bool(false)
             var head = (device["name"]?.plainText ?? "?").padding(to: 16)
             head += answering ? "ok  " : "DOWN"
@@ -105,17 +121,7 @@ enum TopScreen {
             head += "  polls \(device["polls"]?.plainText ?? "0")"
             if !answering, let error = device["last_error"]?.stringValue { head += "  \(error)" }
             line(head, answering ? nil : .alarm)
-            let values = (device["points"]?.arrayValue ?? []).map { point in
-                "\(point["name"]?.plainText ?? "?") \(pointValue(point))"
-            }
-            let flowed = values.isEmpty ? [] : flow(values, prefix: "  ", width: width)
-            if flowed.count <= valueBudget {
-                for text in flowed { line(text) }
-            } else if valueBudget > 0 {
-                for text in flowed.prefix(valueBudget - 1) { line(text) }
-                let shownCount = flowed.prefix(valueBudget - 1).reduce(0) { $0 + $1.components("  ") }
-                line("  ... \(EventText.plural(values.count - shownCount, "more value"))")
-            }
+            for text in flow(valueItems[index], prefix: "  ", width: width, maxLines: budgets[index]) { line(text) }
         }
         if shownDevices < devices.count {
             line("  ... \(EventText.plural(devices.count - shownDevices, "more device"))")
@@ -152,20 +158,32 @@ enum TopScreen {
     }
 
     /// `items` two spaces apart on lines of at most `width`, the first line starting with
-    /// `prefix` and the others indented as far.
-    static func flow(_ items: [String], prefix: String, width: Int) -> [String] {
+    /// `prefix` and the others indented as far. With `maxLines`, at most that many lines, the
+    /// last ending with `+N more` when items did not fit.
+    static func flow(_ items: [String], prefix: String, width: Int, maxLines: Int = .max) -> [String] {
+        guard maxLines > 0, !items.isEmpty else { return [] }
         var lines: [String] = []
-        var current = prefix
+        var current: [String] = []
         let indent = String(repeating: " ", count: prefix.count)
-        for item in items {
-            let atStart = current.count == prefix.count
-            if !atStart, current.count + 2 + item.count > width {
-                lines.append(current)
-                current = indent
+        func text(_ parts: [String]) -> String { (lines.isEmpty ? prefix : indent) + parts.joined(separator: "  ") }
+        for (index, item) in items.enumerated() {
+            if !current.isEmpty, text(current + [item]).count > width {
+                if lines.count == maxLines - 1 {
+                    // The last line allowed: what does not fit is counted.
+                    var rest = items.count - index
+                    while current.count > 1, text(current + ["+\(rest) more"]).count > width {
+                        current.removeLast()
+                        rest += 1
+                    }
+                    lines.append(text(current + ["+\(rest) more"]))
+                    return lines
+                }
+                lines.append(text(current))
+                current = []
             }
-            current += (current.count == prefix.count ? "" : "  ") + item
+            current.append(item)
         }
-        lines.append(current)
+        lines.append(text(current))
         return lines
     }
 
@@ -201,20 +219,5 @@ enum TopScreen {
         guard let rate = value?.doubleValue else { return "-" }
         let tenths = Int((rate * 10).rounded())
         return "\(tenths / 10).\(tenths % 10)/s"
-    }
-}
-
-extension String {
-    /// How many `separator`-separated parts the text has once its leading spaces are dropped.
-    fileprivate func components(_ separator: String) -> Int {
-        let text = drop { $0 == " " }
-        guard !text.isEmpty else { return 0 }
-        var count = 1
-        var rest = Substring(text)
-        while let range = rest.firstRange(of: separator) {
-            count += 1
-            rest = rest[range.upperBound...]
-        }
-        return count
     }
 }
