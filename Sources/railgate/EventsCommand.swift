@@ -51,7 +51,9 @@ struct EventsCommand: ParsableCommand {
                 StandardStreams.error("railgate events: the daemon answered: \(error)")
                 throw Exit.unavailable
             }
-            for event in status["recent_events"]?.arrayValue ?? [] { show(event, raw: event.serialized) }
+            let events = status["recent_events"]?.arrayValue ?? []
+            if events.isEmpty, !json { StandardStreams.error("no events since the daemon started") }
+            for event in events { show(event, raw: event.serialized) }
             return
         }
         var seen = 0

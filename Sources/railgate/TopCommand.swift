@@ -10,8 +10,8 @@ struct TopCommand: ParsableCommand {
         discussion: """
             Refreshes every --interval seconds from the daemon's control socket; fits an 80x24 \
             serial console. q or Ctrl-C quits and restores the terminal. No colour when NO_COLOR \
-            is set or standard output is not a terminal; then each frame is printed after the \
-            last (with --iterations, a fixed number of them).
+            is set or standard output is not a terminal. Not a terminal, or --iterations: each \
+            frame is printed after the last.
 
             Examples:
               railgate top --config /etc/railgate/railgate.toml
@@ -45,7 +45,9 @@ struct TopCommand: ParsableCommand {
             )
             throw Exit.unavailable
         }
-        let live = isatty(1) == 1
+        // A terminal gets the live screen; with --iterations the frames are printed one after
+        // the other instead, so they stay readable once top has exited.
+        let live = isatty(1) == 1 && iterations == nil
         let style = Style.forOutput()
         let terminal = live ? Terminal() : nil
         defer { terminal?.restore() }
