@@ -135,6 +135,24 @@ struct RecordFeedTests {
         #expect(feed.follow(fd: late)?["error"] == .string("shutting down"))
     }
 
+    @Test("at most 8 clients follow at once; the next is refused with a reason")
+    func followerLimit() throws {
+        let feed = RecordFeed(logger: Logger(label: "test"))
+        var clients: [Int32] = []
+        defer { for client in clients { close(client) } }
+        for _ in 0..<RecordFeed.maxFollowers {
+            let (daemon, client) = Self.socketPair()
+            clients.append(client)
+            #expect(feed.follow(fd: daemon) == nil)
+        }
+        let (extra, extraClient) = Self.socketPair()
+        clients.append(extraClient)
+        let refusal = try #require(feed.follow(fd: extra))
+        #expect(refusal["error"]?.stringValue?.contains("8 clients follow already") == true, "\(refusal.serialized)")
+        #expect(feed.followerCount == RecordFeed.maxFollowers)
+        feed.stop()
+    }
+
     @Test("the send rate is the counter's change per second over the window")
     func rateMeter() {
         var meter = RateMeter(windowMs: 10_000)
