@@ -82,8 +82,10 @@ final class Tmux {
         guard result.status == 0 else { throw TimedOut(description: "tmux send-keys failed: \(result.error)") }
     }
 
-    /// The pane's text now.
-    func screen() throws -> String { try run(["capture-pane", "-p", "-t", "top"]).output }
+    /// The pane's text now; with `attributes`, with the escape sequences of its colours.
+    func screen(attributes: Bool = false) throws -> String {
+        try run(["capture-pane", "-p", "-t", "top"] + (attributes ? ["-e"] : [])).output
+    }
 
     /// Waits (bounded) until the pane shows every one of `texts`; returns the pane.
     func waitForScreen(showing texts: [String], seconds: Double = 60) throws -> String {
@@ -138,7 +140,7 @@ func waitForDaemon(_ scratch: Scratch, gateState: String = "closed", alarm: Bool
 @Suite("Technician's toolkit: top, events, held lines", .serialized)
 struct ToolkitTests {
     @Test(
-        "top on an 80x24 tmux pane shows devices, values with units, an active alarm and the gate state; q and Ctrl-C quit and restore the terminal",
+        "top on an 80x24 tmux pane shows devices, values with units, an active alarm and the gate state, in colour unless NO_COLOR; q and Ctrl-C quit and restore the terminal",
         .enabled(if: Tmux.path != nil, "needs tmux (make deps installs it)"))
     func topInTmux() throws {
         let scratch = Scratch()
@@ -159,7 +161,7 @@ struct ToolkitTests {
         let before = scratch.path + "/stty-before"
         let after = scratch.path + "/stty-after"
         try tmux.type(
-            "stty -g > \(before); \(Binaries.railgate) top --config \(config) --interval 0.5; echo top-exit=$?; stty -g > \(after)"
+            "unset NO_COLOR; stty -g > \(before); \(Binaries.railgate) top --config \(config) --interval 0.5; echo top-exit=$?; stty -g > \(after)"
         )
         try tmux.press("Enter")
         var screen = try tmux.waitForScreen(showing: [
@@ -170,6 +172,10 @@ struct ToolkitTests {
         let lines = screen.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.allSatisfy { $0.count <= 80 }, "a line wider than the pane:\n\(screen)")
         #expect(lines.first?.hasPrefix("railgate top") == true, "the title on the first row:\n\(screen)")
+
+        // Colour on a terminal: the active alarm in red.
+        let colours = try tmux.screen(attributes: true)
+        #expect(colours.contains("\u{1B}[31m"), "no red on the pane:\n\(colours.debugDescription)")
 
         // The barrier opens: the live view follows.
         try setGateLine(gate, 18, 0, scratch: scratch)
@@ -196,6 +202,16 @@ struct ToolkitTests {
         try tmux.press("C-c")
         screen = try tmux.waitForScreen(showing: ["top-exit=0"])
         #expect(!screen.contains("ALARMS"), "\(screen)")
+
+        // NO_COLOR: the same screen without any colour or attribute.
+        try tmux.type("NO_COLOR=1 \(Binaries.railgate) top --config \(config); echo top-exit=$?")
+        try tmux.press("Enter")
+        _ = try tmux.waitForScreen(showing: ["ALARMS  1 active"])
+        #expect(!(try tmux.screen(attributes: true).contains("\u{1B}[")), "attributes despite NO_COLOR")
+        try tmux.press("q")
+        _ = try eventually("top quitting", intervalMs: 100) {
+            try tmux.screen().components(separatedBy: "top-exit=0").count == 4 ? () : nil
+        }
 
         // Not a terminal: plain frames, no escape sequence at all.
         let plain = try TestProcess.run(
