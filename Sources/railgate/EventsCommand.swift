@@ -29,6 +29,11 @@ struct EventsCommand: ParsableCommand {
     @Option(help: "With --follow: exit after this many records and events.")
     var count: Int?
 
+    func validate() throws {
+        if let count, count < 1 { throw ValidationError("--count must be 1 or more") }
+        if count != nil, !follow { throw ValidationError("--count goes with --follow") }
+    }
+
     func run() throws {
         let socket = try daemon.socketPath()
         let style = Style.forOutput()
