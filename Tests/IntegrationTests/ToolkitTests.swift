@@ -167,7 +167,7 @@ struct ToolkitTests {
         var screen = try tmux.waitForScreen(showing: [
             "railgate top  KZ-WAG-TOOLKIT", "axlebox-1", "bearing_temp_3 96 degC", "bearing_temp_1 ", " degC",
             "ALARMS  1 active", "axlebox-1 bearing_temp_3 96 degC, above 90", "gates   north-barrier CLOSED",
-            "buffer  ", "link    disabled", "q quits",
+            "buffer  ", " records  ", " oldest ", "link    disabled  sent ", " lat ", " err 0% ", "q quits",
         ])
         let lines = screen.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.allSatisfy { $0.count <= 80 }, "a line wider than the pane:\n\(screen)")
@@ -298,6 +298,19 @@ struct ToolkitTests {
         let status = try TestProcess.run(Binaries.railgate, ["status", "--config", config, "--json"], scratch: scratch)
         #expect(status.status == 0, "\(status.error)")
         #expect(try JSONReader.parse(status.output)["gateway"] == .string("KZ-WAG-TOOLKIT"))
+        // The figures top shows: a store rate once two status requests are far enough apart,
+        // nothing sent (url = "none"), the oldest record's age, the device's latency and error rate.
+        let figures = try eventually("a store rate in the status", intervalMs: 300) { () -> JSON? in
+            let status = try daemonStatus(scratch)
+            return (status["buffer"]?["stored_per_s"]?.doubleValue ?? 0) > 0 ? status : nil
+        }
+        #expect(figures["upstream"]?["sent_per_s"]?.doubleValue == 0)
+        #expect((figures["buffer"]?["oldest_age_s"]?.doubleValue ?? -1) >= 0)
+        #expect(figures["buffer"]?["oldest_ts"]?.stringValue != nil)
+        let device = figures["devices"]?.arrayValue?.first
+        #expect((device?["latency_ms"]?.doubleValue ?? -1) >= 0)
+        #expect(device?["error_rate"] == .number(0))
+        #expect(device?["last_poll_ts"]?.stringValue != nil)
 
         once = try TestProcess.run(Binaries.railgate, ["run", "--config", config, "--once"], scratch: scratch)
         #expect(once.status == 0, "every device answered: \(once.error)")
