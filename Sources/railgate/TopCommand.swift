@@ -122,8 +122,8 @@ final class Terminal {
         if hasSettings {
             var raw = saved
             raw.c_lflag &= ~tcflag_t(ICANON | ECHO)
-            raw.c_cc.16 = 0  // VTIME
-            raw.c_cc.6 = 1  // VMIN
+            raw.c_cc.5 = 0  // VTIME (Linux index 5): no read timeout
+            raw.c_cc.6 = 1  // VMIN (Linux index 6): a read returns each key
             tcsetattr(0, TCSANOW, &raw)
         }
         // The alternate screen, cursor hidden.
