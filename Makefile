@@ -2,7 +2,7 @@
 
 SWIFT       ?= swift
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev libssl-dev openssl mosquitto mosquitto-clients socat mbpoll libsqlite3-dev python3-venv
+DEB_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libgpiod-dev zlib1g-dev libssl-dev openssl mosquitto mosquitto-clients socat mbpoll libsqlite3-dev python3-venv tmux
 # What `make test-vm` needs beyond them: qemu (TCG), the kit's initramfs (static busybox,
 # cpio), ext4 tools for the disk image (mkfs.ext4, e2fsck, debugfs), strip.
 VM_DEB_PACKAGES := qemu-system-x86 busybox-static cpio e2fsprogs binutils

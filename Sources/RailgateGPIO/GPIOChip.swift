@@ -22,6 +22,9 @@ public struct GPIOError: Error, Sendable, CustomStringConvertible {
         case .permissionDenied:
             return
                 "GPIO chip '\(chip)'\(lineText): permission denied: the railgate user needs access to the chip device (a gpio group or a udev rule)"
+        case .lineBusy(let consumer) where Self.isRailgateDaemon(consumer):
+            return
+                "GPIO chip '\(chip)'\(lineText) is busy, held by '\(consumer)': the running railgate daemon watches it; see what it sees with `railgate events --follow` (or `railgate top`)"
         case .lineBusy(let consumer):
             return
                 "GPIO chip '\(chip)'\(lineText) is busy, held by '\(consumer.isEmpty ? "unknown" : consumer)': stop the other user (gpiomon? a kernel driver?) or wire the switch to a free line"
@@ -31,6 +34,18 @@ public struct GPIOError: Error, Sendable, CustomStringConvertible {
         case .io:
             return "GPIO chip '\(chip)'\(lineText): \(String(cString: strerror(code))) (errno \(code))"
         }
+    }
+
+    /// Whether a line's consumer is the railgate daemon: it requests a gate's or an input's lines
+    /// as `railgate-NAME`; the tools use `railgate-watch` and `railgate-doctor`.
+    public static func isRailgateDaemon(_ consumer: String) -> Bool {
+        consumer.hasPrefix("railgate-") && consumer != "railgate-watch" && consumer != "railgate-doctor"
+    }
+
+    /// The line is held by the running railgate daemon (see `isRailgateDaemon`).
+    public var isHeldByRailgateDaemon: Bool {
+        if case .lineBusy(let consumer) = kind { return Self.isRailgateDaemon(consumer) }
+        return false
     }
 
     public init(_ kind: Kind, chip: String, line: Int? = nil, code: Int32 = 0) {

@@ -20,10 +20,13 @@ final class BufferSink: RecordSink, @unchecked Sendable {
     private var lostInMemoryCount = 0
     private var lostInMemoryLogged = 0
     static let memoryLimit = 20_000
+    /// Told every record stored, with its seq (`railgate events --follow`).
+    private let feed: RecordFeed?
 
-    init(buffer: DiskBuffer, logger: Logger) {
+    init(buffer: DiskBuffer, logger: Logger, feed: RecordFeed? = nil) {
         self.buffer = buffer
         self.logger = logger
+        self.feed = feed
         loggedLosses = buffer.health.losses  // those found at open are logged by the gateway
     }
 
@@ -35,8 +38,9 @@ final class BufferSink: RecordSink, @unchecked Sendable {
             waiting.append(record)
             while let next = waiting.first {
                 do {
-                    try buffer.append(next)
+                    let seq = try buffer.append(next)
                     waiting.removeFirst()
+                    feed?.publish(next, seq: seq)
                 } catch {
                     if !failing {
                         logger.error("buffer write failed: \(error); holding records in memory until the disk recovers")

@@ -16,6 +16,52 @@ public struct BusStatus: Sendable {
     /// Share of recent wall time the line spent in requests (0...1), an exponential moving average.
     public var utilisation: Double
     public var devices: [(name: String, stats: DeviceStats)]
+    /// Each device's last reading, latency and recent failures, by device name (`railgate top`).
+    public var activity: [String: DeviceActivity] = [:]
+}
+
+/// What `railgate top` shows of one device: its last poll's reading (every point, before
+/// deadbands, with units), how long polls take and how many of the recent ones failed.
+public struct DeviceActivity: Sendable {
+    /// One point of the last poll: its value, or why there is none, and its profile unit.
+    public struct Point: Sendable {
+        public var name: String
+        public var value: PointValue?
+        public var failure: ReadFailure?
+        public var unit: String?
+    }
+
+    /// How many polls `errorRate` looks back over.
+    public static let window = 20
+
+    /// When the last poll was made (wall clock); nil before the first.
+    public var lastPoll: Timestamp?
+    public var points: [Point] = []
+    /// The last poll's duration in milliseconds, retries and timeouts included.
+    public var latencyMs: Double = 0
+    /// Whether each of the last `window` polls failed (at least one point unread), oldest first.
+    public var recentFailures: [Bool] = []
+
+    /// The share of the last `window` polls in which a point could not be read (0...1); nil before the first poll.
+    public var errorRate: Double? {
+        recentFailures.isEmpty
+            ? nil : Double(recentFailures.filter { $0 }.count) / Double(recentFailures.count)
+    }
+
+    /// Takes note of one poll's `record` (a sample) that took `latencyMs`; units from `profile`.
+    mutating func note(_ record: Record, latencyMs: Double, profile: DeviceProfile) {
+        guard case .sample(let values, let errors) = record.body else { return }
+        lastPoll = record.timestamp
+        self.latencyMs = latencyMs
+        recentFailures.append(!errors.isEmpty)
+        if recentFailures.count > Self.window { recentFailures.removeFirst(recentFailures.count - Self.window) }
+        let read = Dictionary(values, uniquingKeysWith: { first, _ in first })
+        let failed = Dictionary(errors, uniquingKeysWith: { first, _ in first })
+        points = profile.points.compactMap { point in
+            guard read[point.name] != nil || failed[point.name] != nil else { return nil }
+            return Point(name: point.name, value: read[point.name], failure: failed[point.name], unit: point.unit)
+        }
+    }
 }
 
 /// Polls every device of one bus from one dedicated thread, so requests on a shared line are
@@ -31,6 +77,7 @@ final class BusPoller: @unchecked Sendable {
     private var pollers: [DevicePoller]
     private var utilisation = 0.0
     private var snapshot: [(name: String, stats: DeviceStats)]
+    private var activity: [String: DeviceActivity] = [:]
     /// Told each new reading of a device's `poll = "once"` points (device name, readings), from
     /// the bus thread.
     private let onStatic: @Sendable (String, [(name: String, reading: Result<PointValue, ReadFailure>)]) -> Void
@@ -84,7 +131,7 @@ final class BusPoller: @unchecked Sendable {
         lock.withLock {
             BusStatus(
                 name: bus.name, endpoint: ModbusEndpoint(bus.transport).description, utilisation: utilisation,
-                devices: snapshot)
+                devices: snapshot, activity: activity)
         }
     }
 
@@ -118,6 +165,7 @@ final class BusPoller: @unchecked Sendable {
             let wasAnswering = poller.stats.consecutiveFailures == 0
             let failedBefore = !wasAnswering
             let record = poller.poll(over: connection, retries: bus.retries, busy: busy, at: WallClock.now())
+            let latencyMs = Double(MonotonicInstant.now().nanoseconds - started.nanoseconds) / 1_000_000
             if let index = pollers.firstIndex(where: { $0 === poller }), !poller.staticRequests.isEmpty,
                 !worker.isStopping
             {
@@ -164,6 +212,8 @@ final class BusPoller: @unchecked Sendable {
                     utilisation = utilisation == 0 ? share : utilisation * 0.8 + share * 0.2
                 }
                 snapshot = pollers.map { ($0.device.name, $0.stats) }
+                activity[poller.device.name, default: DeviceActivity()].note(
+                    record, latencyMs: latencyMs, profile: poller.device.profile)
             }
             if windowMs >= 1000 {
                 windowStart = finished

@@ -8,17 +8,25 @@ import RailgateSystem
 /// that has not sent its line within a second (silent, or trickling bytes) is dropped. Served by
 /// a pool of 4 threads (`ConnectionServer`), so clients that trickle hold one thread each for at
 /// most a second while `status` from another client is answered at once; a stop waits for no
-/// client longer than 200 ms.
+/// client longer than 200 ms. `follow` hands the client to `follow` (a duplicate of its socket),
+/// which streams to it from a thread of its own (`RecordFeed`), so a follower holds none of the 4.
 final class ControlServer: @unchecked Sendable {
     let path: String
     private let logger: Logger
     private let respond: @Sendable (String) -> JSON
+    private let follow: (@Sendable (Int32) -> JSON?)?
     private var server: ConnectionServer?
 
-    init(path: String, logger: Logger, respond: @escaping @Sendable (String) -> JSON) {
+    /// - Parameter follow: takes a client that sent `follow` (its own duplicate of the socket);
+    ///   returns nil when it streams to it, or the error to answer.
+    init(
+        path: String, logger: Logger, respond: @escaping @Sendable (String) -> JSON,
+        follow: (@Sendable (Int32) -> JSON?)? = nil
+    ) {
         self.path = path
         self.logger = logger
         self.respond = respond
+        self.follow = follow
     }
 
     /// Binds the socket (replacing a stale one left by a crash) and starts serving on a thread
@@ -37,8 +45,17 @@ final class ControlServer: @unchecked Sendable {
         let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
         do {
             try server.start(name: "control socket", supervisor: supervisor) { [self] client in
+                let command = readCommand(client)
+                if command == "follow", let follow {
+                    let copy = fcntl(client.fd, F_DUPFD_CLOEXEC, 0)
+                    let refusal =
+                        copy < 0
+                        ? .object([("error", .string("dup: \(String(cString: strerror(errno)))"))]) : follow(copy)
+                    if let refusal { StandardStreams.write(fd: client.fd, refusal.serialized + "\n") }
+                    return
+                }
                 let reply =
-                    readCommand(client).map(respond)
+                    command.map(respond)
                     ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
                 StandardStreams.write(fd: client.fd, reply.serialized + "\n")
             }

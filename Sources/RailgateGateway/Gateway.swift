@@ -22,6 +22,11 @@ public final class Gateway: @unchecked Sendable {
     private let sink: BufferSink
     private let alarmStore: AlarmStore
     private let records: AlarmTrackingSink
+    /// The stored records streamed to `follow` clients, and the recent events for `status`.
+    private let feed: RecordFeed
+    /// Records stored and acknowledged per second, sampled at each `status` (guarded by `lock`).
+    private var storedRate = RateMeter()
+    private var sentRate = RateMeter()
     private let logger: Logger
     private let started = WallClock.now()
     private let startedMonotonic = MonotonicInstant.now()
@@ -75,7 +80,8 @@ public final class Gateway: @unchecked Sendable {
         self.logger = logger
         buffer = try DiskBuffer(
             stateDirectory: config.gateway.stateDir, settings: config.buffer, source: config.gateway.id)
-        sink = BufferSink(buffer: buffer, logger: logger)
+        feed = RecordFeed(logger: logger)
+        sink = BufferSink(buffer: buffer, logger: logger, feed: feed)
         alarmStore = AlarmStore(stateDirectory: config.gateway.stateDir, logger: logger)
         records = AlarmTrackingSink(inner: sink, buffer: buffer, store: alarmStore, logger: logger)
         let mainThread = pthread_self()
@@ -203,7 +209,10 @@ public final class Gateway: @unchecked Sendable {
     /// Stops every service within the stop deadline, closes the buffer, returns `exitCode`.
     private func stop(exitCode: Int32) -> Int32 {
         SystemdNotifier.notify("STOPPING=1")
-        withStopDeadline { stopServices() }
+        withStopDeadline {
+            stopServices()
+            stopping("the follow clients") { feed.stop() }
+        }
         buffer.close()
         return exitCode
     }
@@ -274,6 +283,7 @@ public final class Gateway: @unchecked Sendable {
     /// - Throws: `ThreadError` if a service's thread could not be created.
     private func startServices(_ config: GatewayConfig, uplink kept: Uplink? = nil) throws(ThreadError) {
         let alarms = alarmStore.retain(devices: config.devices)
+        feed.configure(config)
         for bus in config.buses {
             let devices = config.devices(on: bus.name)
             guard !devices.isEmpty else { continue }
@@ -318,9 +328,12 @@ public final class Gateway: @unchecked Sendable {
         } else {
             logger.notice("upstream url is \"none\": buffering only")
         }
-        let control = ControlServer(path: config.gateway.controlSocket, logger: logger) { [weak self] command in
-            self?.answer(command) ?? .object([("error", .string("shutting down"))])
-        }
+        let control = ControlServer(
+            path: config.gateway.controlSocket, logger: logger,
+            respond: { [weak self] command in
+                self?.answer(command) ?? .object([("error", .string("shutting down"))])
+            },
+            follow: { [feed] fd in feed.follow(fd: fd) })
         do {
             try control.start(supervisor: supervisor)
             lock.withLock { self.control = control }
@@ -387,7 +400,10 @@ public final class Gateway: @unchecked Sendable {
         switch command {
         case "status": return status()
         case "ping": return .object([("ok", .bool(true))])
-        default: return .object([("error", .string("unknown command '\(command.prefix(64))'; try \"status\""))])
+        default:
+            return .object([
+                ("error", .string("unknown command '\(command.prefix(64))'; try \"status\", \"ping\" or \"follow\""))
+            ])
         }
     }
 
@@ -404,6 +420,19 @@ public final class Gateway: @unchecked Sendable {
         let (config, pollers, gates, uplink) = lock.withLock { (self.config, self.pollers, self.gates, self.uplink) }
         let buffer = self.buffer.stats()
         let busStatuses = pollers.map { $0.status() }
+        let nowMs = MonotonicInstant.now().nanoseconds / 1_000_000
+        let acked = uplink?.status().ackedSeq ?? buffer.ackedSeq
+        let (stored, sent) = lock.withLock {
+            storedRate.add(atMs: nowMs, value: buffer.nextSeq)
+            sentRate.add(atMs: nowMs, value: acked)
+            return (storedRate.rate(atMs: nowMs, value: buffer.nextSeq), sentRate.rate(atMs: nowMs, value: acked))
+        }
+        let rate = { (value: Double?) -> JSON in value.map { .number(($0 * 100).rounded() / 100) } ?? .null }
+        // The oldest record not yet acknowledged, and how long it has waited.
+        let oldest = self.buffer.records(after: buffer.ackedSeq, limits: BatchLimits(maxRecords: 1, maxBytes: .max))
+            .first.flatMap { try? JSONReader.parse(String(decoding: $0.bytes, as: UTF8.self)) }?["ts"]?.stringValue
+            .flatMap(Timestamp.init(parsing:))
+        let oldestAge = oldest.map { Double(WallClock.now().millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 }
         let upstream: JSON
         if let uplink {
             let state = uplink.status()
@@ -414,15 +443,27 @@ public final class Gateway: @unchecked Sendable {
                 ("last_error", state.lastError.map(JSON.string) ?? .null),
                 ("undeliverable", .integer(Int64(state.undeliverable))),
                 ("batch_bytes_limit", .integer(Int64(state.batchBytesLimit))),
+                ("sent_per_s", rate(sent)),
             ])
         } else {
             upstream = .object([
                 ("state", .string("disabled")), ("acked_seq", .unsigned(buffer.ackedSeq)), ("batches", .integer(0)),
+                ("sent_per_s", rate(sent)),
             ])
         }
         var devices: [JSON] = []
         for bus in busStatuses {
             for (name, stats) in bus.devices {
+                let activity = bus.activity[name] ?? DeviceActivity()
+                let points: [JSON] = activity.points.map { point in
+                    var members: [(String, JSON)] = [("name", .string(point.name))]
+                    if let value = point.value { members.append(("value", value.jsonValue)) }
+                    if let failure = point.failure { members.append(("error", .string(failure.description))) }
+                    if let unit = point.unit { members.append(("unit", .string(unit))) }
+                    return .object(members)
+                }
+                let latency: JSON = activity.lastPoll == nil ? .null : .number((activity.latencyMs * 10).rounded() / 10)
+                let errorRate: JSON = activity.errorRate.map { .number(($0 * 1000).rounded() / 1000) } ?? .null
                 devices.append(
                     .object([
                         ("name", .string(name)), ("bus", .string(bus.name)), ("polls", .integer(Int64(stats.polls))),
@@ -430,29 +471,41 @@ public final class Gateway: @unchecked Sendable {
                         ("last_error", stats.lastError.map(JSON.string) ?? .null),
                         ("answering", .bool(stats.consecutiveFailures == 0)),
                         ("requests", .integer(Int64(stats.requests))),
+                        ("last_poll_ts", activity.lastPoll.map { .string($0.description) } ?? .null),
+                        ("latency_ms", latency), ("error_rate", errorRate),
+                        ("points", .array(points)),
                     ]))
             }
         }
         let uptime = Double(MonotonicInstant.now().milliseconds(since: startedMonotonic)) / 1000
+        let alarms: [JSON] = alarmStore.alarms.sorted { $0.key < $1.key }.flatMap { device, alarms in
+            alarms.map { alarm in
+                JSON.object([
+                    ("device", .string(device)), ("point", .string(alarm.point)),
+                    ("side", .string(alarm.side.rawValue)), ("threshold", .number(alarm.threshold)),
+                ])
+            }
+        }
+        let bufferJSON: JSON = .object([
+            ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
+            ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
+            ("durable_seq", .unsigned(buffer.durableSeq)),
+            ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
+            ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
+            ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
+            ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
+            ("reserved_seq", .unsigned(buffer.reservedSeq)),
+            ("dropped_in_memory", .integer(Int64(sink.lostInMemory))),
+            ("lost_records", .unsigned(buffer.lostRecords)), ("lost_seqs", .unsigned(buffer.lostSeqs)),
+            ("last_loss", buffer.losses.last.map(BufferSink.json) ?? .null),
+            ("oldest_ts", oldest.map { .string($0.description) } ?? .null),
+            ("oldest_age_s", oldestAge.map { .number(($0 * 10).rounded() / 10) } ?? .null),
+            ("stored_per_s", rate(stored)),
+        ])
         return .object([
             ("gateway", .string(config.gateway.id)), ("version", .string(RailgateVersion.current)),
             ("gpio_backend", .string(LibgpiodBackend.summary)), ("uptime_s", .number(uptime)),
-            (
-                "buffer",
-                .object([
-                    ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
-                    ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
-                    ("durable_seq", .unsigned(buffer.durableSeq)),
-                    ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),
-                    ("dropped_alarm", .unsigned(buffer.droppedAlarm)), ("max_bytes", .integer(Int64(buffer.maxBytes))),
-                    ("waiting_in_memory", .integer(Int64(sink.waitingInMemory))),
-                    ("disk_error", buffer.diskError.map(JSON.string) ?? .null),
-                    ("reserved_seq", .unsigned(buffer.reservedSeq)),
-                    ("dropped_in_memory", .integer(Int64(sink.lostInMemory))),
-                    ("lost_records", .unsigned(buffer.lostRecords)), ("lost_seqs", .unsigned(buffer.lostSeqs)),
-                    ("last_loss", buffer.losses.last.map(BufferSink.json) ?? .null),
-                ])
-            ),
+            ("buffer", bufferJSON),
             ("upstream", upstream),
             (
                 "buses",
@@ -468,6 +521,9 @@ public final class Gateway: @unchecked Sendable {
             ("gates", .array(gates.map { $0.status() })),
             ("inputs", .array(lock.withLock { self.inputs }.map { $0.status() })),
             ("watchdog", .object([("overdue", .array(overdueLoops().map(JSON.string)))])),
+            ("alarms", .array(alarms)),
+            ("recent_events", .array(feed.recentEvents)),
+            ("followers", .integer(Int64(feed.followerCount))),
         ])
     }
 
@@ -483,7 +539,9 @@ public final class Gateway: @unchecked Sendable {
 
 /// `railgate run --once`: polls every device and reads every gate once, without buffer or uplink.
 public enum SinglePoll {
-    /// The records of one poll of every device and gate, and whether every one answered.
+    /// The records of one poll of every device and gate, and whether every one answered. A gate
+    /// or input whose lines the running daemon holds is skipped with a note on standard error:
+    /// the daemon watches it, so it is not a failure.
     public static func pollAll(_ config: GatewayConfig) -> (records: [Record], allAnswered: Bool) {
         var records: [Record] = []
         var allAnswered = true
@@ -520,6 +578,10 @@ public enum SinglePoll {
         for gate in config.gates {
             do {
                 records.append(try GateWatcher.readOnce(gate))
+            } catch  where error.isHeldByRailgateDaemon {
+                StandardStreams.error(
+                    "gate \(gate.name): skipped: the running railgate daemon holds its lines; watch it with `railgate events --follow`"
+                )
             } catch {
                 StandardStreams.error("gate \(gate.name): \(error)")
                 allAnswered = false
@@ -528,6 +590,10 @@ public enum SinglePoll {
         for input in config.inputs {
             do {
                 records.append(try InputWatcher.readOnce(input))
+            } catch  where error.isHeldByRailgateDaemon {
+                StandardStreams.error(
+                    "input \(input.name): skipped: the running railgate daemon holds its line; watch it with `railgate events --follow`"
+                )
             } catch {
                 StandardStreams.error("input \(input.name): \(error)")
                 allAnswered = false

@@ -11,7 +11,8 @@ struct Railgate: ParsableCommand {
         abstract: "Telemetry gateway for wagons and border gates: Modbus and GPIO in, MQTT out.",
         version: "\(RailgateVersion.current), GPIO: \(LibgpiodBackend.summary)",
         subcommands: [
-            RunCommand.self, CheckCommand.self, StatusCommand.self, ModbusCommand.self, GPIOCommand.self,
+            RunCommand.self, CheckCommand.self, StatusCommand.self, TopCommand.self, EventsCommand.self,
+            ModbusCommand.self, GPIOCommand.self,
             BufferCommand.self,
             DoctorCommand.self,
         ])

@@ -22,7 +22,7 @@ struct RunCommand: ParsableCommand {
 
     @Flag(
         help:
-            "Poll every device once, print the records as JSON lines, send nothing, exit (69 if a device did not answer)."
+            "Poll every device once, print the records as JSON lines, send nothing, exit (69 if a device did not answer; gates the running daemon holds are skipped)."
     )
     var once = false
 

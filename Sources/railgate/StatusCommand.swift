@@ -7,13 +7,13 @@ struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Ask the running daemon for its state (through its control socket).")
 
-    @Option(help: "The daemon's control socket.")
-    var socket: String = "/run/railgate/control.sock"
+    @OptionGroup var daemon: DaemonOptions
 
     @Flag(help: "Print the daemon's JSON document.")
     var json = false
 
     func run() throws {
+        let socket = try daemon.socketPath()
         let reply: String
         do {
             reply = try ControlClient.request("status", socket: socket)
