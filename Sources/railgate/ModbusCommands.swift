@@ -6,6 +6,11 @@ import RailgateSystem
 struct ModbusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modbus", abstract: "One-off Modbus reads and bus scans, like mbpoll.",
+        discussion: """
+            Examples:
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --address 0 --count 4 --type i16
+              railgate modbus scan --rtu /dev/ttyS1 --baud 19200 --parity even --units 1-32
+            """,
         subcommands: [ModbusReadCommand.self, ModbusScanCommand.self])
 }
 
@@ -97,7 +102,22 @@ extension BusTransport.Parity: ExpressibleByArgument {}
 struct ModbusReadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "read", abstract: "Read registers or bits once and decode them.",
-        discussion: "Addresses are 0-based, as in profiles (mbpoll's -r is 1-based: -r 1 is address 0).")
+        usage: """
+            railgate modbus read (--tcp HOST[:PORT] | --rtu DEVICE | --rtu-over-tcp HOST[:PORT] | --ascii DEVICE |
+                                  --ascii-over-tcp HOST[:PORT]) [--baud N] [--parity none|even|odd] [--unit N]
+                                 [--coils | --discrete | --input | --holding] [--address A] [--count N]
+                                 [--type T] [--order ABCD|CDAB|BADC|DCBA] [--timeout-ms MS] [--json]
+            """,
+        discussion: """
+            Addresses are 0-based, as in profiles (mbpoll's -r is 1-based: -r 1 is address 0). Each value \
+            is printed with its address and the registers it was decoded from, in hex.
+
+            Examples:
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --address 0 --count 4 --type i16
+              railgate modbus read --rtu /dev/ttyS1 --baud 19200 --parity even --unit 12 --address 0 --type f32 --order CDAB
+              railgate modbus read --rtu-over-tcp 192.0.2.20:4001 --unit 3 --address 0 --type bit:15
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --coils --address 0 --count 8 --json
+            """)
 
     @OptionGroup var bus: BusOptions
 
@@ -209,17 +229,33 @@ struct ModbusReadCommand: ParsableCommand {
                 ]).serialized)
             return
         }
-        StandardStreams.out(
-            "-- unit \(unit) on \(bus.endpoint), \(table.table.rawValue) \(valueType)\(valueType.isMultiRegisterNumber ? " \(wordOrder.rawValue)" : "")"
-        )
-        for (valueAddress, value) in values { StandardStreams.out("[\(valueAddress)]: \t\(value)") }
+        for line in ModbusReadText.render(
+            unit: unit, endpoint: "\(bus.endpoint)", table: table.table, type: valueType,
+            order: valueType.isMultiRegisterNumber ? wordOrder : nil, registers: registers, width: width,
+            values: values)
+        {
+            StandardStreams.out(line)
+        }
     }
 }
 
 struct ModbusScanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scan",
-        abstract: "Probe unit ids and list those that answer (an exception reply counts as an answer).")
+        abstract: "Probe unit ids and list those that answer (an exception reply counts as an answer).",
+        usage: """
+            railgate modbus scan (--tcp HOST[:PORT] | --rtu DEVICE | --rtu-over-tcp HOST[:PORT] | --ascii DEVICE |
+                                  --ascii-over-tcp HOST[:PORT]) [--baud N] [--parity none|even|odd] [--units A-B]
+                                 [--address A] [--timeout-ms MS] [--json]
+            """,
+        discussion: """
+            Each unit id is asked for one holding register; a unit that answers with an exception is \
+            there too (it answered). A silent line costs --timeout-ms (200 ms by default) per unit.
+
+            Examples:
+              railgate modbus scan --rtu /dev/ttyS1 --baud 19200 --parity even --units 1-32
+              railgate modbus scan --ascii-over-tcp 192.0.2.21:4002 --units 1-32 --json
+            """)
 
     @OptionGroup var bus: BusOptions
 
@@ -232,16 +268,27 @@ struct ModbusScanCommand: ParsableCommand {
     @Flag(help: "Print one JSON document.")
     var json = false
 
-    func run() throws {
-        let bounds = units.split(separator: "-").compactMap { Int($0) }
-        let highest = bus.isLineFraming ? 247 : 255
-        guard bounds.count == 2, bounds[0] <= bounds[1], bounds[0] >= 0, bounds[1] <= highest else {
-            throw ValidationError("--units wants A-B with 0 <= A <= B <= \(highest)")
+    /// The unit ids of `--units`, nil if it is not `A-B` within the bus's unit ids.
+    var unitRange: ClosedRange<Int>? {
+        let bounds = units.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+        guard bounds.count == 2, let low = bounds[0], let high = bounds[1], low >= 0, low <= high,
+            high <= (bus.isLineFraming ? 247 : 255)
+        else { return nil }
+        return low...high
+    }
+
+    func validate() throws {
+        guard unitRange != nil else {
+            throw ValidationError("--units wants A-B with 0 <= A <= B <= \(bus.isLineFraming ? 247 : 255)")
         }
+    }
+
+    func run() throws {
+        let range = unitRange!
         let connection = try bus.connect(defaultTimeoutMs: 200)
         defer { connection.disconnect() }
         var found: [(unit: Int, answer: String)] = []
-        for unit in bounds[0]...bounds[1] {
+        for unit in range {
             do {
                 _ = try connection.read(.holding, unit: unit, address: address, count: 1)
                 found.append((unit, "ok"))
@@ -268,7 +315,59 @@ struct ModbusScanCommand: ParsableCommand {
                 ]).serialized)
             return
         }
-        StandardStreams.out("-- scanned units \(bounds[0])-\(bounds[1]) on \(bus.endpoint): \(found.count) answered")
-        for (unit, answer) in found { StandardStreams.out("unit \(unit): \(answer)") }
+        StandardStreams.out(
+            "scanned units \(HumanFormat.range(range.lowerBound, range.upperBound)) on \(bus.endpoint): "
+                + (found.count == 1 ? "1 unit answered" : "\(found.count) units answered"))
+        guard !found.isEmpty else { return }
+        for line in HumanFormat.columns(
+            [["unit", "answer"]] + found.map { ["\($0.unit)", $0.answer] }, rightAligned: [0])
+        {
+            StandardStreams.out(line)
+        }
+    }
+}
+
+/// The human text of `modbus read`: a heading saying what was read where, then one aligned row
+/// per value with its 0-based address and the registers it came from (hex).
+enum ModbusReadText {
+    static func render(
+        unit: Int, endpoint: String, table: RegisterTable, type: ValueType, order: WordOrder?, registers: [UInt16],
+        width: Int, values: [(address: Int, value: PointValue)]
+    ) -> [String] {
+        let first = values.first?.address ?? 0
+        let last = first + registers.count - 1
+        let tableName: String =
+            switch table {
+            case .coil: "coil"
+            case .discrete: "discrete input"
+            case .input: "input register"
+            case .holding: "holding register"
+            }
+        let items = table.holdsBits ? values.count : registers.count
+        var heading =
+            "unit \(unit) on \(endpoint): \(items == 1 ? tableName : tableName + "s") \(HumanFormat.range(first, last))"
+        if !table.holdsBits { heading += " as \(type)" + (order.map { " \($0.rawValue)" } ?? "") }
+        var rows: [[String]] = table.holdsBits ? [["address", "value"]] : [["address", "registers", "value"]]
+        for (index, entry) in values.enumerated() {
+            if table.holdsBits {
+                rows.append(["\(entry.address)", "\(entry.value)"])
+            } else {
+                let words = registers[(index * width)..<((index + 1) * width)].map(Self.hex)
+                rows.append(["\(entry.address)", words.joined(separator: " "), "\(entry.value)"])
+            }
+        }
+        let numeric = values.allSatisfy {
+            switch $0.value {
+            case .integer, .unsigned, .number: true
+            case .bool, .text: false
+            }
+        }
+        let valueColumn = table.holdsBits ? 1 : 2
+        return [heading] + HumanFormat.columns(rows, rightAligned: numeric ? [0, valueColumn] : [0])
+    }
+
+    static func hex(_ word: UInt16) -> String {
+        let digits = String(word, radix: 16, uppercase: true)
+        return "0x" + String(repeating: "0", count: 4 - digits.count) + digits
     }
 }
