@@ -8,5 +8,5 @@ struct RailgateSim: ParsableCommand {
         commandName: "railgate-sim",
         abstract: "Simulated railgate hardware: Modbus wagon sensors and GPIO gate barriers.",
         version: RailgateVersion.current,
-        subcommands: [WagonCommand.self, GateCommand.self, GateSetCommand.self])
+        subcommands: [WagonCommand.self, GateCommand.self, GateSetCommand.self, RecordsCommand.self])
 }
