@@ -7,6 +7,12 @@ import RailgateSystem
 struct BufferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "buffer", abstract: "Inspect the durable buffer (works with the daemon stopped or running).",
+        discussion: """
+            Examples:
+              railgate buffer stats --state-dir /var/lib/railgate
+              railgate buffer dump --state-dir /var/lib/railgate --from 1042 --limit 10
+              railgate buffer dump --state-dir /var/lib/railgate --text
+            """,
         subcommands: [BufferStatsCommand.self, BufferDumpCommand.self])
 }
 
@@ -29,7 +35,12 @@ struct BufferOptions: ParsableArguments {
 struct BufferStatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
-        abstract: "Depth, seq range, bytes, drops, age of the oldest record, and how long the free space lasts.")
+        abstract: "Depth, seq range, bytes, drops, age of the oldest record, and how long the free space lasts.",
+        discussion: """
+            Examples:
+              railgate buffer stats --state-dir /var/lib/railgate
+              railgate buffer stats --state-dir /var/lib/railgate --json
+            """)
 
     @OptionGroup var options: BufferOptions
 
@@ -149,7 +160,15 @@ struct BufferStatsCommand: ParsableCommand {
 
 struct BufferDumpCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "dump", abstract: "Print the buffered (unacknowledged) records as JSON lines, oldest first.")
+        commandName: "dump", abstract: "Print the buffered (unacknowledged) records as JSON lines, oldest first.",
+        discussion: """
+            JSON lines are the default (the machine-readable form); --text prints one line per record \
+            for people, alarms and gate events marked.
+
+            Examples:
+              railgate buffer dump --state-dir /var/lib/railgate --from 1042 --limit 10
+              railgate buffer dump --state-dir /var/lib/railgate --text
+            """)
 
     @OptionGroup var options: BufferOptions
 
@@ -159,8 +178,15 @@ struct BufferDumpCommand: ParsableCommand {
     @Option(help: "Print at most this many records.")
     var limit: Int = .max
 
-    @Flag(help: "Accepted for symmetry: the output is JSON lines either way.")
+    @Flag(help: "Accepted for symmetry: the output is JSON lines unless --text.")
     var json = false
+
+    @Flag(help: "One line per record for people (time, seq, source, values; alarms and events marked).")
+    var text = false
+
+    func validate() throws {
+        if json, text { throw ValidationError("give --json or --text, not both") }
+    }
 
     func run() throws {
         let buffer = try options.open()
@@ -171,7 +197,14 @@ struct BufferDumpCommand: ParsableCommand {
             let chunk = buffer.records(
                 after: after, limits: BatchLimits(maxRecords: min(1000, limit - printed), maxBytes: .max))
             guard let last = chunk.last else { break }
-            for record in chunk { StandardStreams.out(String(decoding: record.bytes, as: UTF8.self)) }
+            for record in chunk {
+                let line = String(decoding: record.bytes, as: UTF8.self)
+                if text, let document = try? JSONReader.parse(line) {
+                    StandardStreams.out(RecordText.line(document).text)
+                } else {
+                    StandardStreams.out(line)
+                }
+            }
             printed += chunk.count
             after = last.seq
         }

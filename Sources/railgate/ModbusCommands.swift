@@ -8,8 +8,8 @@ struct ModbusCommand: ParsableCommand {
         commandName: "modbus", abstract: "One-off Modbus reads and bus scans, like mbpoll.",
         discussion: """
             Examples:
-              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --address 0 --count 4 --type i16
-              railgate modbus scan --rtu /dev/ttyS1 --baud 19200 --parity even --units 1-32
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --count 4 --type i16
+              railgate modbus scan --rtu /dev/ttyS1 --parity even --units 1-32
             """,
         subcommands: [ModbusReadCommand.self, ModbusScanCommand.self])
 }
@@ -103,20 +103,24 @@ struct ModbusReadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "read", abstract: "Read registers or bits once and decode them.",
         usage: """
-            railgate modbus read (--tcp HOST[:PORT] | --rtu DEVICE | --rtu-over-tcp HOST[:PORT] | --ascii DEVICE |
-                                  --ascii-over-tcp HOST[:PORT]) [--baud N] [--parity none|even|odd] [--unit N]
-                                 [--coils | --discrete | --input | --holding] [--address A] [--count N]
-                                 [--type T] [--order ABCD|CDAB|BADC|DCBA] [--timeout-ms MS] [--json]
+            railgate modbus read (--tcp HOST[:PORT] | --rtu DEVICE |
+                                  --rtu-over-tcp HOST[:PORT] | --ascii DEVICE |
+                                  --ascii-over-tcp HOST[:PORT])
+                                 [--baud N] [--parity P] [--unit N]
+                                 [--coils | --discrete | --input | --holding]
+                                 [--address A] [--count N] [--type T] [--order O]
+                                 [--timeout-ms MS] [--json]
             """,
         discussion: """
             Addresses are 0-based, as in profiles (mbpoll's -r is 1-based: -r 1 is address 0). Each value \
             is printed with its address and the registers it was decoded from, in hex.
 
             Examples:
-              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --address 0 --count 4 --type i16
-              railgate modbus read --rtu /dev/ttyS1 --baud 19200 --parity even --unit 12 --address 0 --type f32 --order CDAB
-              railgate modbus read --rtu-over-tcp 192.0.2.20:4001 --unit 3 --address 0 --type bit:15
-              railgate modbus read --tcp 192.0.2.10 --unit 7 --coils --address 0 --count 8 --json
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --count 4 --type i16
+              railgate modbus read --rtu /dev/ttyS1 --baud 19200 --parity even \\
+                  --unit 12 --address 0 --type f32 --order CDAB
+              railgate modbus read --rtu-over-tcp 192.0.2.20:4001 --unit 3 --type bit:15
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --coils --count 8 --json
             """)
 
     @OptionGroup var bus: BusOptions
@@ -244,8 +248,10 @@ struct ModbusScanCommand: ParsableCommand {
         commandName: "scan",
         abstract: "Probe unit ids and list those that answer (an exception reply counts as an answer).",
         usage: """
-            railgate modbus scan (--tcp HOST[:PORT] | --rtu DEVICE | --rtu-over-tcp HOST[:PORT] | --ascii DEVICE |
-                                  --ascii-over-tcp HOST[:PORT]) [--baud N] [--parity none|even|odd] [--units A-B]
+            railgate modbus scan (--tcp HOST[:PORT] | --rtu DEVICE |
+                                  --rtu-over-tcp HOST[:PORT] | --ascii DEVICE |
+                                  --ascii-over-tcp HOST[:PORT])
+                                 [--baud N] [--parity P] [--units A-B]
                                  [--address A] [--timeout-ms MS] [--json]
             """,
         discussion: """
