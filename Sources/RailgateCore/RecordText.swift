@@ -77,8 +77,7 @@ public enum RecordText {
             if let alarm = record["alarm"]?.stringValue { detail += " (\(alarm) cleared)" }
         case "opening", "open", "closing", "closed", "fault":
             label = event == "fault" ? "FAULT" : "GATE"
-            detail = event
-            if let fault = record["fault"]?.stringValue { detail += " \(fault)" }
+            detail = event == "fault" ? record["fault"]?.stringValue ?? "fault" : event
             var notes: [String] = []
             if let previous = record["previous"]?.stringValue { notes.append("was \(previous)") }
             if let travel = record["travel_ms"]?.doubleValue {

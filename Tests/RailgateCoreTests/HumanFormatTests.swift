@@ -143,3 +143,70 @@ struct HumanFormatTests {
         }
     }
 }
+
+@Suite("Record lines")
+struct RecordTextTests {
+    let units = RecordText.units(
+        fromBirth: try! JSONReader.parse(
+            #"{"state":"online","gateway":"G","sources":{"axlebox-1":{"kind":"modbus","points":{"#
+                + #""bearing_temp_1":{"unit":"degC","type":"i16"},"door":{"type":"bool"}}},"#
+                + #""north-barrier":{"kind":"gate"}}}"#))
+
+    @Test("a sample: time, seq, source, values with their units, failed points named")
+    func sample() throws {
+        let record = try JSONReader.parse(
+            #"{"seq":1042,"ts":"2026-11-29T02:40:00.123Z","kind":"sample","source":"axlebox-1","#
+                + #""values":{"bearing_temp_1":41.5,"door":false},"errors":{"bearing_temp_3":"timeout"}}"#)
+        let line = RecordText.line(record, units: units)
+        #expect(
+            line.text
+                == "02:40:00.123Z  seq 1042  axlebox-1        bearing_temp_1 41.5 degC, door false, FAILED bearing_temp_3 timeout"
+        )
+        #expect(line.emphasis == .normal)
+        #expect(RecordText.units(fromBirth: .null).isEmpty)
+    }
+
+    @Test("alarms and gate events stand out, with units and durations")
+    func events() throws {
+        let alarm = try JSONReader.parse(
+            #"{"seq":1044,"ts":"2026-11-29T02:40:02.500Z","kind":"event","source":"axlebox-1","#
+                + #""point":"bearing_temp_1","event":"alarm_above","value":93.1,"threshold":90,"priority":"alarm"}"#)
+        #expect(
+            RecordText.line(alarm, units: units)
+                == ("02:40:02.500Z  seq 1044  axlebox-1        ALARM bearing_temp_1 above 90 degC: 93.1 degC", .alarm))
+        let clear = try JSONReader.parse(
+            #"{"seq":1050,"ts":"2026-11-29T02:41:00.000Z","kind":"event","source":"axlebox-1","#
+                + #""point":"bearing_temp_1","event":"alarm_clear","value":85.2,"alarm":"alarm_above","priority":"alarm"}"#
+        )
+        #expect(
+            RecordText.line(clear, units: units).text
+                == "02:41:00.000Z  seq 1050  axlebox-1        CLEAR bearing_temp_1 back to 85.2 degC (alarm_above cleared)"
+        )
+        let closed = try JSONReader.parse(
+            #"{"seq":1043,"ts":"2026-11-29T02:40:01.002Z","kind":"event","source":"north-barrier","#
+                + #""event":"closed","previous":"closing","travel_ms":4200,"open_ms":65000,"priority":"normal"}"#)
+        #expect(
+            RecordText.line(closed, units: units)
+                == (
+                    "02:40:01.002Z  seq 1043  north-barrier    GATE  closed (was closing, travel 4.2 s, open 1m05s)",
+                    .event
+                ))
+        let fault = try JSONReader.parse(
+            #"{"ts":"2026-11-29T02:40:09.000Z","kind":"event","source":"north-barrier","event":"fault","#
+                + #""fault":"travel_timeout","previous":"opening","priority":"alarm"}"#)
+        #expect(
+            RecordText.line(fault)
+                == ("02:40:09.000Z  north-barrier    FAULT travel_timeout (was opening)", .alarm))
+        let lost = try JSONReader.parse(
+            #"{"seq":9,"ts":"2026-11-29T02:40:09.000Z","kind":"event","source":"G","event":"records_lost","#
+                + #""from_seq":5,"to_seq":8,"count":4,"seqs":4,"reason":"damaged","priority":"alarm"}"#)
+        #expect(
+            RecordText.line(lost)
+                == (
+                    "02:40:09.000Z  seq 9  G                ALARM records_lost seqs 5-8 (count 4, seqs 4, reason damaged)",
+                    .alarm
+                ))
+        #expect(RecordText.coloured("x", .alarm) == "\u{1B}[1;31mx\u{1B}[0m")
+        #expect(RecordText.coloured("x", .normal) == "x")
+    }
+}
