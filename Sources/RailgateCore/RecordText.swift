@@ -57,7 +57,7 @@ public enum RecordText {
         }
 
         let emphasis: Emphasis = isAlarm ? .alarm : .event
-        var label: String
+        let label: String
         var detail: String
         func quantity(_ key: String) -> String? {
             record[key].map {
@@ -104,7 +104,6 @@ public enum RecordText {
                 if !rest.isEmpty { detail += " (\(rest.joined(separator: ", ")))" }
             }
         }
-        if isAlarm, label == "GATE" || label == "INPUT" { label = "ALARM" }
         return ("\(head)  \(pad(source, 16)) \(pad(label, 5)) \(detail)", emphasis)
     }
 

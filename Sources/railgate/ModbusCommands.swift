@@ -110,6 +110,8 @@ struct ModbusReadCommand: ParsableCommand {
                                  [--coils | --discrete | --input | --holding]
                                  [--address A] [--count N] [--type T] [--order O]
                                  [--timeout-ms MS] [--json]
+            railgate modbus read (--tcp HOST[:PORT] | ...) [--unit N] --profile NAME|FILE
+                                 [--profile-path DIR ...] [--json]
             """,
         discussion: """
             Addresses are 0-based, as in profiles (mbpoll's -r is 1-based: -r 1 is address 0). Each value \
@@ -121,6 +123,7 @@ struct ModbusReadCommand: ParsableCommand {
                   --unit 12 --address 0 --type f32 --order CDAB
               railgate modbus read --rtu-over-tcp 192.0.2.20:4001 --unit 3 --type bit:15
               railgate modbus read --tcp 192.0.2.10 --unit 7 --coils --count 8 --json
+              railgate modbus read --rtu /dev/ttyS1 --unit 7 --profile axle-bearing-sensor
             """)
 
     @OptionGroup var bus: BusOptions
@@ -147,6 +150,16 @@ struct ModbusReadCommand: ParsableCommand {
     @Option(help: "Word order of multi-register values: ABCD CDAB BADC DCBA.")
     var order: String = "ABCD"
 
+    @Option(
+        help: """
+            Read every point of this device profile (a name on --profile-path, or a file) and print \
+            each with its name and unit, instead of --address/--count/--type.
+            """)
+    var profile: String?
+
+    @Option(name: .customLong("profile-path"), help: "Directory to look profile names up in (repeatable).")
+    var profilePath: [String] = ["/etc/railgate/profiles", "/usr/share/railgate/profiles", "Firmware-config/profiles"]
+
     @Flag(help: "Print one JSON document.")
     var json = false
 
@@ -164,6 +177,17 @@ struct ModbusReadCommand: ParsableCommand {
     }
 
     func validate() throws {
+        guard (0...255).contains(unit) else { throw ValidationError("--unit must be 0...255") }
+        if profile != nil {
+            guard type == "u16", count == 1, address == 0, order == "ABCD" else {
+                throw ValidationError(
+                    "--profile reads the profile's points: leave out --address, --count, --type, --order")
+            }
+            if bus.isLineFraming, unit > 247 {
+                throw ValidationError("--unit \(unit): an RTU or ASCII slave address is 0...247")
+            }
+            return
+        }
         guard let valueType = ValueType(type) else {
             throw ValidationError(
                 "--type '\(type)' is not one of bool u16 i16 u32 i32 u64 i64 f32 f64 string:N bit:N u8:high|low i8:high|low f16 bcd16 bcd32"
@@ -196,6 +220,7 @@ struct ModbusReadCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let profile { return try readProfile(profile) }
         let valueType = table.table.holdsBits ? ValueType.bool : ValueType(type)!
         let wordOrder = WordOrder(rawValue: order)!
         let width = table.table.holdsBits ? 1 : valueType.registerCount
@@ -372,8 +397,109 @@ enum ModbusReadText {
         return [heading] + HumanFormat.columns(rows, rightAligned: numeric ? [0, valueColumn] : [0])
     }
 
+    /// Registers in hex, at most four: longer ones (text) end in `... (N)`.
+    static func words(_ registers: [UInt16]) -> String {
+        guard registers.count > 4 else { return registers.map(hex).joined(separator: " ") }
+        return registers.prefix(3).map(hex).joined(separator: " ") + " ... (\(registers.count))"
+    }
+
     static func hex(_ word: UInt16) -> String {
         let digits = String(word, radix: 16, uppercase: true)
         return "0x" + String(repeating: "0", count: 4 - digits.count) + digits
+    }
+}
+
+extension ModbusReadCommand {
+    /// `--profile`: every point of the profile, read in as few requests as its limits allow,
+    /// each printed with its name, where it lives, its registers and its value with its unit (or
+    /// why it has none: `timeout`, `exception:N`, `invalid`, ... as in a sample's `errors`).
+    func readProfile(_ reference: String) throws {
+        let definition: DeviceProfile
+        do {
+            definition = try ProfileLocator(files: LocalFiles(), searchPath: profilePath, besideFile: nil).load(
+                reference)
+        } catch {
+            for problem in error.problems { StandardStreams.error(problem.description) }
+            throw Exit.config
+        }
+        let limits = RequestLimits(
+            registers: definition.maxRegistersPerRequest ?? RequestLimits.protocolMaximum.registers,
+            bits: definition.maxBitsPerRequest ?? RequestLimits.protocolMaximum.bits)
+        let requests = ReadPlanner.plan(definition.points, maxGap: 0, limits: limits)
+        let connection = try bus.connect(defaultTimeoutMs: 1000)
+        defer { connection.disconnect() }
+        var registers: [Int: [UInt16]] = [:]
+        var results: [Int: Result<PointValue, ReadFailure>] = [:]
+        var requestsFailed = 0
+        for request in requests {
+            do {
+                let words = try connection.read(
+                    request.table, unit: unit, address: request.address, count: request.count)
+                for index in request.pointIndices {
+                    let point = definition.points[index]
+                    let slice = Array(
+                        words[(point.address - request.address)..<(point.address - request.address + point.count)])
+                    registers[index] = slice
+                    results[index] = point.reading(slice)
+                }
+            } catch {
+                if case .connection = error.kind {
+                    StandardStreams.error("railgate modbus read: \(error)")
+                    throw Exit.unavailable
+                }
+                requestsFailed += 1
+                for index in request.pointIndices { results[index] = .failure(error.readFailure) }
+            }
+        }
+        let points = definition.points.indices
+        if json {
+            StandardStreams.out(
+                JSON.object([
+                    ("unit", .integer(Int64(unit))), ("profile", .string(definition.file)),
+                    ("model", .string(definition.model)),
+                    (
+                        "points",
+                        .array(
+                            points.map { index in
+                                let point = definition.points[index]
+                                var fields: [(String, JSON)] = [
+                                    ("name", .string(point.name)), ("table", .string(point.table.rawValue)),
+                                    ("address", .integer(Int64(point.address))),
+                                    ("registers", .array((registers[index] ?? []).map { .unsigned(UInt64($0)) })),
+                                ]
+                                switch results[index] {
+                                case .success(let value)?: fields.append(("value", value.jsonValue))
+                                case .failure(let failure)?: fields.append(("error", .string(failure.description)))
+                                case nil: fields.append(("error", .string("io")))
+                                }
+                                fields.append(("unit", point.unit.map(JSON.string) ?? .null))
+                                return .object(fields)
+                            })
+                    ),
+                ]).serialized)
+            return
+        }
+        let failed = points.filter { if case .success = results[$0] { false } else { true } }.count
+        StandardStreams.out(
+            "unit \(unit) on \(bus.endpoint): \(definition.model), "
+                + "\(HumanFormat.count(points.count, "point")) in \(HumanFormat.count(requests.count, "request"))"
+                + (failed > 0 ? ", \(failed) failed" : ""))
+        var rows = [["point", "table", "address", "registers", "value"]]
+        for index in points {
+            let point = definition.points[index]
+            let value: String
+            switch results[index] {
+            case .success(let reading)?: value = HumanFormat.quantity("\(reading)", unit: point.unit)
+            case .failure(let failure)?: value = "FAILED \(failure)"
+            case nil: value = "FAILED io"
+            }
+            rows.append([
+                point.name, point.table.rawValue, "\(point.address)",
+                point.table.holdsBits ? "" : ModbusReadText.words(registers[index] ?? []),
+                value,
+            ])
+        }
+        for line in HumanFormat.columns(rows, rightAligned: [2]) { StandardStreams.out(line) }
+        if requestsFailed > 0 { throw Exit.unavailable }
     }
 }

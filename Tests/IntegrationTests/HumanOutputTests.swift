@@ -190,6 +190,50 @@ struct HumanOutputTests {
         _ = simulator
     }
 
+    @Test("modbus read --profile: every point with its name, registers and value with its unit")
+    func modbusReadProfileGolden() throws {
+        let scratch = Scratch()
+        let simulator = try WagonSimulator(
+            profile: "brake-load-sensor", units: "3", scratch: scratch,
+            extra: [
+                "--set", "brake_pipe_pressure=5.0", "--set", "brake_cylinder_pressure=0.5", "--set", "load=61.25",
+                "--set", "brake_application_count=944", "--set", "door_left_open=false", "--set",
+                "door_right_open=true",
+            ])
+        let arguments = [
+            "modbus", "read", "--tcp", "127.0.0.1:\(simulator.port)", "--unit", "3", "--profile", "brake-load-sensor",
+            "--profile-path", "Firmware-config/profiles",
+        ]
+        let result = try TestProcess.run(Binaries.railgate, arguments, scratch: scratch)
+        #expect(result.status == 0, "\(result.error)")
+        #expect(
+            result.output.replacingOccurrences(of: ":\(simulator.port)", with: ":PORT") == """
+                unit 3 on tcp 127.0.0.1:PORT: BPL-2 brake pipe pressure and load sensor, 6 points in 3 requests
+                point                    table    address  registers      value
+                brake_pipe_pressure      holding        0  0x0000 0x40A0  5.0 bar
+                brake_cylinder_pressure  holding        2  0x0000 0x3F00  0.5 bar
+                load                     holding        4  0x17ED         61.25 t
+                brake_application_count  holding        6  0x0000 0x03B0  944 count
+                door_left_open           coil           0                 false
+                door_right_open          coil           1                 true
+
+                """)
+        let json = try TestProcess.run(Binaries.railgate, arguments + ["--json"], scratch: scratch)
+        let document = try JSONReader.parse(json.output)
+        #expect(document["points"]?.arrayValue?.count == 6)
+        #expect(document["points"]?.arrayValue?[2]["value"] == .number(61.25))
+        #expect(document["points"]?.arrayValue?[2]["unit"] == .string("t"))
+        // A silent unit: every point failed with its reason, exit 69.
+        let silent = try TestProcess.run(
+            Binaries.railgate,
+            arguments.map { $0 == "3" ? "9" : $0 } + ["--timeout-ms", "200"], scratch: scratch)
+        #expect(silent.status == 69)
+        #expect(silent.output.contains("6 points in 3 requests, 6 failed"), "\(silent.output)")
+        #expect(
+            silent.output.contains("load                     holding        4             FAILED "), "\(silent.output)")
+        _ = simulator
+    }
+
     @Test("railgate-sim --version, and railgate --version, print the version")
     func versions() throws {
         let scratch = Scratch()
