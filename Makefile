@@ -12,7 +12,7 @@ PY_PACKAGES := pymodbus==3.16.1 pyserial==3.5
 BIN         := .build/debug
 
 .PHONY: all deps pydeps build build-gpiod2 test test-vm test-vm-gpio lint demo bench install clean release deb \
-        system-deps test-system fuzz
+        system-deps test-system fuzz completions man
 
 all: build
 
@@ -38,6 +38,7 @@ pydeps: deps
 ## Mosquitto, the simulators and the daemon as processes.
 test: deps pydeps
 	$(SWIFT) build --build-tests
+	$(MAKE) --no-print-directory completions man
 	$(SWIFT) test --skip-build
 
 ## railgate built against libgpiod 2.x (the v2 API) as well: libgpiod 2.1.3 from
@@ -102,6 +103,31 @@ lint:
 demo: build
 	Simulators/demo.sh $(BIN)
 
+## Shell completions for bash, zsh and fish, generated from the command definitions
+## (swift-argument-parser's --generate-completion-script), in .build/completions.
+COMPLETIONS_DIR := .build/completions
+completions: build
+	mkdir -p $(COMPLETIONS_DIR)
+	for tool in railgate railgate-sim; do \
+	  $(BIN)/$$tool --generate-completion-script bash > $(COMPLETIONS_DIR)/$$tool.bash && \
+	  $(BIN)/$$tool --generate-completion-script zsh > $(COMPLETIONS_DIR)/_$$tool && \
+	  $(BIN)/$$tool --generate-completion-script fish > $(COMPLETIONS_DIR)/$$tool.fish || exit 1; \
+	done
+
+## Man pages railgate(1) and railgate-sim(1), generated from the command definitions (abstracts,
+## discussions with examples, options) by swift-argument-parser's generate-manual plugin, which
+## resolves from the package's own dependency (no network); in .build/man. The date is the last
+## commit's, so the pages do not change from build to build.
+MAN_DIR  := .build/man
+MAN_DATE := $(shell git log -1 --format=%cs 2>/dev/null || date +%F)
+man: build
+	$(SWIFT) package generate-manual --configuration debug --date $(MAN_DATE) --section 1 \
+	  --authors "railgate developers<railgate@example.org>"
+	mkdir -p $(MAN_DIR)
+	for tool in railgate railgate-sim; do \
+	  cp .build/plugins/GenerateManual/outputs/$$tool/$$tool.1 $(MAN_DIR)/$$tool.1 || exit 1; \
+	done
+
 ## Throughput and footprint, each as a ratio against a baseline run in the same invocation; the
 ## uplink's drain of 1,000,000 points and start-up to the first record run the release daemon
 ## against a local Mosquitto (`railgate-bench upstream` runs only the upstream figures).
@@ -118,7 +144,7 @@ release: deps
 ## railgate_VERSION_ARCH.deb in .build/deb (Packaging/build-deb.sh): stripped binaries, Depends:
 ## from their shared libraries (dpkg-shlibdeps), unit, sysusers, tmpfiles, profiles, and the
 ## example configuration as a conffile (root:railgate 0640 through a stat override).
-deb: release
+deb: release completions man
 	Packaging/build-deb.sh .build/deb
 
 ## Installs a release build, the systemd unit, sysusers and tmpfiles entries, and the profiles.
@@ -126,7 +152,7 @@ deb: release
 ## The configuration ends up root:railgate 0640: the unit runs (and checks it) as railgate.
 PREFIX  ?= /usr
 DESTDIR ?=
-install: release
+install: release completions man
 	install -D -m 0755 .build/release/railgate $(DESTDIR)$(PREFIX)/bin/railgate
 	install -D -m 0755 .build/release/railgate-sim $(DESTDIR)$(PREFIX)/bin/railgate-sim
 	strip --strip-unneeded $(DESTDIR)$(PREFIX)/bin/railgate $(DESTDIR)$(PREFIX)/bin/railgate-sim
@@ -136,6 +162,13 @@ install: release
 	install -d $(DESTDIR)/usr/share/railgate/profiles
 	install -m 0644 Firmware-config/profiles/*.toml $(DESTDIR)/usr/share/railgate/profiles/
 	install -D -m 0644 README.md $(DESTDIR)/usr/share/doc/railgate/README.md
+	for tool in railgate railgate-sim; do \
+	  install -D -m 0644 $(COMPLETIONS_DIR)/$$tool.bash $(DESTDIR)/usr/share/bash-completion/completions/$$tool && \
+	  install -D -m 0644 $(COMPLETIONS_DIR)/_$$tool $(DESTDIR)/usr/share/zsh/vendor-completions/_$$tool && \
+	  install -D -m 0644 $(COMPLETIONS_DIR)/$$tool.fish $(DESTDIR)/usr/share/fish/vendor_completions.d/$$tool.fish && \
+	  install -d $(DESTDIR)/usr/share/man/man1 && \
+	  gzip -9n -c $(MAN_DIR)/$$tool.1 > $(DESTDIR)/usr/share/man/man1/$$tool.1.gz || exit 1; \
+	done
 	[ -e $(DESTDIR)/etc/railgate/railgate.toml ] || \
 	  install -D -m 0640 Firmware-config/examples/wagon.toml $(DESTDIR)/etc/railgate/railgate.toml
 	@if [ -z "$(DESTDIR)" ]; then \

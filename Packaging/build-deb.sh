@@ -15,8 +15,13 @@ maintainer=${DEB_MAINTAINER:-railgate developers <railgate@example.org>}
 version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/RailgateCore/BirthMessage.swift)
 arch=${DEB_ARCH:-$(dpkg --print-architecture)}
 [ -n "$version" ] || { echo "build-deb: cannot read the version from BirthMessage.swift" >&2; exit 1; }
+completions=${COMPLETIONS_DIR:-.build/completions}
+man=${MAN_DIR:-.build/man}
 for binary in railgate railgate-sim; do
     [ -x "$release/$binary" ] || { echo "build-deb: $release/$binary missing: run make deb" >&2; exit 1; }
+    for file in "$completions/$binary.bash" "$completions/_$binary" "$completions/$binary.fish" "$man/$binary.1"; do
+        [ -s "$file" ] || { echo "build-deb: $file missing: run make completions man (make deb does)" >&2; exit 1; }
+    done
 done
 
 root=$out/root
@@ -36,6 +41,14 @@ install -d "$root/usr/share/doc/railgate/examples"
 install -m 0644 Firmware-config/examples/*.toml "$root/usr/share/doc/railgate/examples/"
 gzip -9n -c README.md >"$root/usr/share/doc/railgate/README.md.gz"
 install -m 0644 Packaging/debian/copyright "$root/usr/share/doc/railgate/copyright"
+# Completions and man pages, generated from the command definitions (make completions man).
+for binary in railgate railgate-sim; do
+    install -D -m 0644 "$completions/$binary.bash" "$root/usr/share/bash-completion/completions/$binary"
+    install -D -m 0644 "$completions/_$binary" "$root/usr/share/zsh/vendor-completions/_$binary"
+    install -D -m 0644 "$completions/$binary.fish" "$root/usr/share/fish/vendor_completions.d/$binary.fish"
+    install -d "$root/usr/share/man/man1"
+    gzip -9n -c "$man/$binary.1" >"$root/usr/share/man/man1/$binary.1.gz"
+done
 date=$(git log -1 --format=%aD 2>/dev/null || date -R)
 printf 'railgate (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- %s  %s\n' \
     "$version" "$version" "$maintainer" "$date" | gzip -9n >"$root/usr/share/doc/railgate/changelog.gz"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The railgate demo: a local Mosquitto, two simulated wagon sensor boxes on Modbus TCP, and the
-# gateway with Firmware-config/examples/demo.toml. Shows the telemetry and the birth message as
-# they reach the broker, and the gateway's status, until Ctrl-C; then cleans up.
+# The railgate demo: a local Mosquitto, two simulated wagon sensor boxes on Modbus TCP, a
+# simulated border-gate barrier, and the gateway with Firmware-config/examples/demo.toml. Shows
+# what reaches the broker as one line per record (values with their units; alarms and gate events
+# stand out), the gateway's own log lines as they are written, and `railgate status`, until
+# Ctrl-C; then stops everything and ends with exit 0.
 set -euo pipefail
 bin=${1:-.build/debug}
 work=/tmp/railgate-demo
@@ -9,14 +11,25 @@ broker_port=18830
 mkdir -p "$work"
 rm -rf "$work/state"
 pids=()
+stopping=false
 cleanup() {
+    $stopping && return
+    stopping=true
     trap - INT TERM EXIT
-    echo
-    echo "demo: stopping"
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
-trap cleanup INT TERM EXIT
+# Ctrl-C reaches every process of the demo at once (the gateway stops itself cleanly on it);
+# the script then tidies up and ends with 0, so make reports no error.
+stop() {
+    echo
+    echo "demo: stopping"
+    cleanup
+    echo "demo: stopped. The gateway's buffer stays in $work/state: railgate buffer stats --state-dir $work/state"
+    exit 0
+}
+trap stop INT TERM
+trap cleanup EXIT
 
 cat > "$work/mosquitto.conf" <<CONF
 listener $broker_port 127.0.0.1
@@ -50,12 +63,25 @@ done
 
 echo "demo: broker on 127.0.0.1:$broker_port, wagon sensors on 127.0.0.1:15020 (units 1-2) and :15021 (unit 3),"
 echo "demo: a border-gate barrier on sim:$work/gate.sock (a truck every 20 s); axlebox-2 runs a hot box after a minute"
-mosquitto_sub -h 127.0.0.1 -p $broker_port -t 'railgate/#' -v &
+echo "demo: one line per record as it reaches the broker; ALARM and GATE lines stand out, 'gateway |' lines are its log"
+
+# What shows the records: the broker's side of the link, one line per record with units
+# (railgate-sim records formats the batches and takes the units from the birth message). To show
+# what the daemon sees instead, replace this with a command that prints records as JSON lines
+# piped into `railgate-sim records`. stdbuf: mosquitto_sub's output is a pipe, flush every line.
+stdbuf -oL mosquitto_sub -h 127.0.0.1 -p $broker_port -t 'railgate/#' -F '%t %p' \
+    > >("$bin/railgate-sim" records) &
 pids+=($!)
-"$bin/railgate" run --config Firmware-config/examples/demo.toml 2> >(sed 's/^/gateway: /' >&2) &
+# The gateway's log lines, prefixed, each as soon as it is written (sed -u: no buffering).
+"$bin/railgate" run --config Firmware-config/examples/demo.toml 2> >(sed -u 's/^/gateway | /' >&2) &
 pids+=($!)
-sleep 5
+for _ in $(seq 100); do
+    [ -S "$work/control.sock" ] && break
+    sleep 0.1
+done
+sleep 3
 echo "demo: railgate status --socket $work/control.sock"
-"$bin/railgate" status --socket "$work/control.sock" || true
+"$bin/railgate" status --socket "$work/control.sock" | sed 's/^/  /' || true
 echo "demo: telemetry keeps flowing; Ctrl-C to stop"
-wait
+wait || true
+echo "demo: everything stopped by itself"

@@ -51,8 +51,9 @@ public struct SeqLoss: Sendable, Equatable, CustomStringConvertible {
     public var seqs: UInt64 { to - from + 1 }
 
     public var description: String {
-        "seqs \(from)..\(to) will never arrive (\(reason.rawValue); "
-            + (count.map { "\($0) records lost" } ?? "up to \(seqs) records, not countable") + ")"
+        "seqs \(HumanFormat.range(from, to)) will never arrive (\(reason.rawValue); "
+            + (count.map { "\(HumanFormat.count($0, "record")) lost" }
+                ?? "up to \(HumanFormat.count(seqs, "record")), not countable") + ")"
     }
 }
 

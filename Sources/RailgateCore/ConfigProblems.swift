@@ -11,9 +11,22 @@ public struct ConfigProblem: Error, Equatable, Sendable, CustomStringConvertible
         self.message = message
     }
 
+    /// `FILE:LINE: message` on one line: control characters a message quotes from the file
+    /// (a key or value with `\n` in it) are shown escaped, so each problem stays one line.
     public var description: String {
-        if let line, line > 0 { return "\(file):\(line): \(message)" }
-        return "\(file): \(message)"
+        var text = ""
+        for scalar in message.unicodeScalars {
+            switch scalar {
+            case "\n": text += "\\n"
+            case "\r": text += "\\r"
+            case "\t": text += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                text += "\\u{\(String(scalar.value, radix: 16, uppercase: true))}"
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
+        if let line, line > 0 { return "\(file):\(line): \(text)" }
+        return "\(file): \(text)"
     }
 }
 
@@ -192,10 +205,31 @@ struct TableReader {
         return tables
     }
 
-    /// Reports every key of the table that no accessor consumed.
+    /// Reports every key of the table that no accessor consumed, with the nearest known key
+    /// ("did you mean") when one is close; at the top of a file a table is named as a section.
     func finish() {
         for key in table.keys where !consumed.contains(key) {
-            log.report(table[key]?.line, "unknown key '\(key)' in \(context)")
+            let suggestion = NameSuggestion.closest(to: key, among: consumed.sorted())
+            var section: (String, String)?
+            if table.line == 0, let value = table[key] {
+                switch value.kind {
+                case .table: section = ("[", "]")
+                case .array(let elements)
+                where elements.contains(where: { if case .table = $0.kind { true } else { false } }):
+                    section = ("[[", "]]")
+                default: break
+                }
+            }
+            if let (open, close) = section {
+                log.report(
+                    table[key]?.line,
+                    "unknown section \(open)\(key)\(close) in \(context)"
+                        + (suggestion.map { "; did you mean \(open)\($0)\(close)?" } ?? ""))
+            } else {
+                log.report(
+                    table[key]?.line,
+                    "unknown key '\(key)' in \(context)" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
+            }
         }
     }
 

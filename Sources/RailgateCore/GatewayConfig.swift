@@ -289,6 +289,12 @@ public struct ConfigLoader {
         top.finish()
 
         if gatewayTable == nil { log.report(nil, "the [gateway] table is missing (it needs at least id)") }
+        if upstreamTable == nil {
+            log.report(
+                nil,
+                "the [upstream] table is missing: add it with url = \"mqtt://HOST:PORT\" (or url = \"none\" to keep records in the buffer only)"
+            )
+        }
         let gateway = parseGateway(gatewayTable ?? TOMLTable(line: 0), log: log)
         let buffer = parseBuffer(bufferTable, log: log)
         let upstream = parseUpstream(upstreamTable, gatewayID: gateway.id, log: log)
@@ -388,7 +394,7 @@ public struct ConfigLoader {
                         } catch {
                             log.report(
                                 reader.line(of: "profile"),
-                                "profile '\(profileName)' (\(path)) has \(error.problems.count) problem(s), listed below"
+                                "profile '\(profileName)' (\(path)) has \(HumanFormat.count(error.problems.count, "problem")), listed below"
                             )
                             profileProblems += error.problems
                             profile = nil

@@ -351,7 +351,7 @@ public struct TOMLParser {
             default:
                 let start = index
                 while let b = peek(), b.isBareKeyCharacter { advance() }
-                guard index > start else { throw fail("expected a key, found '\(Character(Unicode.Scalar(byte)))'") }
+                guard index > start else { throw fail("expected a key, found \(describeTOMLByte(byte))") }
                 components.append(String(decoding: bytes[start..<index], as: UTF8.self))
             }
             skipSpaces()
@@ -396,8 +396,8 @@ public struct TOMLParser {
         while let b = peek(), b.isNumberCharacter { advance() }
         let token = String(decoding: bytes[start..<index], as: UTF8.self)
         guard !token.isEmpty else {
-            let found = peek().map { String(Character(Unicode.Scalar($0))) } ?? "end of file"
-            throw fail("expected a value, found '\(found)'; strings must be quoted")
+            let found = peek().map(describeTOMLByte) ?? "end of file"
+            throw fail("expected a value, found \(found); strings must be quoted")
         }
         let shape = Array(token.utf8.prefix(8)).map { $0 >= 0x30 && $0 <= 0x39 ? UInt8(ascii: "9") : $0 }
         if token.contains(":") || shape == Array("9999-99-".utf8) {
@@ -582,6 +582,9 @@ public struct TOMLParser {
             index += length
             return scalar
         default:
+            guard (0x20..<0x7F).contains(byte) else {
+                throw fail("invalid escape: a backslash followed by \(describeTOMLByte(byte))")
+            }
             throw fail("invalid escape '\\\(Character(Unicode.Scalar(byte)))'")
         }
     }
@@ -608,7 +611,7 @@ public struct TOMLParser {
 
     private mutating func expect(_ character: Unicode.Scalar) throws(TOMLSyntaxError) {
         guard peek() == UInt8(ascii: character) else {
-            let found = peek().map { "'\(Character(Unicode.Scalar($0)))'" } ?? "end of file"
+            let found = peek().map(describeTOMLByte) ?? "end of file"
             throw fail("expected '\(character)', found \(found)")
         }
         advance()
@@ -777,5 +780,20 @@ extension UInt8 {
         case 0x61...0x66: Int(self - 0x61 + 10)
         default: nil
         }
+    }
+}
+
+/// A byte of a TOML document as a syntax error names it, on one line: `'x'` for a printable
+/// ASCII character, `end of line` for LF, the byte in hex for anything else (control
+/// characters, a byte of a multi-byte UTF-8 sequence).
+func describeTOMLByte(_ byte: UInt8) -> String {
+    switch byte {
+    case UInt8(ascii: "\n"): return "end of line"
+    case UInt8(ascii: "\r"): return "a carriage return (0x0D)"
+    case UInt8(ascii: "\t"): return "a tab"
+    case 0x20..<0x7F: return "'\(Character(Unicode.Scalar(byte)))'"
+    default:
+        let hex = String(byte, radix: 16, uppercase: true)
+        return "byte 0x\(hex.count == 1 ? "0" + hex : hex)"
     }
 }

@@ -7,6 +7,12 @@ import RailgateSystem
 struct BufferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "buffer", abstract: "Inspect the durable buffer (works with the daemon stopped or running).",
+        discussion: """
+            Examples:
+              railgate buffer stats --state-dir /var/lib/railgate
+              railgate buffer dump --state-dir /var/lib/railgate --from 1042 --limit 10
+              railgate buffer dump --state-dir /var/lib/railgate --text
+            """,
         subcommands: [BufferStatsCommand.self, BufferDumpCommand.self])
 }
 
@@ -29,7 +35,12 @@ struct BufferOptions: ParsableArguments {
 struct BufferStatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
-        abstract: "Depth, seq range, bytes, drops, age of the oldest record, and how long the free space lasts.")
+        abstract: "Depth, seq range, bytes, drops, age of the oldest record, and how long the free space lasts.",
+        discussion: """
+            Examples:
+              railgate buffer stats --state-dir /var/lib/railgate
+              railgate buffer stats --state-dir /var/lib/railgate --json
+            """)
 
     @OptionGroup var options: BufferOptions
 
@@ -93,28 +104,50 @@ struct BufferStatsCommand: ParsableCommand {
                 ]).serialized)
             return
         }
-        StandardStreams.out(
-            "records      \(stats.records) unacknowledged (seq \(stats.firstSeq)...\(stats.lastSeq), acked through \(stats.ackedSeq); next seq \(stats.nextSeq))"
-        )
-        StandardStreams.out(
-            "bytes        \(stats.bytes) of \(stats.maxBytes) (\(stats.bytes * 100 / max(1, stats.maxBytes))%)")
-        StandardStreams.out(
-            "dropped      \(stats.dropped) (normal \(stats.droppedNormal), alarm \(stats.droppedAlarm)); corrupt bytes skipped \(stats.corruptBytesSkipped)"
-        )
+        var lines: [(String, String)] = []
+        var records = "\(stats.records) unacknowledged"
+        if stats.records > 0 { records += ", seqs \(HumanFormat.range(stats.firstSeq, stats.lastSeq))" }
+        records +=
+            stats.ackedSeq > 0 ? ", acknowledged through seq \(stats.ackedSeq)" : ", nothing acknowledged yet"
+        records += ", next seq \(stats.nextSeq)"
+        lines.append(("records", records))
+        lines.append(
+            (
+                "size",
+                "\(HumanFormat.bytes(stats.bytes)) of \(HumanFormat.bytes(stats.maxBytes)) "
+                    + "(\(HumanFormat.percent(Double(stats.bytes), of: Double(stats.maxBytes))))"
+            ))
+        var dropped =
+            stats.dropped == 0
+            ? "none" : "\(stats.dropped) (\(stats.droppedNormal) normal, \(stats.droppedAlarm) alarm)"
+        if stats.corruptBytesSkipped > 0 {
+            dropped += "; \(HumanFormat.bytes(stats.corruptBytesSkipped)) corrupt skipped"
+        }
+        lines.append(("dropped", dropped))
         for loss in stats.losses {
-            StandardStreams.out(
-                "lost         \(loss) (not yet reported upstream: the daemon reports it when it starts)")
+            lines.append(("lost", "\(loss) (not yet reported upstream: the daemon reports it when it starts)"))
         }
-        for warning in stats.warnings { StandardStreams.out("damaged      \(warning)") }
-        StandardStreams.out(
-            "oldest       " + (oldestTime.map { "\($0) (\(Self.duration(ageSeconds!)) ago)" } ?? "none"))
+        for warning in stats.warnings { lines.append(("damaged", warning)) }
+        lines.append(
+            (
+                "oldest",
+                oldestTime.map { "\($0) (\(HumanFormat.duration(seconds: ageSeconds!)) ago)" } ?? "none"
+            ))
         if let bytesPerHour, let hoursLeft {
-            StandardStreams.out(
-                "rate         \(Int(bytesPerHour)) bytes/h recently; the free space holds about \(Self.duration(hoursLeft * 3600)) more"
-            )
+            lines.append(
+                (
+                    "rate",
+                    "\(HumanFormat.bytesPerHour(bytesPerHour)) recently; the free space (\(HumanFormat.bytes(free))) "
+                        + "holds about \(HumanFormat.duration(seconds: hoursLeft * 3600)) more"
+                ))
         } else {
-            StandardStreams.out("rate         not enough recent records to estimate how long the free space lasts")
+            lines.append(
+                (
+                    "rate",
+                    "not enough recent records to estimate how long the free space (\(HumanFormat.bytes(free))) lasts"
+                ))
         }
+        for line in HumanFormat.columns(lines.map { [$0.0, $0.1] }) { StandardStreams.out(line) }
     }
 
     static func timestamp(of record: [UInt8]) -> Timestamp? {
@@ -123,18 +156,19 @@ struct BufferStatsCommand: ParsableCommand {
         else { return nil }
         return Timestamp(parsing: text)
     }
-
-    static func duration(_ seconds: Double) -> String {
-        let whole = Int(seconds)
-        if whole >= 86_400 { return "\(whole / 86_400)d \(whole / 3600 % 24)h" }
-        if whole >= 3600 { return "\(whole / 3600)h \(whole / 60 % 60)m" }
-        return "\(whole / 60)m \(whole % 60)s"
-    }
 }
 
 struct BufferDumpCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "dump", abstract: "Print the buffered (unacknowledged) records as JSON lines, oldest first.")
+        commandName: "dump", abstract: "Print the buffered (unacknowledged) records as JSON lines, oldest first.",
+        discussion: """
+            JSON lines are the default (the machine-readable form); --text prints one line per record \
+            for people, alarms and gate events marked.
+
+            Examples:
+              railgate buffer dump --state-dir /var/lib/railgate --from 1042 --limit 10
+              railgate buffer dump --state-dir /var/lib/railgate --text
+            """)
 
     @OptionGroup var options: BufferOptions
 
@@ -144,8 +178,15 @@ struct BufferDumpCommand: ParsableCommand {
     @Option(help: "Print at most this many records.")
     var limit: Int = .max
 
-    @Flag(help: "Accepted for symmetry: the output is JSON lines either way.")
+    @Flag(help: "Accepted for symmetry: the output is JSON lines unless --text.")
     var json = false
+
+    @Flag(help: "One line per record for people (time, seq, source, values; alarms and events marked).")
+    var text = false
+
+    func validate() throws {
+        if json, text { throw ValidationError("give --json or --text, not both") }
+    }
 
     func run() throws {
         let buffer = try options.open()
@@ -156,7 +197,14 @@ struct BufferDumpCommand: ParsableCommand {
             let chunk = buffer.records(
                 after: after, limits: BatchLimits(maxRecords: min(1000, limit - printed), maxBytes: .max))
             guard let last = chunk.last else { break }
-            for record in chunk { StandardStreams.out(String(decoding: record.bytes, as: UTF8.self)) }
+            for record in chunk {
+                let line = String(decoding: record.bytes, as: UTF8.self)
+                if text, let document = try? JSONReader.parse(line) {
+                    StandardStreams.out(RecordText.line(document).text)
+                } else {
+                    StandardStreams.out(line)
+                }
+            }
             printed += chunk.count
             after = last.seq
         }

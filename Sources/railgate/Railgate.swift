@@ -9,6 +9,19 @@ struct Railgate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "railgate",
         abstract: "Telemetry gateway for wagons and border gates: Modbus and GPIO in, MQTT out.",
+        discussion: """
+            Examples:
+              railgate check --config /etc/railgate/railgate.toml
+              railgate run --config /etc/railgate/railgate.toml --once
+              railgate status
+              railgate doctor --config /etc/railgate/railgate.toml
+              railgate modbus read --tcp 192.0.2.10 --unit 7 --input --count 4 --type i16
+              railgate buffer stats --state-dir /var/lib/railgate
+
+            Exit codes (sysexits): 0 success, 64 usage, 65 bad data, 69 unavailable, 74 I/O error, \
+            78 configuration error; run adds 70 and 71. The --json forms are the machine-readable \
+            interface (CONTRACT.md); the text forms are for people and may change.
+            """,
         version: "\(RailgateVersion.current), GPIO: \(LibgpiodBackend.summary)",
         subcommands: [
             RunCommand.self, CheckCommand.self, StatusCommand.self, TopCommand.self, EventsCommand.self,

@@ -85,8 +85,8 @@ struct CheckCommand: ParsableCommand {
         } else {
             let points = loaded.devices.reduce(0) { $0 + $1.profile.points.count }
             StandardStreams.out(
-                "\(config): ok: gateway \(loaded.gateway.id), \(loaded.buses.count) buses, \(loaded.devices.count) devices (\(points) points), \(loaded.gates.count) gates"
-                    + (loaded.inputs.isEmpty ? "" : ", \(loaded.inputs.count) inputs")
+                "\(config): ok: gateway \(loaded.gateway.id), \(HumanFormat.count(loaded.buses.count, "bus", plural: "buses")), \(HumanFormat.count(loaded.devices.count, "device")) (\(HumanFormat.count(points, "point"))), \(HumanFormat.count(loaded.gates.count, "gate"))"
+                    + (loaded.inputs.isEmpty ? "" : ", \(HumanFormat.count(loaded.inputs.count, "input"))")
             )
         }
     }

@@ -5,7 +5,12 @@ import RailgateSystem
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "status", abstract: "Ask the running daemon for its state (through its control socket).")
+        commandName: "status", abstract: "Ask the running daemon for its state (through its control socket).",
+        discussion: """
+            Examples:
+              railgate status
+              railgate status --socket /tmp/railgate-demo/control.sock --json
+            """)
 
     @OptionGroup var daemon: DaemonOptions
 

@@ -364,6 +364,8 @@ struct ValueIntegrityTests {
             id = "gw"
             state_dir = "/tmp/rg"
             profile_path = ["profiles"]
+            [upstream]
+            url = "none"
             [[bus]]
             name = "line"
             transport = "tcp"
@@ -385,8 +387,8 @@ struct ValueIntegrityTests {
         } catch {
             #expect(
                 error.problems.map(\.description) == [
-                    "gw.toml:14: max_registers_per_request = 7 is less than point 'serial' of profile 'serial' needs (string:8: 8 registers in one read)",
-                    "gw.toml:15: max_bits_per_request = 0 is out of range (1...2000)",
+                    "gw.toml:16: max_registers_per_request = 7 is less than point 'serial' of profile 'serial' needs (string:8: 8 registers in one read)",
+                    "gw.toml:17: max_bits_per_request = 0 is out of range (1...2000)",
                 ])
         }
         let fine = config.replacing("= 7", with: "= 50").replacing(

@@ -35,6 +35,12 @@ expect -rw-r--r-- root/root usr/lib/sysusers.d/railgate.conf
 expect -rw-r--r-- root/root usr/lib/tmpfiles.d/railgate.conf
 expect -rw-r--r-- root/root usr/share/railgate/profiles/axle-bearing-sensor.toml
 expect -rw-r--r-- root/root usr/share/doc/railgate/copyright
+for tool in railgate railgate-sim; do
+    expect -rw-r--r-- root/root "usr/share/man/man1/$tool.1.gz"
+    expect -rw-r--r-- root/root "usr/share/bash-completion/completions/$tool"
+    expect -rw-r--r-- root/root "usr/share/zsh/vendor-completions/_$tool"
+    expect -rw-r--r-- root/root "usr/share/fish/vendor_completions.d/$tool.fish"
+done
 expect -rw-r----- root/root etc/railgate/railgate.toml
 
 work=$(mktemp -d)

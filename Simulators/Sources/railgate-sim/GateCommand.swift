@@ -14,6 +14,10 @@ struct GateCommand: ParsableCommand {
             Without --scenario the barrier starts closed (closed line high, open line low) and lines \
             change only when driven (railgate-sim gate-set). A scenario's clock starts when the first \
             client watches lines, so a gateway sees the whole script.
+
+            Examples:
+              railgate-sim gate --socket /tmp/gate.sock --scenario Simulators/scenarios/gate-cycle.toml
+              railgate-sim gate-set --socket /tmp/gate.sock --line 17 --value 1
             """)
 
     @Option(help: "Unix socket to serve the chip on.")
@@ -71,7 +75,10 @@ struct GateCommand: ParsableCommand {
 /// `railgate-sim gate-set`: drives one line of a running gate simulator.
 struct GateSetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gate-set", abstract: "Drive one simulated input line.")
+        commandName: "gate-set", abstract: "Drive one simulated input line.",
+        discussion: """
+            Example: railgate-sim gate-set --socket /tmp/gate.sock --line 18 --value 0 (the closed switch opens)
+            """)
 
     @Option(help: "The gate simulator's socket.")
     var socket: String

@@ -15,6 +15,14 @@ struct WagonCommand: ParsableCommand {
         discussion: """
             Prints one line "railgate-sim: serving ... on HOST:PORT" on stdout once it is ready \
             (with --tcp HOST:0 the port is the one the kernel chose).
+
+            Examples:
+              railgate-sim wagon --profile axle-bearing-sensor --tcp 127.0.0.1:1502 \\
+                  --units 1-3 --seed 7
+              railgate-sim wagon --profile brake-load-sensor --tcp 127.0.0.1:0 \\
+                  --unit 3 --set load=61.5
+              railgate-sim wagon --profile axle-bearing-sensor --rtu /tmp/ttySIM --baud 19200 --parity even \\
+                  --units 1-3 --scenario Simulators/scenarios/dead-unit.toml --trace
             """)
 
     @Option(help: "Profile name (looked up on --profile-path) or file.")
