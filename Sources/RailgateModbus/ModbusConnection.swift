@@ -571,19 +571,31 @@ public final class ModbusConnection {
     }
 
     /// Waits up to `timeoutMs` for the descriptor to be readable (`poll`), then reads what is there
-    /// (`read`), retrying EINTR.
+    /// (`read`). A signal (EINTR) does not end the wait: `.nothing` always means `timeoutMs` of
+    /// silence, which the drain and the check for a late answer rely on.
     private func receive(_ descriptor: Int32, timeoutMs: Int) -> Received {
         var waiting = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        let ready = Glibc.poll(&waiting, 1, Int32(timeoutMs))
-        if ready < 0 { return errno == EINTR ? .nothing : .error(errno) }
-        if ready == 0 { return .nothing }
-        let count = receiveBuffer.withUnsafeMutableBytes { buffer in
-            Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+        let deadline = MonotonicInstant.now().adding(milliseconds: timeoutMs)
+        while true {
+            let ready = Glibc.poll(&waiting, 1, Int32(clamping: remainingMs(until: deadline)))
+            if ready > 0 { break }
+            if ready == 0 { return .nothing }
+            guard errno == EINTR else { return .error(errno) }
         }
-        if count > 0 { return .bytes(Array(receiveBuffer[0..<count])) }
-        if count == 0 { return .closed }
-        let code = errno
-        return code == EINTR || code == EAGAIN ? .nothing : .error(code)
+        while true {
+            let count = receiveBuffer.withUnsafeMutableBytes { buffer in
+                Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+            }
+            if count > 0 { return .bytes(Array(receiveBuffer[0..<count])) }
+            if count == 0 { return .closed }
+            let code = errno
+            if code == EINTR { continue }
+            return code == EAGAIN ? receive(descriptor, timeoutMs: remainingMs(until: deadline)) : .error(code)
+        }
+    }
+
+    private func remainingMs(until deadline: MonotonicInstant) -> Int {
+        max(0, Int(deadline.nanoseconds - MonotonicInstant.now().nanoseconds) / 1_000_000)
     }
 
     /// What a technician does about a failure to open the link.

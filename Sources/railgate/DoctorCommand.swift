@@ -130,7 +130,7 @@ final class DoctorReport {
 
         /// The human line: `fail device axlebox-1: unit 7 does not answer ...; fix: check ...`.
         var line: String {
-            "\(verdict.rawValue.padding(toWidth: 4)) \(subject): \(seen)" + (remedy.map { "; fix: \($0)" } ?? "")
+            "\(verdict.rawValue.padding(to: 4)) \(subject): \(seen)" + (remedy.map { "; fix: \($0)" } ?? "")
         }
     }
 
@@ -199,12 +199,6 @@ enum DoctorText {
     }
 
     private static func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
-}
-
-extension String {
-    fileprivate func padding(toWidth width: Int) -> String {
-        self + String(repeating: " ", count: max(0, width - count))
-    }
 }
 
 /// A TCP reachability probe with a timeout (non-blocking connect, then poll).

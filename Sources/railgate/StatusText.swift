@@ -130,10 +130,3 @@ enum StatusText {
         if let error = upstream["last_error"]?.stringValue { field("", "last error: \(error)") }
     }
 }
-
-extension String {
-    /// The string padded with spaces to `width` characters (never cut).
-    fileprivate func padding(to width: Int) -> String {
-        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
-    }
-}

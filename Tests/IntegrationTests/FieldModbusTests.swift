@@ -378,6 +378,38 @@ struct FieldModbusTests {
         slave.stop()
     }
 
+    @Test(
+        "RTU over TCP: signals to the reading thread never cut a drain or the check for a late answer short",
+        arguments: [false, true])
+    func rtuOverTCPUnderSignals(glued: Bool) throws {
+        // Request 0 is answered 1.5 s late. `glued`: the late answer and the answer to request 1
+        // come in one write, after request 1 (as when a drain ended before the late answer): the
+        // late 100 must never be taken for address 10's 200.
+        let slave = try ScriptedSlave(framing: .rtu, served: .hundredTwoHundred) { request, slave in
+            switch (request.index, glued) {
+            case (0, false): [.wait(ms: 1500), .send(slave.reply(to: request))]
+            case (0, true): []
+            case (1, true): [.send(slave.reply(to: request, values: [100]) + slave.reply(to: request))]
+            default: [.send(slave.reply(to: request))]
+            }
+        }
+        let connection = try ModbusConnection(
+            endpoint: .rtuOverTCP(host: "127.0.0.1", port: slave.port), responseTimeoutMs: 1000)
+        let interrupter = ThreadInterrupter(signal: SIGUSR2, everyMs: 20)
+        defer { interrupter.stop() }
+        #expect(throws: ModbusError.self) { try connection.read(.holding, unit: 1, address: 0, count: 1) }
+        var second: [UInt16] = []
+        do { second = try connection.read(.holding, unit: 1, address: 10, count: 1) } catch {
+            #expect(glued && error.kind == .badReply, "\(error)")
+        }
+        #expect(second == (glued ? [] : [200]), "the late answer taken for the next request's")
+        #expect(try connection.read(.holding, unit: 1, address: 10, count: 1) == [200])
+        #expect(try connection.read(.holding, unit: 1, address: 0, count: 1) == [100])
+        #expect(interrupter.delivered > 50, "signals delivered: \(interrupter.delivered)")
+        connection.disconnect()
+        slave.stop()
+    }
+
     @Test("RTU over TCP: a device server that closes the connection as a request arrives: reopened, asked once more")
     func rtuOverTCPReopened() throws {
         // Apart from the timing-bound checks above, with a response timeout long enough that a
@@ -475,5 +507,52 @@ final class ScriptedASCIIPeer: @unchecked Sendable {
         lock.withLock { stopping = true }
         while thread?.isFinished == false { usleep(10_000) }
         close(descriptor)
+    }
+}
+
+/// Sends `signal` (with a no-op handler, no SA_RESTART) to the thread that made it, every
+/// `everyMs`, until stopped: a blocking `poll` or `read` there returns EINTR, as when a child
+/// process exits (SIGCHLD) or an operator sends SIGHUP. The signal is unblocked on that thread
+/// until `stop()` (the test runner's threads block signals).
+final class ThreadInterrupter: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var stopping = false
+    private var count = 0
+    private var thread: Thread?
+    private var savedMask = sigset_t()
+
+    init(signal number: Int32, everyMs: Int) {
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, number)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, &savedMask)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        sigaction(number, &action, nil)
+        let target = pthread_self()
+        let thread = Thread { [self] in
+            while !lock.withLock({ stopping }) {
+                if pthread_kill(target, number) == 0 { lock.withLock { count += 1 } }
+                usleep(UInt32(everyMs) * 1000)
+            }
+        }
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Signals sent so far.
+    var delivered: Int { lock.withLock { count } }
+
+    /// Stops the signals and restores the calling thread's signal mask; call it on that thread.
+    func stop() {
+        let wasRunning = lock.withLock {
+            defer { stopping = true }
+            return !stopping
+        }
+        guard wasRunning else { return }
+        while thread?.isFinished == false { usleep(5000) }
+        pthread_sigmask(SIG_SETMASK, &savedMask, nil)
     }
 }
