@@ -86,7 +86,8 @@ for writable in (0, 1):
           + bytes([14]) + struct.pack(">H", 0) + struct.pack(">Q", 70000))
     write("buffer", f"seed-losses-{writable}", bytes([writable]) + segment(1, losses))
 
-# simchip: watched count and lines, active-low, u64 start (ns), read size, then the stream.
+# simchip: watched count and lines, active-low, u64 start (ns, the monotonic clock), u64 realtime
+# clock and u64 libgpiod stamp (for GPIOEventClock), read size, then the stream.
 streams = [
     b"levels 1=0 2=1\nedge 1 1 1000\nedge 2 0 2000\n",
     b"edge 5 1 10\nedge 1 1 -9223372036854775808\nedge 2 7 3\ngarbage\nedge 2 1 9223372036854775807\n",
@@ -95,5 +96,8 @@ streams = [
     b"x" * 200,
 ]
 for index, stream in enumerate(streams):
-    head = bytes([2, 1, 2, index & 1]) + struct.pack(">q", 10**9 * (index + 1)) + bytes([index * 50])
+    start = 10**9 * (index + 1)
+    realtime = 1_800_000_000 * 10**9
+    stamp = [start + 5, realtime + 7, -2**63, 2**63 - 1, 0][index]
+    head = bytes([2, 1, 2, index & 1]) + struct.pack(">qqq", start, realtime, stamp) + bytes([index * 50])
     write("simchip", f"seed-{index}", head + stream)

@@ -5,7 +5,8 @@ import RailgateGPIO
 /// watched lines (which, active-low or not, and the clock all from the input). Holds: nothing
 /// traps; no more than `maxLineBytes` of a line is ever held (a longer line is refused); edges
 /// come only for watched lines, dated no earlier than the previous edge or the watch's start and
-/// no later than now; levels are known only for watched lines.
+/// no later than now; levels are known only for watched lines. And a libgpiod event stamp of
+/// any value moves onto the monotonic clock without trapping.
 enum SimulatedChipHarness {
     static func check(_ bytes: [UInt8]) -> [String] {
         var input = FuzzInput(bytes)
@@ -13,6 +14,15 @@ enum SimulatedChipHarness {
         let watched = Set((0..<Int(input.byte() % 4)).map { _ in Int(input.byte() % 8) })
         let activeLow = input.byte() & 1 == 1
         let startNs = Int64(bitPattern: input.u64())
+        // A libgpiod event's stamp of either clock, against any pair of clock readings.
+        let clocks = GPIOEventClock.Now(monotonicNs: startNs, realtimeNs: Int64(bitPattern: input.u64()))
+        let stamp = Int64(bitPattern: input.u64())
+        let converted = GPIOEventClock.monotonic(stamp, now: clocks)
+        if max(stamp.magnitude, clocks.realtimeNs.magnitude, clocks.monotonicNs.magnitude) <= 1 << 61 {
+            violations.check(
+                converted == stamp || converted == stamp - (clocks.realtimeNs - clocks.monotonicNs),
+                "stamp \(stamp) converted to \(converted) with clocks \(clocks)")
+        }
         var nowNs = startNs
         var state = SimulatedChipWatchState(watched: watched, activeLow: activeLow, levels: [:], startNs: startNs)
         var framer = SimulatedChipLineFramer()
