@@ -132,8 +132,9 @@ fuzz-build: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%-fuzz)
 fuzz: fuzz-build
 	Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+FUZZ_CI_SECONDS = $(shell [ $(FUZZ_SECONDS) -ge 60 ] && echo $(FUZZ_SECONDS) || echo 60)
 fuzz-ci: fuzz-build
-	Fuzz/run.sh $$(( $(FUZZ_SECONDS) < 60 ? 60 : $(FUZZ_SECONDS) )) $(FUZZ_TARGETS)
+	Fuzz/run.sh $(FUZZ_CI_SECONDS) $(FUZZ_TARGETS)
 
 ## Formatting and style (.swift-format: 4 spaces, 120 columns, ordered imports).
 lint:
