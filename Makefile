@@ -12,7 +12,8 @@ PY_PACKAGES := pymodbus==3.16.1 pyserial==3.5
 BIN         := .build/debug
 
 .PHONY: all deps pydeps build build-gpiod2 test test-vm test-vm-gpio lint demo bench install clean release deb \
-        system-deps test-system fuzz completions man
+        system-deps test-system fuzz fuzz-ci fuzz-build completions man
+
 
 all: build
 
@@ -79,21 +80,63 @@ test-vm: deps
 	$(SWIFT) build --build-tests
 	RAILGATE_VM_TESTS=1 $(SWIFT) test --skip-build --filter PowerCutTests
 
-## libFuzzer on the TOML and JSON readers, FUZZ_SECONDS each (Fuzz/README.md); a crash stops
-## with its input under .build/fuzz/ and a non-zero exit.
+## libFuzzer (Fuzz/README.md): railgate's library modules built with libFuzzer's coverage and
+## AddressSanitizer under .build/fuzz/lib, one binary per target (Fuzz/Targets/NAME.swift and
+## its harness in Tests/FuzzTests/Harness, which `make test` replays over the committed inputs).
+## `make fuzz` runs each target FUZZ_SECONDS (default 60); `make fuzz-ci` is CI's step: every
+## target at least 60 s, all of them even after a crash, each crashing input's path printed, a
+## non-zero exit if there was one. FUZZ_TARGETS narrows the run: `make fuzz FUZZ_TARGETS=modbus`.
 SWIFTC       ?= swiftc
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= toml json config registers modbus buffer simchip
 FUZZ_DIR     := .build/fuzz
-FUZZ_FLAGS   := -sanitize=fuzzer,address -parse-as-library -O -module-name RailgateCore
-fuzz:
-	mkdir -p $(FUZZ_DIR)/toml $(FUZZ_DIR)/json
-	$(SWIFTC) $(FUZZ_FLAGS) Sources/RailgateCore/TOML.swift Fuzz/Targets/TOMLFuzz.swift -o $(FUZZ_DIR)/toml-fuzz
-	$(SWIFTC) $(FUZZ_FLAGS) Sources/RailgateCore/JSON.swift Sources/RailgateCore/JSONReader.swift \
-		Sources/RailgateCore/Timestamp.swift Fuzz/Targets/JSONFuzz.swift -o $(FUZZ_DIR)/json-fuzz
-	$(FUZZ_DIR)/toml-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_DIR)/toml- $(FUZZ_DIR)/toml Fuzz/corpus/toml
-	$(FUZZ_DIR)/json-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_DIR)/json- $(FUZZ_DIR)/json Fuzz/corpus/json
+FUZZ_LIB     := $(FUZZ_DIR)/lib
+FUZZ_FLAGS   := -sanitize=fuzzer,address -parse-as-library -O -I $(FUZZ_LIB) -I Sources/CZlib -I $(FUZZ_DIR)/CGPIODShim
+FUZZ_MODULES := RailgateCore RailgateSystem RailgateBuffer RailgateGPIO
+# Static libraries link dependents first.
+FUZZ_LINK    := -lRailgateGPIO -lRailgateBuffer -lRailgateSystem -lRailgateCore
+FUZZ_HARNESS := Tests/FuzzTests/Harness
+fuzz_source   = Fuzz/Targets/$(1).swift $(FUZZ_HARNESS)/$(2).swift
+FUZZ_SOURCES_toml      := $(call fuzz_source,TOMLFuzz,TOMLHarness)
+FUZZ_SOURCES_json      := $(call fuzz_source,JSONFuzz,TOMLHarness)
+FUZZ_SOURCES_config    := $(call fuzz_source,ConfigFuzz,ConfigHarness)
+FUZZ_SOURCES_registers := $(call fuzz_source,RegisterFuzz,RegisterHarness)
+FUZZ_SOURCES_modbus    := $(call fuzz_source,ModbusFuzz,ModbusReplyHarness)
+FUZZ_SOURCES_buffer    := $(call fuzz_source,BufferFuzz,BufferRecoveryHarness)
+FUZZ_SOURCES_simchip   := $(call fuzz_source,SimulatedChipFuzz,SimulatedChipHarness)
+
+# One static library and .swiftmodule per module, after the modules it imports.
+$(FUZZ_LIB)/libRailgateCore.a: $(wildcard Sources/RailgateCore/*.swift)
+$(FUZZ_LIB)/libRailgateSystem.a: $(wildcard Sources/RailgateSystem/*.swift) $(FUZZ_LIB)/libRailgateCore.a
+$(FUZZ_LIB)/libRailgateBuffer.a: $(wildcard Sources/RailgateBuffer/*.swift) $(FUZZ_LIB)/libRailgateSystem.a
+$(FUZZ_LIB)/libRailgateGPIO.a: $(wildcard Sources/RailgateGPIO/*.swift) $(FUZZ_LIB)/libRailgateSystem.a \
+		$(FUZZ_DIR)/CGPIODShim/module.modulemap $(FUZZ_LIB)/railgate_gpio.o
+$(FUZZ_LIB)/libRailgate%.a:
+	mkdir -p $(FUZZ_LIB)
+	$(SWIFTC) $(FUZZ_FLAGS) -module-name Railgate$* -emit-module -emit-module-path $(FUZZ_LIB)/Railgate$*.swiftmodule \
+		-emit-library -static -o $@ $(filter %.swift,$^)
+# The libgpiod shim (a C target in SwiftPM) as an object and a module map.
+$(FUZZ_LIB)/railgate_gpio.o: Sources/CGPIODShim/railgate_gpio.c Sources/CGPIODShim/include/railgate_gpio.h
+	mkdir -p $(FUZZ_LIB)
+	clang -c -O1 -fPIC $$(pkg-config --cflags libgpiod) -I Sources/CGPIODShim/include $< -o $@
+$(FUZZ_DIR)/CGPIODShim/module.modulemap: Sources/CGPIODShim/include/railgate_gpio.h
+	mkdir -p $(@D)
+	printf 'module CGPIODShim {\n    header "%s"\n    export *\n}\n' "$(abspath $<)" > $@
+
+.SECONDEXPANSION:
+$(FUZZ_DIR)/%-fuzz: $(FUZZ_MODULES:%=$(FUZZ_LIB)/lib%.a) Fuzz/Targets/FuzzEntry.swift $(FUZZ_HARNESS)/FuzzInput.swift \
+		$$(FUZZ_SOURCES_$$*)
+	$(SWIFTC) $(FUZZ_FLAGS) -module-name Fuzz Fuzz/Targets/FuzzEntry.swift $(FUZZ_HARNESS)/FuzzInput.swift \
+		$(FUZZ_SOURCES_$*) -L $(FUZZ_LIB) $(FUZZ_LINK) $(FUZZ_LIB)/railgate_gpio.o -lgpiod -lz -o $@
+
+fuzz-build: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%-fuzz)
+
+fuzz: fuzz-build
+	Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+FUZZ_CI_SECONDS = $(shell [ $(FUZZ_SECONDS) -ge 60 ] && echo $(FUZZ_SECONDS) || echo 60)
+fuzz-ci: fuzz-build
+	Fuzz/run.sh $(FUZZ_CI_SECONDS) $(FUZZ_TARGETS)
 
 ## Formatting and style (.swift-format: 4 spaces, 120 columns, ordered imports).
 lint:

@@ -96,6 +96,11 @@ let package = Package(
         .testTarget(
             name: "RailgateBufferTests", dependencies: ["RailgateBuffer", "RailgateCore", "RailgateSystem"],
             swiftSettings: strictness),
+        // The fuzz targets' harnesses (Fuzz/Targets builds them with libFuzzer), replayed here over
+        // the committed corpora and crash regressions.
+        .testTarget(
+            name: "FuzzTests", dependencies: ["RailgateCore", "RailgateSystem", "RailgateBuffer", "RailgateGPIO"],
+            swiftSettings: strictness),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["RailgateCore", "RailgateSystem", "RailgateMQTT", "RailgateModbus", "RailgateGPIO"],

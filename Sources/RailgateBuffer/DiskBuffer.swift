@@ -602,6 +602,9 @@ public final class DiskBuffer: @unchecked Sendable {
         guard after < upTo else { return result }
         var cursor = startCursor
         var previousSegment: UInt64?
+        // The last intact frame's seq: a frame at or below it (out of order, or repeated in a
+        // later segment) is damage, skipped as the recovery's scan skips it.
+        var lastSeq: UInt64 = 0
         var full = false
         while !full, result.count < limits.maxRecords {
             // The next segment holding seqs above `after`, opened under the lock (it may be
@@ -614,10 +617,11 @@ public final class DiskBuffer: @unchecked Sendable {
                 cursor = ReadCursor(segmentFirstSeq: segment.firstSeq, offset: 0, seq: 0)
             }
             var offset = cursor!.offset
-            var previousSeq = cursor!.seq > 0 ? cursor!.seq - 1 : 0
+            var previousSeq = max(lastSeq, cursor!.seq > 0 ? cursor!.seq - 1 : 0)
+            defer { lastSeq = previousSeq }
             var reachedEnd = false
             while offset < segment.size, result.count < limits.maxRecords {
-                guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size) else {
+                guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size), frame.seq > previousSeq else {
                     // Damaged bytes (counted when the buffer was opened): skip to the next intact frame.
                     guard
                         let next = Frame.resynchronise(

@@ -91,16 +91,49 @@ public struct JSONReader {
         return value
     }
 
+    /// A number as RFC 8259 writes it: `-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`; no
+    /// leading `+` or zeros, no bare `.5` or `1.`, nothing beyond a Double's range.
     private mutating func number() throws(SyntaxError) -> JSON {
         let start = index
-        while index < bytes.count, "+-.eE0123456789".utf8.contains(bytes[index]) { index += 1 }
+        func digits() -> Int {
+            let first = index
+            while index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 { index += 1 }
+            return index - first
+        }
+        _ = peek(UInt8(ascii: "-"))
+        guard index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 else {
+            throw index == start ? fail("unexpected character") : fail("a digit must follow '-'")
+        }
+        if peek(UInt8(ascii: "0")) {
+            guard index >= bytes.count || bytes[index] < 0x30 || bytes[index] > 0x39 else {
+                throw fail("a number must not start with 0")
+            }
+        } else {
+            _ = digits()
+        }
+        var integral = true
+        if peek(UInt8(ascii: ".")) {
+            integral = false
+            guard digits() > 0 else { throw fail("a digit must follow '.'") }
+        }
+        if peek(UInt8(ascii: "e")) || peek(UInt8(ascii: "E")) {
+            integral = false
+            if !peek(UInt8(ascii: "+")) { _ = peek(UInt8(ascii: "-")) }
+            guard digits() > 0 else { throw fail("a digit must follow the exponent's 'e'") }
+        }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
-        if let integer = Int64(text) { return .integer(integer) }
-        if let unsigned = UInt64(text) { return .unsigned(unsigned) }
-        guard !text.isEmpty, let double = Double(text) else { throw fail("unexpected character") }
+        if integral, let integer = Int64(text) { return .integer(integer) }
+        if integral, let unsigned = UInt64(text) { return .unsigned(unsigned) }
+        guard let double = Double(text), double.isFinite else {
+            throw SyntaxError(offset: start, message: "number \(text) is out of range")
+        }
         return .number(double)
     }
 
+    /// A string; escapes are those of RFC 8259 only (`\" \\ \/ \b \f \n \r \t` and `\u` with
+    /// four hex digits, a surrogate pair for characters beyond U+FFFF). Another escape (`\x41`,
+    /// `\'`), a `\u` with fewer digits, a lone surrogate or a raw control character is an error
+    /// at its byte.
     private mutating func string() throws(SyntaxError) -> String {
         index += 1
         var scalars = String.UnicodeScalarView()
@@ -112,31 +145,81 @@ public struct JSONReader {
                 index += 1
                 return String(scalars)
             }
+            if byte < 0x20 {
+                throw fail("control character U+00\(Self.hex(byte)) in a string (JSON writes it escaped)")
+            }
             if byte == UInt8(ascii: "\\") {
                 scalars.append(contentsOf: String(decoding: bytes[run..<index], as: UTF8.self).unicodeScalars)
-                guard index + 1 < bytes.count else { throw fail("unterminated escape") }
-                let escaped = bytes[index + 1]
-                index += 2
-                switch escaped {
-                case UInt8(ascii: "n"): scalars.append("\n")
-                case UInt8(ascii: "t"): scalars.append("\t")
-                case UInt8(ascii: "r"): scalars.append("\r")
-                case UInt8(ascii: "b"): scalars.append("\u{08}")
-                case UInt8(ascii: "f"): scalars.append("\u{0C}")
-                case UInt8(ascii: "u"):
-                    guard index + 4 <= bytes.count,
-                        let code = UInt32(String(decoding: bytes[index..<(index + 4)], as: UTF8.self), radix: 16)
-                    else { throw fail("bad \\u escape") }
-                    index += 4
-                    scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
-                default: scalars.append(Unicode.Scalar(escaped))
-                }
+                scalars.append(try escape())
                 run = index
                 continue
             }
             index += 1
         }
         throw fail("unterminated string")
+    }
+
+    /// The escape at `index` (a backslash), consumed.
+    private mutating func escape() throws(SyntaxError) -> Unicode.Scalar {
+        let start = index
+        guard index + 1 < bytes.count else { throw fail("unterminated escape") }
+        let escaped = bytes[index + 1]
+        index += 2
+        switch escaped {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): return Unicode.Scalar(escaped)
+        case UInt8(ascii: "n"): return "\n"
+        case UInt8(ascii: "t"): return "\t"
+        case UInt8(ascii: "r"): return "\r"
+        case UInt8(ascii: "b"): return "\u{08}"
+        case UInt8(ascii: "f"): return "\u{0C}"
+        case UInt8(ascii: "u"):
+            let unit = try hexQuad(escapeAt: start)
+            switch unit {
+            case 0xD800...0xDBFF:
+                let low = index
+                guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                else {
+                    throw SyntaxError(
+                        offset: start, message: "lone surrogate \\u\(Self.hex(unit)) (no low surrogate after it)")
+                }
+                index += 2
+                let second = try hexQuad(escapeAt: low)
+                guard (0xDC00...0xDFFF).contains(second) else {
+                    throw SyntaxError(
+                        offset: start,
+                        message: "lone surrogate \\u\(Self.hex(unit)) (followed by \\u\(Self.hex(second)))")
+                }
+                return Unicode.Scalar(0x10000 + (UInt32(unit) - 0xD800) << 10 + (UInt32(second) - 0xDC00))!
+            case 0xDC00...0xDFFF:
+                throw SyntaxError(
+                    offset: start, message: "lone surrogate \\u\(Self.hex(unit)) (no high surrogate before it)")
+            default:
+                return Unicode.Scalar(unit)!
+            }
+        default:
+            let shown = escaped >= 0x20 && escaped < 0x7F ? String(UnicodeScalar(escaped)) : "\\u{\(Self.hex(escaped))}"
+            throw SyntaxError(
+                offset: start,
+                message: "invalid escape \\\(shown) (JSON has \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)")
+        }
+    }
+
+    /// Four hex digits at `index` (after `\u`), consumed.
+    private mutating func hexQuad(escapeAt start: Int) throws(SyntaxError) -> UInt16 {
+        var value: UInt16 = 0
+        for offset in 0..<4 {
+            guard index + offset < bytes.count, let digit = ModbusASCII.value(ofHexDigit: bytes[index + offset]) else {
+                throw SyntaxError(offset: start, message: "\\u needs four hex digits")
+            }
+            value = value << 4 | UInt16(digit)
+        }
+        index += 4
+        return value
+    }
+
+    private static func hex<T: BinaryInteger>(_ value: T) -> String {
+        let digits = String(value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, (value.bitWidth > 8 ? 4 : 2) - digits.count)) + digits
     }
 
     private mutating func skipSpace() {

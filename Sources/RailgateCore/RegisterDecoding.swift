@@ -397,7 +397,7 @@ public enum RegisterCodec {
             if case .unsigned(let exact) = value, scale == 1, offset == 0 {
                 bits = exact
             } else {
-                bits = raw <= 0 ? 0 : (raw >= 0x1p64 ? .max : UInt64(raw.rounded()))
+                bits = UInt64(saturating: raw.rounded())
             }
         case .i64:
             if case .integer(let exact) = value, scale == 1, offset == 0 {
@@ -435,6 +435,20 @@ public enum RegisterCodec {
         var power = 1.0
         for _ in 0..<decimals { power *= 10 }
         return (value * power).rounded() / power
+    }
+}
+
+extension UInt64 {
+    /// Converts, saturating at the bounds and mapping NaN to 0 (a NaN or a value past the
+    /// bounds must never trap: the simulator encodes whatever its signal model computes).
+    init(saturating value: Double) {
+        if value.isNaN || value <= 0 {
+            self = 0
+        } else if value >= 0x1p64 {
+            self = .max
+        } else {
+            self = UInt64(value)
+        }
     }
 }
 

@@ -189,10 +189,18 @@ public enum GPIOEventClock {
     }
 
     /// An event timestamp (ns) of unknown clock as CLOCK_MONOTONIC ns: unchanged when it is
-    /// nearer the monotonic clock than the realtime clock, else shifted by their offset.
+    /// nearer the monotonic clock than the realtime clock, else shifted by their offset. Any
+    /// 64-bit stamp is taken without trapping (the distances are exact in UInt64; a shift past
+    /// Int64's range saturates; clocks a full range apart leave the stamp as it is).
     public static func monotonic(_ stampNs: Int64, now: Now) -> Int64 {
-        let fromMonotonic = (stampNs - now.monotonicNs).magnitude
-        let fromRealtime = (stampNs - now.realtimeNs).magnitude
-        return fromRealtime < fromMonotonic ? stampNs - (now.realtimeNs - now.monotonicNs) : stampNs
+        func distance(_ a: Int64, _ b: Int64) -> UInt64 {
+            a >= b ? UInt64(bitPattern: a &- b) : UInt64(bitPattern: b &- a)
+        }
+        guard distance(stampNs, now.realtimeNs) < distance(stampNs, now.monotonicNs) else { return stampNs }
+        let (offset, offsetOverflow) = now.realtimeNs.subtractingReportingOverflow(now.monotonicNs)
+        guard !offsetOverflow else { return stampNs }
+        let (shifted, overflow) = stampNs.subtractingReportingOverflow(offset)
+        guard overflow else { return shifted }
+        return offset > 0 ? .min : .max
     }
 }

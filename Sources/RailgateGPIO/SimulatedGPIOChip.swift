@@ -53,51 +53,34 @@ final class SimulatedGPIOChip: GPIOChip {
         let safeConsumer = consumer.isEmpty ? "railgate" : String(consumer.map { $0 == " " ? "_" : $0 })
         try connection.send("watch \(safeConsumer) " + lines.map(String.init).joined(separator: " "))
         let reply = try connection.readLine(timeoutMs: 5000)
-        let words = reply.split(separator: " ").map(String.init)
-        if words.first == "error" {
-            if words.count >= 4, words[1] == "busy" {
-                throw GPIOError(.lineBusy(consumer: words[3]), chip: chip, line: Int(words[2]), code: EBUSY)
-            }
-            if words.count >= 4, words[1] == "range" {
-                throw GPIOError(.noSuchLine(lineCount: Int(words[3]) ?? 0), chip: chip, line: Int(words[2]))
-            }
-            throw GPIOError(.io, chip: chip, code: EPROTO)
-        }
-        guard words.first == "levels" else { throw GPIOError(.io, chip: chip, code: EPROTO) }
-        var levels: [Int: Bool] = [:]
-        for pair in words.dropFirst() {
-            let parts = pair.split(separator: "=")
-            if parts.count == 2, let line = Int(parts[0]) { levels[line] = (parts[1] == "1") != activeLow }
+        let levels: [Int: Bool]
+        switch SimulatedChipProtocol.watchReply(reply) {
+        case .levels(let physical): levels = physical.mapValues { $0 != activeLow }
+        case .busy(let line, let consumer):
+            throw GPIOError(.lineBusy(consumer: consumer), chip: chip, line: line, code: EBUSY)
+        case .range(let line, let lineCount): throw GPIOError(.noSuchLine(lineCount: lineCount), chip: chip, line: line)
+        case .refused: throw GPIOError(.io, chip: chip, code: EPROTO)
         }
         return SimulatedLineWatch(
             connection: connection, chip: chip, activeLow: activeLow, levels: levels, watched: Set(lines))
     }
 }
 
-/// Lines of a simulated chip being watched: the connection streams their edges.
-///
-/// The simulator is outside input: edges on lines not watched and malformed edge lines are
-/// ignored; an edge's CLOCK_MONOTONIC timestamp is clamped into [the previous edge's (or the
-/// watch's start), now], so that no edge is dated before another or in the future (a timestamp
-/// of Int64.min reads as the previous edge's time, never as a date in 1734).
+/// Lines of a simulated chip being watched: the connection streams their edges, which
+/// `SimulatedChipWatchState` takes or ignores.
 final class SimulatedLineWatch: GPIOLineWatch {
     private var connection: SimulatorConnection?
     private let chip: String
-    private let activeLow: Bool
-    private let watched: Set<Int>
-    private var current: [Int: Bool]
-    private var lastTimestampNs: Int64
+    private var state: SimulatedChipWatchState
 
     init(connection: SimulatorConnection, chip: String, activeLow: Bool, levels: [Int: Bool], watched: Set<Int>) {
         self.connection = connection
         self.chip = chip
-        self.activeLow = activeLow
-        self.watched = watched
-        current = levels.filter { watched.contains($0.key) }
-        lastTimestampNs = MonotonicInstant.now().nanoseconds
+        state = SimulatedChipWatchState(
+            watched: watched, activeLow: activeLow, levels: levels, startNs: MonotonicInstant.now().nanoseconds)
     }
 
-    func levels() throws(GPIOError) -> [Int: Bool] { current }
+    func levels() throws(GPIOError) -> [Int: Bool] { state.levels }
 
     func waitForEdges(timeoutMs: Int) throws(GPIOError) -> [GPIOEdge] {
         guard let connection else { throw GPIOError(.io, chip: chip, code: EBADF) }
@@ -105,15 +88,7 @@ final class SimulatedLineWatch: GPIOLineWatch {
         var wait = timeoutMs
         while let line = try connection.readLineIfAny(timeoutMs: wait) {
             wait = 0  // take what has arrived, then return
-            let words = line.split(separator: " ")
-            guard words.count == 4, words[0] == "edge", let offset = Int(words[1]), watched.contains(offset),
-                words[2] == "0" || words[2] == "1", let nanoseconds = Int64(words[3])
-            else { continue }
-            let active = (words[2] == "1") != activeLow
-            current[offset] = active
-            let timestamp = min(max(nanoseconds, lastTimestampNs), MonotonicInstant.now().nanoseconds)
-            lastTimestampNs = timestamp
-            edges.append(GPIOEdge(line: offset, active: active, timestampNs: timestamp))
+            if let edge = state.take(line, nowNs: MonotonicInstant.now().nanoseconds) { edges.append(edge) }
         }
         return edges
     }
@@ -121,16 +96,120 @@ final class SimulatedLineWatch: GPIOLineWatch {
     func release() { connection = nil }
 }
 
-/// A line-oriented client connection to the simulator's socket. A line longer than
-/// `maxLineBytes` without a newline is an error (`EMSGSIZE`), not a buffer that grows.
-final class SimulatorConnection {
-    /// Longest line accepted from the simulator, in bytes (its `info` reply is a few KiB).
-    static let maxLineBytes = 1 << 16
+/// What the client of a simulated chip believes about the lines it watches, fed one line of the
+/// simulator's stream at a time. Pure (the clock is passed in), so that the fuzzer drives it.
+///
+/// The simulator is outside input: edges on lines not watched and malformed edge lines are
+/// ignored; an edge's CLOCK_MONOTONIC timestamp is clamped into [the previous edge's (or the
+/// watch's start), now], so that no edge is dated before another or in the future (a timestamp
+/// of Int64.min reads as the previous edge's time, never as a date in 1734).
+public struct SimulatedChipWatchState: Sendable {
+    public let watched: Set<Int>
+    public let activeLow: Bool
+    /// The logical level of each watched line (active-low applied), as last reported.
+    public private(set) var levels: [Int: Bool]
+    /// The newest edge's timestamp (the watch's start before any), CLOCK_MONOTONIC ns.
+    public private(set) var lastTimestampNs: Int64
 
-    private let fd: Int32
-    private let path: String
+    /// - Parameter levels: logical levels from the `levels` reply; lines not watched are dropped.
+    public init(watched: Set<Int>, activeLow: Bool, levels: [Int: Bool], startNs: Int64) {
+        self.watched = watched
+        self.activeLow = activeLow
+        self.levels = levels.filter { watched.contains($0.key) }
+        lastTimestampNs = startNs
+    }
+
+    /// The edge `line` reports (`edge OFFSET LEVEL NS`, LEVEL the physical 0 or 1), or nil when
+    /// it is no well-formed edge of a watched line. `nowNs` is CLOCK_MONOTONIC now.
+    public mutating func take(_ line: String, nowNs: Int64) -> GPIOEdge? {
+        let words = line.split(separator: " ")
+        guard words.count == 4, words[0] == "edge", let offset = Int(words[1]), watched.contains(offset),
+            words[2] == "0" || words[2] == "1", let nanoseconds = Int64(words[3])
+        else { return nil }
+        let active = (words[2] == "1") != activeLow
+        levels[offset] = active
+        let timestamp = max(min(max(nanoseconds, lastTimestampNs), nowNs), lastTimestampNs)
+        lastTimestampNs = timestamp
+        return GPIOEdge(line: offset, active: active, timestampNs: timestamp)
+    }
+}
+
+extension SimulatedChipProtocol {
+    /// The simulator's answer to `watch CONSUMER L1 L2 ...`.
+    public enum WatchReply: Sendable, Equatable {
+        /// `levels L1=0 L2=1`: the physical level of each line named (malformed pairs left out).
+        case levels([Int: Bool])
+        /// `error busy L CONSUMER`.
+        case busy(line: Int?, consumer: String)
+        /// `error range L COUNT`: the chip has COUNT lines.
+        case range(line: Int?, lineCount: Int)
+        /// Any other `error ...`, or a line that is no reply at all.
+        case refused(String)
+    }
+
+    /// Reads the reply to a `watch` command.
+    public static func watchReply(_ reply: String) -> WatchReply {
+        let words = reply.split(separator: " ").map(String.init)
+        if words.first == "error" {
+            if words.count >= 4, words[1] == "busy" { return .busy(line: Int(words[2]), consumer: words[3]) }
+            if words.count >= 4, words[1] == "range" {
+                return .range(line: Int(words[2]), lineCount: Int(words[3]) ?? 0)
+            }
+            return .refused(reply)
+        }
+        guard words.first == "levels" else { return .refused(reply) }
+        var levels: [Int: Bool] = [:]
+        for pair in words.dropFirst() {
+            let parts = pair.split(separator: "=")
+            if parts.count == 2, let line = Int(parts[0]) { levels[line] = parts[1] == "1" }
+        }
+        return .levels(levels)
+    }
+}
+
+/// Cuts the simulator's byte stream into lines (LF-terminated), holding at most
+/// `maxLineBytes` of a line without its newline: past that the stream is refused, not kept.
+public struct SimulatedChipLineFramer: Sendable {
+    /// Longest line accepted from the simulator, in bytes (its `info` reply is a few KiB).
+    public static let maxLineBytes = 1 << 16
+
     private var buffered: [UInt8] = []
     private var scanned = 0  // bytes of `buffered` already searched for a newline
+
+    public init() {}
+
+    /// Bytes received and not yet returned as a line.
+    public var pendingBytes: Int { buffered.count }
+
+    /// Adds bytes received from the simulator.
+    public mutating func append(_ bytes: some Sequence<UInt8>) { buffered += bytes }
+
+    /// The next whole line without its LF, or nil when none is complete yet.
+    /// - Throws: `SimulatedChipLineTooLong` when more than `maxLineBytes` came without a newline.
+    public mutating func nextLine() throws(SimulatedChipLineTooLong) -> String? {
+        if let newline = buffered[scanned...].firstIndex(of: 10) {
+            let line = String(decoding: buffered[..<newline], as: UTF8.self)
+            buffered.removeSubrange(...newline)
+            scanned = 0
+            return line
+        }
+        scanned = buffered.count
+        guard buffered.count <= Self.maxLineBytes else { throw SimulatedChipLineTooLong(bytes: buffered.count) }
+        return nil
+    }
+}
+
+/// More than `SimulatedChipLineFramer.maxLineBytes` bytes arrived without a newline.
+public struct SimulatedChipLineTooLong: Error, Sendable, Equatable {
+    public var bytes: Int
+}
+
+/// A line-oriented client connection to the simulator's socket. A line longer than
+/// `SimulatedChipLineFramer.maxLineBytes` without a newline is an error (`EMSGSIZE`), not a buffer that grows.
+final class SimulatorConnection {
+    private let fd: Int32
+    private let path: String
+    private var framer = SimulatedChipLineFramer()
 
     init(socketPath: String) throws(GPIOError) {
         path = socketPath
@@ -165,14 +244,9 @@ final class SimulatorConnection {
     func readLineIfAny(timeoutMs: Int) throws(GPIOError) -> String? {
         let deadline = MonotonicInstant.now().adding(milliseconds: timeoutMs)
         while true {
-            if let newline = buffered[scanned...].firstIndex(of: 10) {
-                let line = String(decoding: buffered[..<newline], as: UTF8.self)
-                buffered.removeSubrange(...newline)
-                scanned = 0
-                return line
-            }
-            scanned = buffered.count
-            guard buffered.count <= Self.maxLineBytes else {
+            do throws(SimulatedChipLineTooLong) {
+                if let line = try framer.nextLine() { return line }
+            } catch {
                 throw GPIOError(.io, chip: "sim:\(path)", code: EMSGSIZE)
             }
             let remaining = max(0, Int(deadline.milliseconds(since: MonotonicInstant.now())))
@@ -183,7 +257,7 @@ final class SimulatorConnection {
             var chunk = [UInt8](repeating: 0, count: 4096)
             let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             guard count > 0 else { throw GPIOError(.io, chip: "sim:\(path)", code: count == 0 ? ECONNRESET : errno) }
-            buffered += chunk[0..<count]
+            framer.append(chunk[0..<count])
         }
     }
 }

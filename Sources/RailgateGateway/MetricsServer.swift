@@ -3,9 +3,11 @@ import RailgateBuffer
 import RailgateCore
 import RailgateSystem
 
-/// Serves Prometheus text at `GET /metrics` on `[metrics] listen` (HOST:PORT), one connection at
-/// a time on its own thread; anything else gets 404 or 400. Kept tiny on purpose: no HTTP
-/// library for one read-only page.
+/// Serves Prometheus text at `GET /metrics` on `[metrics] listen` (HOST:PORT); anything else gets
+/// 404 or 400. Kept tiny on purpose: no HTTP library for one read-only page. Served by a pool of
+/// 4 threads (`ConnectionServer`); a client has a second to send its request line (however it is
+/// cut into packets), so clients that trickle bytes or hold half a request hold one thread for
+/// at most a second each, and a stop waits for none of them longer than 200 ms.
 final class MetricsServer: @unchecked Sendable {
     private let host: String
     private let port: Int
@@ -38,9 +40,9 @@ final class MetricsServer: @unchecked Sendable {
             if fd >= 0 { close(fd) }
             throw ControlSocketError(operation: "listen on", path: "\(host):\(port)", code: code)
         }
-        let server = ConnectionServer(listener: fd, timeoutSeconds: 2)
+        let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
         do {
-            try server.start(name: "metrics", supervisor: supervisor) { [self] client in answer(client.fd) }
+            try server.start(name: "metrics", supervisor: supervisor) { [self] client in answer(client) }
         } catch {
             close(fd)
             throw error
@@ -53,10 +55,21 @@ final class MetricsServer: @unchecked Sendable {
         server = nil
     }
 
-    private func answer(_ client: Int32) {
-        var request = [UInt8](repeating: 0, count: 2048)
-        let count = recv(client, &request, request.count, 0)
-        let line = count > 0 ? String(decoding: request[0..<count].prefix { $0 != 13 && $0 != 10 }, as: UTF8.self) : ""
+    /// The request line (up to CR or LF, at most 2 KiB) sent before the client's deadline; what
+    /// came when the deadline, a stop or the 2 KiB end it.
+    static func requestLine(_ client: ClientConnection) -> String {
+        var request: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 512)
+        while request.count < 2048, !request.contains(10), !request.contains(13) {
+            guard let count = chunk.withUnsafeMutableBytes({ client.receive(into: $0) }), count > 0 else { break }
+            request += chunk[0..<count]
+        }
+        return String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
+    }
+
+    private func answer(_ connection: ClientConnection) {
+        let client = connection.fd
+        let line = Self.requestLine(connection)
         let response: String
         if line.hasPrefix("GET /metrics ") || line == "GET /metrics" {
             let body = render()

@@ -21,6 +21,17 @@ struct GPIOEventClockTests {
         #expect(GPIOEventClock.monotonic(1_795_953_600_000_100_000, now: now) == 3_600_000_100_000)
     }
 
+    @Test("any 64-bit stamp converts without trapping: Int64.min stays, Int64.max saturates no further")
+    func extremeStamps() {
+        #expect(GPIOEventClock.monotonic(.min, now: now) == .min)
+        #expect(GPIOEventClock.monotonic(.max, now: now) == Int64.max - (now.realtimeNs - now.monotonicNs))
+        // A u64 stamp past 2^63 reads as negative: nearer the monotonic clock, left as it is.
+        #expect(GPIOEventClock.monotonic(Int64(bitPattern: 0xFFFF_FFFF_FFFF_FFFF), now: now) == -1)
+        let absurd = GPIOEventClock.Now(monotonicNs: .min, realtimeNs: .max)
+        #expect(GPIOEventClock.monotonic(.max, now: absurd) == .max)
+        #expect(GPIOEventClock.monotonic(.min, now: absurd) == .min)
+    }
+
     @Test("read() gives both clocks, realtime decades ahead of monotonic")
     func readBoth() {
         let read = GPIOEventClock.Now.read()
