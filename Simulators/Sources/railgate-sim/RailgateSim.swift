@@ -6,5 +6,5 @@ struct RailgateSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "railgate-sim",
         abstract: "Simulated railgate hardware: Modbus wagon sensors and GPIO gate barriers.",
-        subcommands: [WagonCommand.self, GateCommand.self, GateSetCommand.self])
+        subcommands: [WagonCommand.self, FleetConfigCommand.self, GateCommand.self, GateSetCommand.self])
 }
