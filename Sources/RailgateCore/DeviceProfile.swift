@@ -61,6 +61,16 @@ public struct PointDefinition: Sendable, Equatable {
     /// (or a scaled value) is not finite. Numbers that go upstream are always finite.
     /// Packed BCD with a nibble above 9 is `invalid` too.
     public func reading(_ registers: some Collection<UInt16>) -> Result<PointValue, ReadFailure> {
+        read(registers)
+    }
+
+    /// `reading` for a slice of a reply, as the poller passes it: specialised here, so a poll
+    /// decodes without generic dispatch (called once per point per poll).
+    public func reading(_ registers: ArraySlice<UInt16>) -> Result<PointValue, ReadFailure> {
+        read(registers)
+    }
+
+    private func read<Registers: Collection<UInt16>>(_ registers: Registers) -> Result<PointValue, ReadFailure> {
         if !table.holdsBits, !invalid.isEmpty, type.sentinelBits != nil,
             invalid.contains(RegisterCodec.rawPattern(registers, as: type, order: order))
         {

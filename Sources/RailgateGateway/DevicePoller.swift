@@ -123,9 +123,9 @@ public final class DevicePoller {
                     largestAnsweredRegisters = max(largestAnsweredRegisters, request.count)
                 }
                 for index in request.pointIndices {
-                    let point = points[index]
-                    let start = point.address - request.address
-                    results[index] = point.reading(registers[start..<(start + point.count)])
+                    // Read in place: copying the point costs more than decoding it.
+                    let start = points[index].address - request.address
+                    results[index] = points[index].reading(registers[start..<(start + points[index].count)])
                 }
                 return [(request, true)]
             case .failure(let error) where Self.isRefusal(error) && request.pointIndices.count > 1:
