@@ -109,19 +109,21 @@ demo: build
 ## and idle. About 6 minutes. Durations (seconds) from the environment: RAILGATE_BENCH_WARMUP_S
 ## (10), RAILGATE_BENCH_SCALE_S (60), RAILGATE_BENCH_STRESS_S (60), RAILGATE_BENCH_IDLE_S (10);
 ## RAILGATE_BENCH_BUSES (4) TCP buses. `make bench-scale` runs only the scale figures.
+## railgate-bench is built with the same flags as `make release`: switching between static and
+## shared Swift runtime builds recompiles every module.
 bench: deps release
-	$(SWIFT) build -c release --product railgate-bench
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate-bench
 	.build/release/railgate-bench
-	$(MAKE) --no-print-directory release-size
+	Packaging/release-size.sh .build/release/railgate .build/release/railgate-sim
 
 bench-scale: deps release
-	$(SWIFT) build -c release --product railgate-bench
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate-bench
 	.build/release/railgate-bench scale
 
 ## The 10,000 points/s fleet for RAILGATE_BENCH_SOAK_S (600) seconds: RSS and open fds every
 ## minute, flat or not at the end. Not part of `make test` or CI.
 bench-soak: deps release
-	$(SWIFT) build -c release --product railgate-bench
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate-bench
 	.build/release/railgate-bench soak
 
 ## The release binaries: Swift's runtime linked statically (the C libraries stay shared).

@@ -26,6 +26,9 @@ for binary in "$@"; do
             }
             total[origin] += size
         }
-        END { for (o in total) printf "%10d  %s\n", total[o], o }' | sort -rn | sed 's/^/  /'
+        END {
+            for (o in total) if (total[o] >= 4096) printf "%10d  %s\n", total[o], o; else small += total[o]
+            printf "%10d  %s\n", small, "Swift generic and associated-type symbols (< 4 KiB a name)"
+        }' | sort -rn | sed 's/^/  /'
     rm -f "$stripped"
 done
