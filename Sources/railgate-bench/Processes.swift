@@ -63,7 +63,9 @@ final class Child {
 /// One process's footprint from /proc: CPU time, memory, threads' context switches, open fds.
 struct ProcSample {
     /// user + system CPU seconds (/proc/PID/stat utime + stime).
-    var cpuSeconds: Double
+    var cpuSeconds: Double { userSeconds + systemSeconds }
+    var userSeconds: Double
+    var systemSeconds: Double
     /// Resident set size and its peak, KiB (/proc/PID/status VmRSS, VmHWM).
     var rssKiB: Int
     var peakKiB: Int
@@ -76,12 +78,15 @@ struct ProcSample {
 
     static func read(_ pid: pid_t) -> ProcSample {
         let files = LocalFiles()
-        var sample = ProcSample(cpuSeconds: 0, rssKiB: 0, peakKiB: 0, switches: 0, threads: 0, fds: 0, at: seconds())
+        var sample = ProcSample(
+            userSeconds: 0, systemSeconds: 0, rssKiB: 0, peakKiB: 0, switches: 0, threads: 0, fds: 0, at: seconds())
         if let stat = files.read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") {
             // Fields after "(comm)": state is field 3, utime 14, stime 15.
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             if fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) {
-                sample.cpuSeconds = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+                let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+                sample.userSeconds = user / ticks
+                sample.systemSeconds = system / ticks
             }
         }
         let status = files.read("/proc/\(pid)/status") ?? ""

@@ -143,9 +143,12 @@ enum ScaleBench {
         let fleet = Fleet(buses: Int(environmentSeconds("RAILGATE_BENCH_BUSES", 4)))
         StandardStreams.out(
             "\n== Soak: \(Int(fleet.pointsPerSecond)) points/s for \(Int(duration)) s after \(Int(warmup)) s warm-up")
+        var first: Double?
         let result = try measure(fleet: fleet, warmup: warmup, window: duration, every: 60) { sample in
+            let start = first ?? sample.at
+            first = start
             StandardStreams.out(
-                "  t=\(Int(sample.at)) s: RSS \(format(Double(sample.rssKiB) / 1024)) MiB, \(sample.fds) open fds, "
+                "  t=\(Int((sample.at - start).rounded())) s: RSS \(format(Double(sample.rssKiB) / 1024)) MiB, \(sample.fds) open fds, "
                     + "\(sample.threads) threads")
         }
         report(result, fleet: fleet, targets: true)
@@ -247,6 +250,7 @@ enum ScaleBench {
 
     static func report(_ result: Result, fleet: Fleet, targets: Bool) {
         let cpu = result.gateway.end.cpuSeconds - result.gateway.start.cpuSeconds
+        let user = result.gateway.end.userSeconds - result.gateway.start.userSeconds
         let points = Double(result.recordsDelivered * fleet.points)
         let producedPoints = Double(result.produced * fleet.points)
         let microseconds = cpu * 1e6 / max(1, producedPoints)
@@ -256,7 +260,8 @@ enum ScaleBench {
             "points produced: \(Int(producedPoints / result.window))/s, delivered: \(Int(points / result.window))/s "
                 + "(\(fleet.points) a record; expected \(Int(fleet.pointsPerSecond))/s)")
         StandardStreams.out(
-            "gateway CPU: \(format(microseconds, 3)) us per point (user+sys \(format(cpu, 2)) s in \(format(result.window, 1)) s, "
+            "gateway CPU: \(format(microseconds, 3)) us per point (user \(format(user, 2)) s + sys \(format(cpu - user, 2)) s "
+                + "in \(format(result.window, 1)) s, "
                 + "\(format(100 * cpu / result.window, 1))% of a core)" + (targets ? " (target <= 1.5 us)" : ""))
         StandardStreams.out(
             "gateway RSS: steady \(mib(result.gateway.end.rssKiB)), peak \(mib(result.gateway.end.peakKiB)), "
