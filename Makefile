@@ -11,8 +11,8 @@ PYVENV      := .build/pyvenv
 PY_PACKAGES := pymodbus==3.16.1 pyserial==3.5
 BIN         := .build/debug
 
-.PHONY: all deps pydeps build build-gpiod2 test test-vm test-vm-gpio lint demo bench install clean release deb \
-        system-deps test-system fuzz fuzz-ci fuzz-build completions man
+.PHONY: all deps pydeps build build-gpiod2 test test-vm test-vm-gpio lint demo bench bench-scale bench-soak install \
+        clean release release-size deb system-deps test-system fuzz fuzz-ci fuzz-build completions man
 
 
 all: build
@@ -173,11 +173,28 @@ man: build
 
 ## Throughput and footprint, each as a ratio against a baseline run in the same invocation; the
 ## uplink's drain of 1,000,000 points and start-up to the first record run the release daemon
-## against a local Mosquitto (`railgate-bench upstream` runs only the upstream figures).
-bench: deps
-	$(SWIFT) build -c release --product railgate
-	$(SWIFT) build -c release --product railgate-bench
+## against a local Mosquitto (`railgate-bench upstream` runs only the upstream figures); then
+## the scale figures (Sources/railgate-bench/ScaleBench.swift): the release gateway on a
+## simulated fleet of 100 devices x 100 f32 to a local Mosquitto at 10,000 and 100,000 points/s,
+## and idle. About 6 minutes. Durations (seconds) from the environment: RAILGATE_BENCH_WARMUP_S
+## (10), RAILGATE_BENCH_SCALE_S (60), RAILGATE_BENCH_STRESS_S (60), RAILGATE_BENCH_IDLE_S (10);
+## RAILGATE_BENCH_BUSES (4) TCP buses. `make bench-scale` runs only the scale figures.
+## railgate-bench is built with the same flags as `make release`: switching between static and
+## shared Swift runtime builds recompiles every module.
+bench: deps release
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate-bench
 	.build/release/railgate-bench
+	Packaging/release-size.sh .build/release/railgate .build/release/railgate-sim
+
+bench-scale: deps release
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate-bench
+	.build/release/railgate-bench scale
+
+## The 10,000 points/s fleet for RAILGATE_BENCH_SOAK_S (600) seconds: RSS and open fds every
+## minute, flat or not at the end. Not part of `make test` or CI.
+bench-soak: deps release
+	$(SWIFT) build -c release --static-swift-stdlib --product railgate-bench
+	.build/release/railgate-bench soak
 
 ## The release binaries: Swift's runtime linked statically (the C libraries stay shared).
 release: deps
@@ -242,3 +259,8 @@ test-system: system-deps deb
 
 clean:
 	rm -rf .build /tmp/railgate-demo
+
+## The release binaries' size stripped and what makes it up (Packaging/release-size.sh):
+## sections, the shared C libraries left, code by Swift module and the static Swift runtime.
+release-size: release
+	Packaging/release-size.sh .build/release/railgate .build/release/railgate-sim

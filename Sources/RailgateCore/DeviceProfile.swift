@@ -61,17 +61,38 @@ public struct PointDefinition: Sendable, Equatable {
     /// (or a scaled value) is not finite. Numbers that go upstream are always finite.
     /// Packed BCD with a nibble above 9 is `invalid` too.
     public func reading(_ registers: some Collection<UInt16>) -> Result<PointValue, ReadFailure> {
-        if !table.holdsBits, !invalid.isEmpty, type.sentinelBits != nil,
+        read(registers)
+    }
+
+    /// `reading` for a slice of a reply, as the poller passes it: specialised here, so a poll
+    /// decodes without generic dispatch (called once per point per poll).
+    public func reading(_ registers: ArraySlice<UInt16>) -> Result<PointValue, ReadFailure> {
+        read(registers)
+    }
+
+    fileprivate func read<Registers: Collection<UInt16>>(_ registers: Registers) -> Result<PointValue, ReadFailure> {
+        Self.read(registers, table: table, type: type, order: order, scale: scale, offset: offset, invalid: invalid)
+    }
+
+    /// `reading` from the fields it needs, so a loop over an array of points reads them in place.
+    fileprivate static func read<Registers: Collection<UInt16>>(
+        _ registers: Registers, table: RegisterTable, type: ValueType, order: WordOrder, scale: Double, offset: Double,
+        invalid: [UInt64]
+    ) -> Result<PointValue, ReadFailure> {
+        if table.holdsBits { return .success(.bool(registers.first! != 0)) }
+        if !invalid.isEmpty, type.sentinelBits != nil,
             invalid.contains(RegisterCodec.rawPattern(registers, as: type, order: order))
         {
             return .failure(.invalid)
         }
-        if !table.holdsBits, type.isBCD,
-            RegisterCodec.bcd(RegisterCodec.rawPattern(registers, as: type, order: order), digits: 4 * count) == nil
+        if type.isBCD,
+            RegisterCodec.bcd(
+                RegisterCodec.rawPattern(registers, as: type, order: order), digits: 4 * type.registerCount)
+                == nil
         {
             return .failure(.invalid)
         }
-        let value = decode(registers)
+        let value = RegisterCodec.value(registers, as: type, order: order, scale: scale, offset: offset)
         if case .number(let number) = value, !number.isFinite { return .failure(number.isNaN ? .nan : .inf) }
         return .success(value)
     }
@@ -86,6 +107,27 @@ public struct PointDefinition: Sendable, Equatable {
 }
 
 /// A device type: its model name and points (`Firmware-config/profiles/NAME.toml`).
+extension DeviceProfile {
+    /// Decodes the points at `indices` from one reply: `registers` read from `address` on. Each
+    /// point's reading goes to `results[index]`. The poller's per-point loop, here so each point
+    /// is read in place rather than copied (about a third of a poll's instructions otherwise).
+    public func readings(
+        _ indices: [Int], from registers: [UInt16], at address: Int,
+        into results: inout [Result<PointValue, ReadFailure>?]
+    ) {
+        points.withUnsafeBufferPointer { points in
+            for index in indices {
+                let start = points[index].address - address
+                let count = points[index].table.holdsBits ? 1 : points[index].type.registerCount
+                results[index] = PointDefinition.read(
+                    registers[start..<(start + count)], table: points[index].table,
+                    type: points[index].type, order: points[index].order, scale: points[index].scale,
+                    offset: points[index].offset, invalid: points[index].invalid)
+            }
+        }
+    }
+}
+
 public struct DeviceProfile: Sendable, Equatable {
     public var model: String
     public var points: [PointDefinition]

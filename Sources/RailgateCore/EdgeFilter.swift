@@ -25,8 +25,14 @@ public struct EdgeFilter: Sendable {
     /// `max_silence_ms` for points with a deadband and no `max_silence_ms` of their own.
     public static let defaultMaxSilenceMs = 60_000
 
+    /// No point has a deadband or an alarm: every sample goes as it is (no per-value look-ups).
+    private let passesEverything: Bool
+
     public init(profile: DeviceProfile) {
         points = Dictionary(profile.points.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        passesEverything = profile.points.allSatisfy {
+            $0.deadband == nil && $0.alarmAbove == nil && $0.alarmBelow == nil
+        }
     }
 
     /// The alarms active now, by point.
@@ -90,6 +96,7 @@ public struct EdgeFilter: Sendable {
     ///   - nowMs: a monotonic clock reading in milliseconds, for deadband silence.
     public mutating func process(_ sample: Record, nowMs: Int64) -> (sample: Record?, events: [Record]) {
         guard case .sample(let values, let errors) = sample.body else { return (sample, []) }
+        if passesEverything { return (values.isEmpty && errors.isEmpty ? nil : sample, []) }
         var kept: [(String, PointValue)] = []
         var events: [Record] = []
         for (name, value) in values {
@@ -108,7 +115,8 @@ public struct EdgeFilter: Sendable {
             }
             if transition != nil || isDue(point, value, nowMs: nowMs) {
                 kept.append((name, value))
-                lastSent[name] = (value, nowMs)
+                // Only a deadband looks back at what was sent.
+                if point.deadband != nil { lastSent[name] = (value, nowMs) }
             }
         }
         // Upstream saw no value for these: the next good one is news, however close to the last.

@@ -34,7 +34,12 @@ public indirect enum JSON: Sendable, Equatable {
             JSON.writeDigits(i.magnitude, to: &output)
         case .unsigned(let u): JSON.writeDigits(u, to: &output)
         case .number(let d):
-            if d.isFinite { output += d.description.utf8 } else { output += "null".utf8 }
+            if d.isFinite {
+                var text = d.description
+                text.withUTF8 { output.append(contentsOf: $0) }
+            } else {
+                output += "null".utf8
+            }
         case .string(let s): JSON.writeString(s, to: &output)
         case .array(let elements):
             output.append(UInt8(ascii: "["))

@@ -277,7 +277,20 @@ public enum RegisterCodec {
             let word = registers.first!
             return UInt64(order.bytesSwapped ? word.byteSwapped : word)
         }
-        return order.bigEndianBytes(from: registers).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        // The big-endian bytes of `bigEndianBytes(from:)` as one integer, without building them:
+        // registers in order fill it from the top, reversed from the bottom.
+        var pattern: UInt64 = 0
+        var shift: UInt64 = 0
+        for register in registers {
+            let word = UInt64(order.bytesSwapped ? register.byteSwapped : register)
+            if order.wordsReversed {
+                pattern |= word << shift
+                shift += 16
+            } else {
+                pattern = pattern << 16 | word
+            }
+        }
+        return pattern
     }
 
     /// The raw (unscaled) value of `registers` read as `type` in `order`. Strings: see `text(_:order:)`.
@@ -417,7 +430,67 @@ public enum RegisterCodec {
     /// A Float widened through its shortest decimal form, so 123.456f reads 123.456, not 123.45600128173828.
     static func widen(_ value: Float) -> Double {
         guard value.isFinite else { return Double(value) }
-        return Double(value.description) ?? Double(value)
+        var text = value.description
+        return text.withUTF8 { exactDecimal($0) } ?? Double(text) ?? Double(value)
+    }
+
+    /// Powers of ten a Double holds exactly (10^0 ... 10^22).
+    private static let exactPowersOfTen: [Double] = {
+        var powers: [Double] = [1]
+        for _ in 1...22 { powers.append(powers[powers.count - 1] * 10) }
+        return powers
+    }()
+
+    /// The Double nearest to a decimal `[-]DIGITS[.DIGITS][e[+-]DIGITS]` of at most 15
+    /// significant digits and a power of ten within 10^±22, computed as `Double(text)` (strtod)
+    /// would: both the digits and the power are exact Doubles, so one multiplication or division
+    /// rounds correctly (Clinger's fast path). Nil for anything else (the caller asks strtod).
+    static func exactDecimal(_ text: UnsafeBufferPointer<UInt8>) -> Double? {
+        var digits: UInt64 = 0
+        var significant = 0
+        var exponent = 0
+        var afterPoint = false
+        var sawDigit = false
+        var index = 0
+        let negative = text.count > 0 && text[0] == UInt8(ascii: "-")
+        if negative { index = 1 }
+        while index < text.count {
+            let byte = text[index]
+            index += 1
+            if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
+                sawDigit = true
+                if digits != 0 || byte != UInt8(ascii: "0") { significant += 1 }
+                guard significant <= 15 else { return nil }
+                digits = digits * 10 + UInt64(byte - UInt8(ascii: "0"))
+                if afterPoint { exponent -= 1 }
+            } else if byte == UInt8(ascii: "."), !afterPoint {
+                afterPoint = true
+            } else if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") {
+                var sign = 1
+                if index < text.count, text[index] == UInt8(ascii: "-") || text[index] == UInt8(ascii: "+") {
+                    sign = text[index] == UInt8(ascii: "-") ? -1 : 1
+                    index += 1
+                }
+                var power = 0
+                var powerDigits = 0
+                while index < text.count, text[index] >= UInt8(ascii: "0"), text[index] <= UInt8(ascii: "9") {
+                    power = power * 10 + Int(text[index] - UInt8(ascii: "0"))
+                    powerDigits += 1
+                    guard powerDigits <= 4 else { return nil }
+                    index += 1
+                }
+                guard powerDigits > 0, index == text.count else { return nil }
+                exponent += sign * power
+                break
+            } else {
+                return nil
+            }
+        }
+        guard sawDigit, (-22...22).contains(exponent) else { return nil }
+        let magnitude =
+            exponent < 0
+            ? Double(digits) / exactPowersOfTen[-exponent] : Double(digits) * exactPowersOfTen[exponent]
+        return negative ? -magnitude : magnitude
     }
 
     /// Decimal places a configured factor carries (0.1 -> 1, 0.05 -> 2, 10 -> 0), at most 9.

@@ -122,11 +122,7 @@ public final class DevicePoller {
                 } else {
                     largestAnsweredRegisters = max(largestAnsweredRegisters, request.count)
                 }
-                for index in request.pointIndices {
-                    let point = points[index]
-                    let start = point.address - request.address
-                    results[index] = point.reading(registers[start..<(start + point.count)])
-                }
+                device.profile.readings(request.pointIndices, from: registers, at: request.address, into: &results)
                 return [(request, true)]
             case .failure(let error) where Self.isRefusal(error) && request.pointIndices.count > 1:
                 failure = error
@@ -160,11 +156,14 @@ public final class DevicePoller {
         if split { learn(outcomes) }
         var values: [(String, PointValue)] = []
         var errors: [(String, ReadFailure)] = []
-        for (index, result) in results.enumerated() where !points[index].pollOnce {
-            switch result {
-            case .success(let value): values.append((points[index].name, value))
-            case .failure(let reason): errors.append((points[index].name, reason))
-            case nil: errors.append((points[index].name, .io))
+        values.reserveCapacity(points.count)
+        points.withUnsafeBufferPointer { points in
+            for (index, result) in results.enumerated() where !points[index].pollOnce {
+                switch result {
+                case .success(let value): values.append((points[index].name, value))
+                case .failure(let reason): errors.append((points[index].name, reason))
+                case nil: errors.append((points[index].name, .io))
+                }
             }
         }
         stats.polls += 1

@@ -9,7 +9,8 @@ import RailgateSystem
 
 /// `make bench`: every figure is a ratio against a baseline run in the same invocation (these
 /// machines are noisy), or an absolute figure where the issue sets an absolute target.
-/// `railgate-bench crash-writer DIR` is the crash test's victim (see `CrashWriter`).
+/// `railgate-bench crash-writer DIR` is the crash test's victim (see `CrashWriter`);
+/// `railgate-bench scale` runs only the scale figures, `railgate-bench soak` the soak (`ScaleBench`).
 @main
 struct Bench {
     static func main() throws {
@@ -23,6 +24,14 @@ struct Bench {
             try DrainBench.run()
             return
         }
+        if arguments.count == 2, arguments[1] == "scale" {
+            try ScaleBench.run()
+            return
+        }
+        if arguments.count == 2, arguments[1] == "soak" {
+            try ScaleBench.soak()
+            return
+        }
         StandardStreams.out(
             "railgate bench \(RailgateVersion.current), \(Timestamp(millisecondsSinceEpoch: WallClock.now().millisecondsSinceEpoch))"
         )
@@ -30,6 +39,7 @@ struct Bench {
         try BufferBench.run()
         try UpstreamBench.run()
         try DrainBench.run()
+        try ScaleBench.run()
     }
 }
 

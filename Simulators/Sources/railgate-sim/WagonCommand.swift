@@ -81,6 +81,11 @@ struct WagonCommand: ParsableCommand {
     @Option(help: "Fault scenario file (see Simulators/scenarios).")
     var scenario: String?
 
+    @Option(
+        name: .customLong("tick-ms"),
+        help: "Move the values on every this many milliseconds (a large fleet: longer, so serving stays cheap).")
+    var tickMs: Int = 100
+
     @Flag(help: "Print every request received, one line each (\"request unit=1 fc=3 address=0 count=10\").")
     var trace = false
 
@@ -93,6 +98,7 @@ struct WagonCommand: ParsableCommand {
             throw ValidationError("give exactly one of --unit N or --units A-B")
         }
         _ = try unitIDs()
+        guard (1...60_000).contains(tickMs) else { throw ValidationError("--tick-ms must be 1...60000") }
         for (flag, value) in [("--tcp", tcp), ("--rtu-over-tcp", rtuOverTCP), ("--ascii-over-tcp", asciiOverTCP)] {
             if let value, HostPort.split(value, defaultPort: 502) == nil {
                 throw ValidationError("\(flag) wants HOST:PORT, got '\(value)'")
@@ -155,8 +161,11 @@ struct WagonCommand: ParsableCommand {
         let start = MonotonicClock.seconds()
         var last = start
         let ramps = faults.ramps
+        let tickSeconds = Double(tickMs) / 1000
         let tick = {
             let now = MonotonicClock.seconds()
+            // serve() calls this after every poll(2) wake-up: values move once a tick, not per request.
+            guard now - last >= tickSeconds * 0.99 else { return }
             wagon.advance(t: now - start, dt: now - last, ramps: ramps)
             last = now
         }
@@ -192,7 +201,7 @@ struct WagonCommand: ParsableCommand {
             StandardStreams.out(
                 "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(device) \(baud) baud"
                     + (framing == .ascii ? " (ASCII)" : ""))
-            slave.serve(tickMs: 100, tick: tick, shouldStop: { false }, respond: respond)
+            slave.serve(tickMs: tickMs, tick: tick, shouldStop: { false }, respond: respond)
             return
         }
         if let address = rtuOverTCP ?? asciiOverTCP {
@@ -208,7 +217,7 @@ struct WagonCommand: ParsableCommand {
             StandardStreams.out(
                 "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port) ("
                     + (framing == .ascii ? "ASCII" : "RTU") + " over TCP)")
-            slave.serve(tickMs: 100, tick: tick, shouldStop: { false }, respond: respond)
+            slave.serve(tickMs: tickMs, tick: tick, shouldStop: { false }, respond: respond)
             return
         }
         let (host, port) = HostPort.split(tcp!, defaultPort: 502)!
@@ -221,7 +230,7 @@ struct WagonCommand: ParsableCommand {
         }
         StandardStreams.out(
             "railgate-sim: serving \(definition.model) as units \(try unitIDs()) on \(host):\(slave.port)")
-        slave.serve(tickMs: 100, tick: tick, shouldStop: { false }) { request in
+        slave.serve(tickMs: tickMs, tick: tick, shouldStop: { false }) { request in
             // A TCP gateway answers for units it does not know with exception 11 (target failed to respond).
             wagon.banks[request.unit] == nil ? .exception(0x0B) : respond(request)
         }

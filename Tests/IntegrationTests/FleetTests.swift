@@ -1,0 +1,75 @@
+import Foundation
+import RailgateCore
+import Testing
+
+/// `railgate-sim fleet-config` and one `wagon` serving the whole fleet: what the scale benchmark
+/// runs (at 100 devices x 100 points), small enough for the test suite.
+@Suite("Fleet: fleet-config and one simulator for many units", .serialized)
+struct FleetTests {
+    @Test("6 devices x 20 f32 on 2 TCP buses: every device's samples carry all 20 values, every seq arrives")
+    func smallFleet() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port)
+        let simulatorPort = freePort()
+        let directory = scratch.path + "/fleet"
+        let generator = try TestProcess(
+            Binaries.simulator,
+            [
+                "fleet-config", "--out", directory, "--devices", "6", "--points", "20", "--buses", "2",
+                "--poll-interval-ms", "200", "--batch-interval-ms", "200", "--port", "\(simulatorPort)",
+                "--upstream", "mqtt://127.0.0.1:\(broker.port)",
+            ], scratch: scratch, name: "fleet-config")
+        #expect(try generator.waitForExit() == 0)
+        let config = try String(contentsOfFile: directory + "/railgate.toml", encoding: .utf8)
+        #expect(config.components(separatedBy: "[[bus]]").count - 1 == 2)
+        #expect(config.components(separatedBy: "[[device]]").count - 1 == 6)
+        #expect(config.components(separatedBy: #"bus = "fleet-1""#).count - 1 == 3)
+        #expect(config.components(separatedBy: #"bus = "fleet-2""#).count - 1 == 3)
+
+        let simulator = try WagonSimulator(
+            profile: directory + "/profiles/f32-block-20.toml", units: "1-6", scratch: scratch, port: simulatorPort,
+            extra: ["--tick-ms", "200"])
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
+        let sources = Set((1...6).map { "dev-\($0)" })
+        try subscriber.waitUntil(seconds: 60) { _ in
+            let records = subscriber.records
+            return sources.allSatisfy { source in records.filter { $0["source"]?.stringValue == source }.count >= 3 }
+        }
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        let records = subscriber.records
+        let received = Set(seqs(records))
+        #expect(received.min() == 1)
+        #expect(
+            received.count == (received.max() ?? 0),
+            "missing seqs: \((1...(received.max() ?? 1)).filter { !received.contains($0) })")
+        for record in records where record["kind"] == .string("sample") {
+            #expect(record["errors"] == nil, "\(record.serialized)")
+            guard case .object(let values)? = record["values"] else {
+                Issue.record("no values: \(record.serialized)")
+                continue
+            }
+            #expect(values.map(\.0) == (0..<20).map { "v\($0)" }, "\(record.serialized)")
+            #expect(values.allSatisfy { $0.1.doubleValue?.isFinite == true }, "\(record.serialized)")
+        }
+        _ = simulator
+    }
+
+    @Test("fleet-config refuses a fleet that cannot be addressed")
+    func refusesImpossibleFleets() throws {
+        let scratch = Scratch()
+        for arguments in [
+            ["--devices", "248", "--port", "1502"],  // unit ids beyond 247
+            ["--devices", "2", "--buses", "3", "--port", "1502"],  // more buses than devices
+            ["--devices", "2", "--port", "1502,x"],
+        ] {
+            let process = try TestProcess(
+                Binaries.simulator, ["fleet-config", "--out", scratch.path + "/f"] + arguments, scratch: scratch,
+                name: "fleet-config")
+            #expect(try process.waitForExit() == 64, "\(arguments)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/f/railgate.toml"))
+    }
+}
