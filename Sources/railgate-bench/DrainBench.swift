@@ -185,7 +185,7 @@ enum DrainBench {
             name = "line"
             transport = "tcp"
             host = "127.0.0.1"
-            port = \(Mosquitto.freePort())
+            port = \(freePort())
 
             [[device]]
             name = "absent"
@@ -196,8 +196,8 @@ enum DrainBench {
 
             """)
         let daemon = try Child(
-            railgate, ["run", "--config", config], log: "\(directory)/drain-\(payload)-\(compression).log")
-        defer { daemon.stop() }
+            railgate, ["run", "--config", config], output: "\(directory)/drain-\(payload)-\(compression).log")
+        defer { daemon.stop(SIGTERM) }
         var connectedAt: Double?
         var cpuAtConnect = 0.0
         let deadline = seconds() + 600
@@ -206,12 +206,13 @@ enum DrainBench {
             let status = (try? JSONReader.parse(controlRequest("status", socket: socket))) ?? .null
             if connectedAt == nil, status["upstream"]?["state"] == .string("connected") {
                 connectedAt = seconds()
-                cpuAtConnect = daemon.cpuSeconds
+                cpuAtConnect = ProcSample.read(daemon.pid).cpuSeconds
             }
             if let acked = status["upstream"]?["acked_seq"]?.intValue, acked >= Int(lastSeq), let connectedAt {
                 let elapsed = seconds() - connectedAt
                 return DrainResult(
-                    rate: Double(points) / elapsed, seconds: elapsed, cpuSeconds: daemon.cpuSeconds - cpuAtConnect)
+                    rate: Double(points) / elapsed, seconds: elapsed,
+                    cpuSeconds: ProcSample.read(daemon.pid).cpuSeconds - cpuAtConnect)
             }
             usleep(20_000)
         }
@@ -285,13 +286,13 @@ enum DrainBench {
                 """)
             let before = state.withLock { arrivals.count }
             let started = seconds()
-            let daemon = try Child(railgate, ["run", "--config", config], log: "\(directory)/first-\(run).log")
+            let daemon = try Child(railgate, ["run", "--config", config], output: "\(directory)/first-\(run).log")
             let arrived: Double? = state.withLock {
                 let deadline = MonotonicInstant.now().adding(milliseconds: 20_000)
                 while arrivals.count == before, MonotonicInstant.now() < deadline { state.wait(until: deadline) }
                 return arrivals.count > before ? arrivals[before] : nil
             }
-            daemon.stop()
+            daemon.stop(SIGTERM)
             guard let arrived else { throw BenchError(description: "start-up run \(run): no record within 20 s") }
             times.append(arrived - started)
         }
@@ -330,69 +331,19 @@ enum DrainBench {
     }
 }
 
-/// A child process (posix_spawn), its output to a log file.
-final class Child {
-    let pid: pid_t
-    private var exited = false
-
-    init(_ path: String, _ arguments: [String], log: String) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid = pid_t()
-        let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
-        guard rc == 0 else { throw BenchError(description: "cannot start \(path): \(String(cString: strerror(rc)))") }
-        self.pid = pid
-    }
-
-    var isRunning: Bool {
-        guard !exited else { return false }
-        var status: Int32 = 0
-        if waitpid(pid, &status, WNOHANG) == pid { exited = true }
-        return !exited
-    }
-
-    /// User and system CPU time so far (/proc/PID/stat, in clock ticks).
-    var cpuSeconds: Double {
-        guard let text = LocalFiles().read("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return 0 }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3; utime and stime are fields 14 and 15.
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    /// SIGTERM, and waits for the exit (SIGKILL after 30 s).
-    func stop() {
-        guard isRunning else { return }
-        kill(pid, SIGTERM)
-        let deadline = seconds() + 30
-        while isRunning, seconds() < deadline { usleep(10_000) }
-        if isRunning {
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            exited = true
-        }
-    }
-}
-
 /// A Mosquitto on a free loopback port, no queue limit, no persistence.
 final class Mosquitto {
     let port: Int
     private let child: Child
 
     init(directory: String) throws {
-        port = Mosquitto.freePort()
+        port = freePort()
         let config = directory + "/mosquitto.conf"
         try DrainBench.write(
             config,
             "listener \(port) 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
         )
-        child = try Child("/usr/sbin/mosquitto", ["-c", config], log: directory + "/mosquitto.log")
+        child = try Child("/usr/sbin/mosquitto", ["-c", config], output: directory + "/mosquitto.log")
         let deadline = seconds() + 20
         while !listening() {
             guard child.isRunning, seconds() < deadline else {
@@ -403,21 +354,6 @@ final class Mosquitto {
     }
 
     /// A loopback TCP port nobody listens on right now (bound to 0 and released).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                bind(fd, pointer, length)
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 
     private func listening() -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -433,5 +369,5 @@ final class Mosquitto {
         } == 0
     }
 
-    func stop() { child.stop() }
+    func stop() { child.stop(SIGTERM) }
 }

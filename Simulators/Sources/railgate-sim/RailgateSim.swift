@@ -14,5 +14,7 @@ struct RailgateSim: ParsableCommand {
               mosquitto_sub -t 'railgate/#' -F '%t %p' | railgate-sim records
             """,
         version: RailgateVersion.current,
-        subcommands: [WagonCommand.self, FleetConfigCommand.self, GateCommand.self, GateSetCommand.self, RecordsCommand.self])
+        subcommands: [
+            WagonCommand.self, FleetConfigCommand.self, GateCommand.self, GateSetCommand.self, RecordsCommand.self,
+        ])
 }
