@@ -353,6 +353,14 @@ public final class ModbusConnection {
         if modbus_connect(handle) == -1 {
             let code = errno
             modbus_close(handle)
+            // libmodbus reports a host name that does not resolve as ECONNREFUSED: say what it was.
+            if case .tcp(let host, let port) = endpoint, code == ECONNREFUSED,
+                let reason = Self.resolutionFailure(host: host, port: port)
+            {
+                throw ModbusError(
+                    kind: .setup, code: EHOSTUNREACH, operation: "connect to \(endpoint): resolve \(host): \(reason)",
+                    remedy: "check the host name and DNS (getent hosts \(host)), or give the device's IP address")
+            }
             throw ModbusError.fromErrno(code, operation: "connect to \(endpoint)", remedy: remedy(for: code))
         }
         guard modbus_get_socket(handle) >= 0 else {
@@ -367,6 +375,17 @@ public final class ModbusConnection {
         isConnected = true
         connects += 1
         try waitAfterConnect()
+    }
+
+    /// Why `host` does not resolve (`getaddrinfo`'s `gai_strerror`), or nil when it does.
+    private static func resolutionFailure(host: String, port: Int) -> String? {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let resolved = getaddrinfo(host, String(port), &hints, &list)
+        if let list { freeaddrinfo(list) }
+        return resolved == 0 ? nil : String(cString: gai_strerror(resolved))
     }
 
     private func waitAfterConnect() throws(ModbusError) {

@@ -237,6 +237,7 @@ struct DoctorModbus {
         let started = MonotonicInstant.now()
         let deadline = started.adding(milliseconds: scanSeconds * 1000)
         let parities = [parity] + BusTransport.Parity.allCases.filter { $0 != parity }
+        let total = parities.count * Self.scanBauds.count - (Self.scanBauds.contains(baud) ? 1 : 0)
         var tried = 0
         var complete = true
         scan: for tryParity in parities {
@@ -249,6 +250,11 @@ struct DoctorModbus {
                 let endpoint = ModbusEndpoint.rtu(
                     device: path, baud: tryBaud, parity: tryParity, dataBits: dataBits, stopBits: stopBits)
                 for device in devices {
+                    // Many silent devices make one setting long: the deadline holds between them too.
+                    if MonotonicInstant.now() >= deadline {
+                        complete = false
+                        break scan
+                    }
                     guard let request = firstRequest(device, bus),
                         answers(endpoint, unit: device.unit, request)
                     else { continue }
@@ -269,7 +275,7 @@ struct DoctorModbus {
         let took = DoctorText.duration(milliseconds: MonotonicInstant.now().milliseconds(since: started))
         report.note(
             .fail, subject,
-            "no answer at \(complete ? "any" : "the first \(tried)") of \(DoctorText.plural(tried, "other baud rate/parity", "other baud rates/parities")) (scan took \(took)"
+            "no answer at \(complete ? "any" : "the first \(tried)") of \(DoctorText.plural(total, "other baud rate/parity", "other baud rates/parities")) (scan took \(took)"
                 + (complete ? ")" : ", stopped at --scan-seconds \(scanSeconds))") + "; \(stranded(devices))",
             remedy:
                 "the line itself: swap A/B (the two data wires), check termination (120 ohm at both ends only) and bias, the devices' power; then the unit ids (scan below)"

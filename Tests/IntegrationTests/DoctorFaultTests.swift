@@ -138,6 +138,50 @@ struct DoctorFaultTests {
     }
 
     @Test(
+        "a silent line with many devices: the baud rate scan stops at --scan-seconds, not after every device at a setting, and counts the settings there are"
+    )
+    func silentLineManyDevices() throws {
+        let scratch = Scratch()
+        let line = try SerialLine(scratch: scratch)
+        defer { line.stop() }
+        let bus = """
+            transport = "rtu"
+            device = "\(line.masterSide)"
+            baud = 19200
+            parity = "even"
+            timeout_ms = 100
+            retries = 0
+            """
+        // 20 silent devices: asking each at one setting takes at least 20 x 150 ms = 3 s.
+        let base = try String(contentsOfFile: config(scratch, bus: bus), encoding: .utf8)
+        let devices = (11...29).map {
+            "[[device]]\nname = \"axlebox-\($0)\"\nbus = \"line\"\nunit = \($0)\nprofile = \"axle-bearing-sensor\"\n"
+        }
+        let file = scratch.write("doctor-many.toml", base + devices.joined(separator: "\n"))
+        let result = try doctor(file, scratch: scratch, extra: ["--scan-seconds", "1"])
+        #expect(result.status == 69, "\(result.output)")
+        let scan = try #require(lines(result.output, "fail bus line: no answer at").first, "\(result.output)")
+        #expect(scan.contains("of 23 other baud rates/parities"), "\(scan)")
+        #expect(scan.contains("stopped at --scan-seconds 1"), "\(scan)")
+        // "scan took 1.2 s": the deadline plus at most one try, never a whole setting's 3 s.
+        let took = try #require(scan.firstMatch(of: /scan took (\d+)\.(\d) s/), "\(scan)")
+        #expect(Int(took.1)! * 10 + Int(took.2)! < 30, "\(scan)")
+    }
+
+    @Test("a TCP device whose host name does not resolve: the bus fails saying so, not 'Connection refused'")
+    func unresolvableHost() throws {
+        let scratch = Scratch()
+        let bus = "transport = \"tcp\"\nhost = \"no-such-host.invalid\"\nport = 502"
+        let result = try doctor(config(scratch, bus: bus), scratch: scratch)
+        #expect(result.status == 69, "\(result.output)")
+        let failed = try #require(lines(result.output, "fail bus line:").first, "\(result.output)")
+        #expect(failed.contains("resolve no-such-host.invalid"), "\(failed)")
+        #expect(!failed.contains("Connection refused"), "\(failed)")
+        #expect(failed.contains("strands axlebox-1 (unit 7)"), "\(failed)")
+        #expect(failed.contains("fix: check the host name and DNS"), "\(failed)")
+    }
+
+    @Test(
         "a serial device the service user cannot open: the bus fails naming owner, group and mode, and the usermod remedy",
         .enabled(
             if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/sbin/runuser"), "needs root and runuser"))

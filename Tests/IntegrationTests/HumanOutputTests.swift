@@ -259,6 +259,41 @@ struct HumanOutputTests {
                 """, "not a terminal: no colour codes")
     }
 
+    @Test("railgate-sim records: a compact/1 batch (payload = \"compact\") prints the same lines as the plain batch")
+    func recordsViewCompact() throws {
+        let scratch = Scratch()
+        let input = scratch.write(
+            "sub.txt",
+            """
+            railgate/G/status {"state":"online","gateway":"G","sources":{"axlebox-1":{"kind":"modbus","points":{"bearing_temp_1":{"unit":"degC","type":"i16"},"bearing_temp_2":{"unit":"degC","type":"i16"}}}}}
+            railgate/G/telemetry {"gateway":"G","format":"compact/1","sources":[["axlebox-1","bearing_temp_1","bearing_temp_2","door_open"]],"records":[[1042,1795920000123,0,41.5,39.8,false],[1,1002,0,41.6,null,["timeout"]],{"seq":1044,"ts":"2026-11-29T02:40:02.500Z","kind":"event","source":"axlebox-1","point":"bearing_temp_1","event":"alarm_above","value":93.1,"threshold":90,"priority":"alarm"},[2,1001,0,41.7]]}
+            railgate/G/telemetry {"gateway":"G","format":"compact/1","sources":[["axlebox-1"]],"records":[[1,2,9]]}
+
+            """)
+        let result = try TestProcess.run(
+            "/bin/sh", ["-c", "'\(Binaries.simulator)' records < '\(input)'"], scratch: scratch)
+        #expect(result.status == 0, "\(result.error)")
+        let lines = result.output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 6, "\(result.output)")
+        #expect(
+            lines.dropFirst().first?.hasSuffix(
+                "seq 1042  axlebox-1        bearing_temp_1 41.5 degC, bearing_temp_2 39.8 degC, door_open false")
+                == true, "\(result.output)")
+        #expect(
+            lines.contains {
+                $0.contains("seq 1043") && $0.contains("bearing_temp_1 41.6 degC")
+                    && $0.contains("FAILED door_open timeout")
+            }, "\(result.output)")
+        #expect(
+            lines.contains { $0.contains("seq 1044") && $0.contains("ALARM bearing_temp_1 above 90 degC: 93.1 degC") },
+            "\(result.output)")
+        #expect(
+            lines.contains { $0.contains("seq 1045") && $0.contains("bearing_temp_1 41.7 degC") }, "\(result.output)")
+        // A damaged compact batch (a source index out of range) says so with the topic, never '?'.
+        #expect(lines.last?.hasPrefix("railgate/G/telemetry: invalid compact batch") == true, "\(result.output)")
+        #expect(!result.output.contains("?"), "\(result.output)")
+    }
+
     @Test("railgate-sim --version, and railgate --version, print the version")
     func versions() throws {
         let scratch = Scratch()

@@ -7,7 +7,8 @@ import RailgateSystem
 /// demo and for people watching a broker. Reads `TOPIC PAYLOAD` lines (`mosquitto_sub -F
 /// '%t %p'`): a birth message on `.../status` gives the points' units, each batch on
 /// `.../telemetry` becomes its records' lines. A line that is JSON alone is taken as one record
-/// or one batch (`railgate buffer dump`, or a stream of records from the daemon).
+/// or one batch (`railgate buffer dump`, or a stream of records from the daemon). A `compact/1`
+/// batch (`payload = "compact"`) is decoded first (`CompactBatch.decode`).
 struct RecordsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "records",
@@ -38,9 +39,19 @@ struct RecordsCommand: ParsableCommand {
                 topic = String(line[..<space])
                 payload = line[line.index(after: space)...]
             }
-            guard let document = try? JSONReader.parse(String(payload)) else {
+            guard var document = try? JSONReader.parse(String(payload)) else {
                 if !payload.isEmpty { StandardStreams.out("\(topic.isEmpty ? "" : topic + ": ")\(payload)") }
                 continue
+            }
+            // A `payload = "compact"` batch: its records as the plain batch carries them.
+            if document["format"]?.stringValue == "compact/1" {
+                do {
+                    document = try JSONReader.parse(
+                        String(decoding: try CompactBatch.decode(Array(payload.utf8)), as: UTF8.self))
+                } catch {
+                    StandardStreams.out("\(topic.isEmpty ? "" : topic + ": ")\(error)")
+                    continue
+                }
             }
             if document["state"] != nil {
                 units = RecordText.units(fromBirth: document)
