@@ -421,11 +421,14 @@ public final class Gateway: @unchecked Sendable {
         let buffer = self.buffer.stats()
         let busStatuses = pollers.map { $0.status() }
         let nowMs = MonotonicInstant.now().nanoseconds / 1_000_000
-        let acked = uplink?.status().ackedSeq ?? buffer.ackedSeq
+        // Rates of counts, not of seqs: after a crash the seqs jump over the unused reservation.
+        let sentRecords = UInt64(uplink?.status().records ?? 0)
         let (stored, sent) = lock.withLock {
             storedRate.add(atMs: nowMs, value: buffer.nextSeq)
-            sentRate.add(atMs: nowMs, value: acked)
-            return (storedRate.rate(atMs: nowMs, value: buffer.nextSeq), sentRate.rate(atMs: nowMs, value: acked))
+            sentRate.add(atMs: nowMs, value: sentRecords)
+            return (
+                storedRate.rate(atMs: nowMs, value: buffer.nextSeq), sentRate.rate(atMs: nowMs, value: sentRecords)
+            )
         }
         let rate = { (value: Double?) -> JSON in value.map { .number(($0 * 100).rounded() / 100) } ?? .null }
         // The oldest record not yet acknowledged, and how long it has waited.

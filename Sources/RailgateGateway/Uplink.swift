@@ -20,6 +20,9 @@ public struct UplinkStatus: Sendable, Equatable {
     /// The bytes of records a batch may carry on this link now (`batch_max_bytes` less the
     /// envelope, halved each time the broker dropped the connection on a batch too large).
     public var batchBytesLimit: Int = 0
+    /// Records in the acknowledged batches (a count, unlike `ackedSeq`, which jumps over the seqs
+    /// a crash left unused): what the send rate is measured on.
+    public var records: Int = 0
 }
 
 /// What the uplink needs of an MQTT session, and what its tests script: one session of
@@ -219,6 +222,7 @@ final class Uplink: @unchecked Sendable {
     private var backlogAcknowledged: UInt64
     private var cursor: UInt64
     private var batchesAcknowledged = 0
+    private var recordsAcknowledged = 0
     private var offlineAcknowledged = false
     /// The publisher loop's proof of life for the systemd watchdog.
     let heartbeat = Heartbeat(name: "the uplink")
@@ -399,7 +403,7 @@ final class Uplink: @unchecked Sendable {
                 state: state, ackedSeq: acked, batches: batchesAcknowledged,
                 inFlight: inFlight.count + ahead.count, lastError: lastError,
                 url: "\(tls ? "mqtts" : "mqtt")://\(host):\(port)", undeliverable: undeliverable,
-                batchBytesLimit: limits.maxBytes)
+                batchBytesLimit: limits.maxBytes, records: recordsAcknowledged)
         }
     }
 
@@ -732,6 +736,7 @@ final class Uplink: @unchecked Sendable {
                 noteAcknowledged(size)
                 buffer.acknowledge(seqs: seqs)
                 batchesAcknowledged += 1
+                recordsAcknowledged += seqs.count
                 advanceAcknowledged()
             case .backlog:
                 guard let index = inFlight.firstIndex(where: { $0.messageID == messageID && !$0.acknowledged })
@@ -742,6 +747,7 @@ final class Uplink: @unchecked Sendable {
                     backlogAcknowledged = first.seqs.last ?? backlogAcknowledged
                     inFlight.removeFirst()
                     batchesAcknowledged += 1
+                    recordsAcknowledged += first.seqs.count
                 }
                 advanceAcknowledged()
             }

@@ -90,7 +90,7 @@ enum StatusText {
             line += ")"
         }
         if records > 0, let first = buffer["first_seq"]?.intValue, nextSeq > first {
-            line += ", seqs \(HumanFormat.range(first, nextSeq - 1))"
+            line += ", \(first == nextSeq - 1 ? "seq" : "seqs") \(HumanFormat.range(first, nextSeq - 1))"
         }
         line += ", next seq \(nextSeq)"
         if let durable = buffer["durable_seq"]?.intValue, durable > 0 { line += ", on flash through seq \(durable)" }
