@@ -106,7 +106,10 @@ struct BufferStatsCommand: ParsableCommand {
         }
         var lines: [(String, String)] = []
         var records = "\(stats.records) unacknowledged"
-        if stats.records > 0 { records += ", \(stats.firstSeq == stats.lastSeq ? "seq" : "seqs") \(HumanFormat.range(stats.firstSeq, stats.lastSeq))" }
+        if stats.records > 0 {
+            records +=
+                ", \(stats.firstSeq == stats.lastSeq ? "seq" : "seqs") \(HumanFormat.range(stats.firstSeq, stats.lastSeq))"
+        }
         records +=
             stats.ackedSeq > 0 ? ", acknowledged through seq \(stats.ackedSeq)" : ", nothing acknowledged yet"
         records += ", next seq \(stats.nextSeq)"
