@@ -34,6 +34,33 @@ struct HostileInputTests {
     }
 
     @Test(
+        "railgate-sim scenarios with huge, infinite or fractional numbers: FILE:LINE and exit 78, never a trap",
+        arguments: [
+            ("gate", "bounce_ms = 1e300\n", 1), ("gate", "travel_s = inf\n", 1), ("gate", "repeat_s = nan\n", 1),
+            ("gate", "[[step]]\nat_s = 1e300\naction = \"open\"\n", 2),
+            ("gate", "[[step]]\naction = \"set\"\nline = 1e300\nvalue = 1\n", 3),
+            ("wagon", "[[fault]]\nkind = \"slow\"\ndelay_ms = 1e300\n", 3),
+            ("wagon", "[[fault]]\nkind = \"exception\"\ncode = 2.5\n", 3),
+            ("wagon", "[[fault]]\nkind = \"dead\"\naddress = -1e300\n", 3),
+            ("wagon", "[[ramp]]\npoint = \"load\"\nto = 1\nover_s = inf\n", 4),
+        ])
+    func hostileScenarios(command: String, text: String, line: Int) throws {
+        let scratch = Scratch()
+        let scenario = scratch.write("scenario.toml", text)
+        let arguments =
+            command == "gate"
+            ? ["gate", "--socket", scratch.path + "/gate.sock", "--scenario", scenario]
+            : [
+                "wagon", "--profile", "brake-load-sensor", "--unit", "1", "--tcp", "127.0.0.1:\(freePort())",
+                "--scenario", scenario,
+            ]
+        let result = try TestProcess.run(Binaries.simulator, arguments, scratch: scratch)
+        #expect(result.status == 78, "\(result.error)")
+        #expect(result.error.contains("\(scenario):\(line): "), "\(result.error)")
+        #expect(result.error.contains("must be"), "\(result.error)")
+    }
+
+    @Test(
         "a simulated chip that sends an edge on a line no gate watches, a timestamp of Int64.min and a line with no newline: the daemon keeps polling its device, memory stays bounded"
     )
     func hostileChipWhilePolling() throws {

@@ -80,7 +80,9 @@ struct FaultScenario {
         }
         if case .array(let entries)? = root["ramp"]?.kind {
             for case .table(let table) in entries.map(\.kind) {
-                guard let point = table.string("point"), let target = table.number("to") else {
+                guard let point = table.string("point"),
+                    let target = table.number("to", within: -1e15...1e15, file: file, problems: &problems)
+                else {
                     problems.append(
                         ConfigProblem(file: file, line: table.line, message: "a [[ramp]] needs point and to"))
                     continue
@@ -91,8 +93,12 @@ struct FaultScenario {
                 }
                 scenario.ramps.append(
                     Ramp(
-                        point: point, units: units, target: target, afterSeconds: table.number("after_s") ?? 0,
-                        overSeconds: max(0.001, table.number("over_s") ?? 10)))
+                        point: point, units: units, target: target,
+                        afterSeconds: table.number("after_s", within: 0...31_536_000, file: file, problems: &problems)
+                            ?? 0,
+                        overSeconds: max(
+                            0.001, table.number("over_s", within: 0...31_536_000, file: file, problems: &problems) ?? 10
+                        )))
             }
             // A later ramp on the same point takes over from an earlier one.
             scenario.ramps.sort { $0.afterSeconds < $1.afterSeconds }
@@ -103,7 +109,6 @@ struct FaultScenario {
         }
         for entry in entries {
             guard case .table(let table) = entry.kind else { continue }
-            let number = table.number
             let text = table.string
             let known: Set = [
                 "units", "kind", "after_s", "for_s", "code", "delay_ms", "table", "address", "count_above",
@@ -120,8 +125,14 @@ struct FaultScenario {
             let kind: Kind
             switch text("kind") {
             case "dead": kind = .dead
-            case "exception": kind = .exception(UInt8(clamping: Int(number("code") ?? 4)))
-            case "slow": kind = .slow(milliseconds: Int(number("delay_ms") ?? 1000))
+            case "exception":
+                kind = .exception(
+                    UInt8(table.number("code", within: 1...255, whole: true, file: file, problems: &problems) ?? 4))
+            case "slow":
+                kind = .slow(
+                    milliseconds: Int(
+                        table.number("delay_ms", within: 0...600_000, whole: true, file: file, problems: &problems)
+                            ?? 1000))
             case "crc": kind = .damaged(.badCRC)
             case "short": kind = .damaged(.truncated)
             default:
@@ -143,9 +154,15 @@ struct FaultScenario {
             }
             scenario.faults.append(
                 Fault(
-                    units: units, kind: kind, afterSeconds: number("after_s") ?? 0, forSeconds: number("for_s"),
-                    table: tableFilter, address: number("address").map { Int($0) },
-                    countAbove: number("count_above").map { Int($0) }))
+                    units: units, kind: kind,
+                    afterSeconds: table.number("after_s", within: 0...31_536_000, file: file, problems: &problems) ?? 0,
+                    forSeconds: table.number("for_s", within: 0...31_536_000, file: file, problems: &problems),
+                    table: tableFilter,
+                    address: table.number("address", within: 0...65_535, whole: true, file: file, problems: &problems)
+                        .map { Int($0) },
+                    countAbove: table.number(
+                        "count_above", within: 0...65_535, whole: true, file: file, problems: &problems
+                    ).map { Int($0) }))
         }
         if !problems.isEmpty { throw ConfigErrors(problems) }
         return scenario

@@ -147,13 +147,12 @@ struct BarrierScript {
         for key in root.keys where !["travel_s", "bounce_ms", "repeat_s", "step"].contains(key) {
             problems.append(ConfigProblem(file: file, line: root[key]?.line, message: "unknown key '\(key)'"))
         }
-        script.travelSeconds = root.number("travel_s") ?? script.travelSeconds
-        script.bounceMs = Int(root.number("bounce_ms") ?? Double(script.bounceMs))
-        script.repeatSeconds = root.number("repeat_s")
-        if let period = script.repeatSeconds, period <= 0 {
-            problems.append(
-                ConfigProblem(file: file, line: root["repeat_s"]?.line, message: "repeat_s must be positive"))
-        }
+        script.travelSeconds =
+            root.number("travel_s", within: 0.001...3600, file: file, problems: &problems) ?? script.travelSeconds
+        script.bounceMs =
+            root.number("bounce_ms", within: 0...10_000, whole: true, file: file, problems: &problems).map { Int($0) }
+            ?? script.bounceMs
+        script.repeatSeconds = root.number("repeat_s", within: 0.001...86_400, file: file, problems: &problems)
         if case .array(let steps)? = root["step"]?.kind {
             for entry in steps {
                 guard case .table(let step) = entry.kind else { continue }
@@ -164,10 +163,14 @@ struct BarrierScript {
                 case "stick_opening": action = .stickOpening
                 case "stick_closing": action = .stickClosing
                 case "set":
-                    guard let line = step.number("line"), let value = step.number("value") else {
+                    guard step.number("line") != nil, step.number("value") != nil else {
                         problems.append(ConfigProblem(file: file, line: step.line, message: "set needs line and value"))
                         continue
                     }
+                    guard
+                        let line = step.number("line", within: 0...4095, whole: true, file: file, problems: &problems),
+                        let value = step.number("value", within: 0...1, whole: true, file: file, problems: &problems)
+                    else { continue }
                     action = .set(line: Int(line), level: value != 0)
                 default:
                     problems.append(
@@ -176,6 +179,10 @@ struct BarrierScript {
                             message: "action must be open, close, stick_opening, stick_closing or set"))
                     continue
                 }
+                guard
+                    step.number("at_s") == nil
+                        || step.number("at_s", within: 0...31_536_000, file: file, problems: &problems) != nil
+                else { continue }
                 script.steps.append((step.number("at_s") ?? 0, action))
             }
         }
