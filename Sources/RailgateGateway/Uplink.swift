@@ -842,13 +842,23 @@ final class Uplink: @unchecked Sendable {
                 records = buffer.records(
                     after: from, limits: lock.withLock { self.limits }, excluding: lock.withLock { sentAhead })
             }
+            let sendStarted = MonotonicInstant.now()
             guard let sent = publish(records, ahead: false) else { continue }
             lastSend = MonotonicInstant.now()
             if settings.maxBytesPerSecond > 0 {
-                nextAllowed = lastSend.adding(milliseconds: sent * 1000 / settings.maxBytesPerSecond)
+                // Paced on the schedule, not on when this thread got to send: on a loaded box each
+                // wake-up is late, and pacing from the send time added every delay to the next
+                // gap (4,872 B/s for a cap of 6,000 on a loaded CI machine). The schedule catches
+                // up at most `paceCatchUpMs` (an idle link saves up no allowance beyond that).
+                let floor = sendStarted.adding(milliseconds: -Self.paceCatchUpMs)
+                nextAllowed = max(nextAllowed, floor).adding(milliseconds: sent * 1000 / settings.maxBytesPerSecond)
             }
         }
     }
+
+    /// How far the `max_bytes_per_s` schedule may be behind the clock and still be kept (the
+    /// burst it allows after a late wake-up or an idle link: this long at the capped rate).
+    static let paceCatchUpMs = 500
 
     /// Before the first batch since start: whether a record after `from` is durable, making the
     /// first ones durable at once (`DiskBuffer.sync`) rather than at the next group commit, so
