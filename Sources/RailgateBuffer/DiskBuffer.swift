@@ -620,8 +620,9 @@ public final class DiskBuffer: @unchecked Sendable {
             var previousSeq = max(lastSeq, cursor!.seq > 0 ? cursor!.seq - 1 : 0)
             defer { lastSeq = previousSeq }
             var reachedEnd = false
+            var reader = FrameReader(fd: fd)
             while offset < segment.size, result.count < limits.maxRecords {
-                guard let frame = Frame.read(fd: fd, at: offset, limit: segment.size), frame.seq > previousSeq else {
+                guard let frame = Frame.read(&reader, at: offset, limit: segment.size), frame.seq > previousSeq else {
                     // Damaged bytes (counted when the buffer was opened): skip to the next intact frame.
                     guard
                         let next = Frame.resynchronise(
