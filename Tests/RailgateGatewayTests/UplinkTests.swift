@@ -93,7 +93,7 @@ final class ScriptedBroker: @unchecked Sendable {
     func receive(topic: String, payload: [UInt8]) {
         let seqs: [UInt64] =
             topic.hasSuffix("/telemetry")
-            ? ((try? JSONReader.parse(String(decoding: payload, as: UTF8.self)))?["records"]?.arrayValue ?? [])
+            ? (Self.plainBatch(payload)?["records"]?.arrayValue ?? [])
                 .compactMap { $0["seq"]?.intValue }.map { UInt64($0) } : []
         lock.withLock {
             if topic.hasSuffix("/telemetry") {
@@ -105,6 +105,15 @@ final class ScriptedBroker: @unchecked Sendable {
             }
             lock.broadcast()
         }
+    }
+
+    /// A telemetry payload as the plain batch: `compact/1` (the default) decoded with
+    /// `CompactBatch.decode`, the plain batch (`payload = "records"`) as it is; nil if neither.
+    static func plainBatch(_ payload: [UInt8]) -> JSON? {
+        guard let json = try? JSONReader.parse(String(decoding: payload, as: UTF8.self)) else { return nil }
+        guard json["format"]?.stringValue == CompactBatchEncoder.format else { return json }
+        guard let plain = try? CompactBatch.decode(payload) else { return nil }
+        return try? JSONReader.parse(String(decoding: plain, as: UTF8.self))
     }
 
     /// After the uplink handled an event: the acknowledged position must cover received seqs only.
