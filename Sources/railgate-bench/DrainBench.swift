@@ -36,7 +36,9 @@ enum DrainBench {
         let baseline = try baselineRate(stateDirectory: directory + "/filled", port: broker.port)
         StandardStreams.out(
             "libmosquitto alone, the same plain batches, 10 in flight: \(Int(baseline)) points/s (baseline)")
-        for (payload, compression) in [("records", "none"), ("compact", "none"), ("records", "gzip"), ("compact", "gzip")] {
+        for (payload, compression) in [
+            ("records", "none"), ("compact", "none"), ("records", "gzip"), ("compact", "gzip"),
+        ] {
             let name = "\(payload)-\(compression)"
             let state = directory + "/drain-\(name)"
             _ = system("cp -a \(directory)/filled \(state)")
