@@ -1,4 +1,4 @@
-/// The compact telemetry payload, format `compact/1` (`[upstream] payload = "compact"`): the same
+/// The compact telemetry payload, format `compact/1` (`[upstream] payload = "compact"`, the default): the same
 /// records as the plain batch, without what every sample repeats. Point and source names go once
 /// per batch in `sources`; a sample is a row `[dseq,dts,source,slot...]` whose slots follow its
 /// source's name list; seq and time are differences from the previous row. Lossless: `decode`

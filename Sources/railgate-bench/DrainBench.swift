@@ -6,7 +6,7 @@ import RailgateModbus
 import RailgateSystem
 
 /// The uplink end to end, with the release `railgate` daemon (built beside this binary) and a
-/// local Mosquitto: the drain of a full buffer of 1,000,000 points (plain and compact payloads)
+/// local Mosquitto: the drain of a full buffer of 1,000,000 points (`payload = "records"` and `"compact"`)
 /// against libmosquitto publishing the same plain batches (the baseline: what the broker and
 /// the library take at most), CPU seconds per 10,000 points, and start-up to the first record
 /// acknowledged.
@@ -36,7 +36,9 @@ enum DrainBench {
         let baseline = try baselineRate(stateDirectory: directory + "/filled", port: broker.port)
         StandardStreams.out(
             "libmosquitto alone, the same plain batches, 10 in flight: \(Int(baseline)) points/s (baseline)")
-        for (payload, compression) in [("plain", "none"), ("compact", "none"), ("plain", "gzip"), ("compact", "gzip")] {
+        for (payload, compression) in [
+            ("records", "none"), ("compact", "none"), ("records", "gzip"), ("compact", "gzip"),
+        ] {
             let name = "\(payload)-\(compression)"
             let state = directory + "/drain-\(name)"
             _ = system("cp -a \(directory)/filled \(state)")

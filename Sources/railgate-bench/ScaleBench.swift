@@ -3,8 +3,9 @@ import RailgateCore
 import RailgateMQTT
 import RailgateSystem
 
-/// Counts the seqs of the telemetry batches a subscriber receives: `"seq":N` in each payload
-/// (duplicates, at-least-once, counted once), and when the first arrived.
+/// Counts the seqs of the telemetry batches a subscriber receives: `"seq":N` in each plain batch
+/// (a `compact/1` payload, the default, decoded with `CompactBatch.decode` first; duplicates,
+/// at-least-once, counted once), and when the first arrived.
 final class SeqCounter: @unchecked Sendable {
     private let lock = ConditionLock()
     private var seen: [Bool] = []
@@ -55,8 +56,19 @@ final class SeqCounter: @unchecked Sendable {
         lock.withLock { (1..<max(1, next)).reduce(0) { $0 + ($1 < seen.count && seen[$1] ? 0 : 1) } }
     }
 
-    /// The numbers after each `"seq":` in a telemetry batch.
+    /// The seqs of a telemetry batch: the numbers after each `"seq":` in the plain batch it
+    /// carries; a `compact/1` payload that does not decode counts none (a missing seq then shows).
     static func seqs(in payload: [UInt8]) -> [UInt64] {
+        let compactHead = Array(#","format":"compact/1","#.utf8)
+        if payload.prefix(512).firstRange(of: compactHead) != nil {
+            guard let plain = try? CompactBatch.decode(payload) else { return [] }
+            return seqs(inPlain: plain)
+        }
+        return seqs(inPlain: payload)
+    }
+
+    /// The numbers after each `"seq":` in a plain batch.
+    private static func seqs(inPlain payload: [UInt8]) -> [UInt64] {
         let key = Array(#""seq":"#.utf8)
         var result: [UInt64] = []
         payload.withUnsafeBufferPointer { bytes in

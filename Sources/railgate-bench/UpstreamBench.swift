@@ -7,9 +7,11 @@ import RailgateSystem
 
 /// Bytes on the wire per value, plain JSON and gzip, for each shipped profile: the daemon's own
 /// path (poller, record encoding, batch envelope, gzip) over Modbus TCP, with values that move
-/// like a sensor's (a random walk in the profile's resolution), in batches of 5 polls (the
-/// example wagon's 1 s polls and 5 s batch interval) and of 25; plain and `compact/1`
-/// (`payload = "compact"`, each batch checked to decode to the plain one).
+/// like a sensor's (a random walk in the profile's resolution) and polls 1 s apart with jitter,
+/// in batches of 5 polls (the example wagon's 1 s polls and 5 s batch interval), of 25, and as a
+/// backlog drain cuts them (the defaults `batch_max_records = 500`, `batch_max_bytes = 262144`);
+/// `compact/1` (`payload = "compact"`, the default; each batch checked to decode to the plain
+/// one) and the record objects (`payload = "records"`).
 enum UpstreamBench {
     static func run() throws {
         let locator = ProfileLocator(files: LocalFiles(), searchPath: ["Firmware-config/profiles"], besideFile: nil)
@@ -34,7 +36,7 @@ enum UpstreamBench {
             var levels = profile.points.map { _ in 20 + next() * 60 }
             var records: [(seq: UInt64, bytes: [UInt8])] = []
             var values = 0
-            for cycle in 0..<200 {
+            for cycle in 0..<1000 {
                 for (index, point) in profile.points.enumerated() {
                     levels[index] += (next() - 0.5) * 2
                     let value: PointValue =
@@ -43,7 +45,9 @@ enum UpstreamBench {
                         : point.type.description.hasPrefix("string") ? .text("AX4-00042") : .number(levels[index])
                     bank.set(point.table, address: point.address, point.encode(value))
                 }
-                let record = poller.poll(over: connection, retries: 0, at: WallClock.now())
+                var record = poller.poll(over: connection, retries: 0, at: WallClock.now())
+                record.timestamp = Timestamp(
+                    millisecondsSinceEpoch: 1_795_910_400_000 + Int64(cycle) * 1000 + Int64(cycle * 37 % 11))
                 if case .sample(let read, _) = record.body { values += read.count }
                 records.append((UInt64(1_000_000 + cycle), record.encoded(seq: UInt64(1_000_000 + cycle))))
             }
@@ -54,13 +58,36 @@ enum UpstreamBench {
             let builder = BatchBuilder(gatewayID: "KZ-WAG-00042")
             let compact = CompactBatchEncoder(
                 gatewayID: "KZ-WAG-00042", pointOrder: ["axlebox-1": profile.points.map(\.name)])
-            for perBatch in [5, 25] {
+            // Batches as the uplink cuts a backlog: at most 500 records whose stored bytes,
+            // joined by commas, fit 262144 less the envelope (`DiskBuffer.records(after:limits:)`).
+            var drainBatches: [[(seq: UInt64, bytes: [UInt8])]] = []
+            var drainBytes = 0
+            for record in records {
+                if let last = drainBatches.last, last.count < 500,
+                    drainBytes + 1 + record.bytes.count <= 262_144 - builder.overhead
+                {
+                    drainBatches[drainBatches.count - 1].append(record)
+                    drainBytes += 1 + record.bytes.count
+                } else {
+                    drainBatches.append([record])
+                    drainBytes = record.bytes.count
+                }
+            }
+            func polls(_ perBatch: Int) -> [[(seq: UInt64, bytes: [UInt8])]] {
+                stride(from: 0, to: records.count, by: perBatch).map {
+                    Array(records[$0..<min(records.count, $0 + perBatch)])
+                }
+            }
+            let cuts = [
+                ("batches of 5 polls", polls(5)), ("batches of 25 polls", polls(25)),
+                ("drain batches (500 records)", drainBatches),
+            ]
+            for (label, batches) in cuts {
                 var plain = 0
                 var gzip = 0
                 var compactPlain = 0
                 var compactGzip = 0
-                for start in stride(from: 0, to: records.count, by: perBatch) {
-                    let batch = Array(records[start..<min(records.count, start + perBatch)])
+                for batch in batches {
                     let payload = builder.batch(of: batch).payload
                     plain += payload.count
                     gzip += try Gzip.compress(payload).count
@@ -73,9 +100,9 @@ enum UpstreamBench {
                 }
                 func perValue(_ bytes: Int) -> String { format(Double(bytes) / Double(values)) }
                 StandardStreams.out(
-                    "\(name), batches of \(perBatch) polls (\(values) values): plain \(perValue(plain)) bytes/value, "
-                        + "gzip \(perValue(gzip)); payload = \"compact\": \(perValue(compactPlain)), gzip \(perValue(compactGzip))"
-                )
+                    "\(name), \(label) (\(values) values): payload = \"compact\" (default): plain "
+                        + "\(perValue(compactPlain)) bytes/value, gzip \(perValue(compactGzip)); payload = \"records\": "
+                        + "plain \(perValue(plain)), gzip \(perValue(gzip))")
             }
         }
     }

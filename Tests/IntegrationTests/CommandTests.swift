@@ -345,7 +345,9 @@ struct ReloadTests {
         _ = FileManager.default.createFile(atPath: file, contents: Data(payload))
         let inflated = try TestProcess.run("/bin/gzip", ["-dc", file], scratch: scratch)
         #expect(inflated.status == 0)
-        let batch = try JSONReader.parse(inflated.output)
+        // compact/1 by default (issue 10), inside the gzip member.
+        #expect(try JSONReader.parse(inflated.output)["format"] == .string("compact/1"))
+        let batch = try #require(plainBatch(Array(inflated.output.utf8)))
         #expect(batch["gateway"] == .string("KZ-WAG-TEST"))
         #expect(batch["records"]?.arrayValue?.first?["seq"] == .integer(1))
         _ = gateway

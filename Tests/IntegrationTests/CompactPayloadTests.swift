@@ -14,7 +14,7 @@ struct CompactPayloadTests {
     }
 
     @Test(
-        "payload = \"compact\": every batch decodes (railgate's decoder and the contract's Python one agree), seqs contiguous, every type"
+        "compact/1 by default: every batch decodes (railgate's decoder and the contract's Python one agree), seqs contiguous, every type"
     )
     func compactOverMosquitto() throws {
         let scratch = Scratch()
@@ -22,8 +22,7 @@ struct CompactPayloadTests {
         let subscriber = try Subscriber(port: broker.port, topic: "railgate/KZ-WAG-LIMITS/telemetry")
         let sim = try wagon(scratch)
         let config = brokerLimitsConfig(
-            scratch: scratch, brokerPort: broker.port, wagonPort: sim.port, upstream: ["payload = \"compact\""],
-            intervalMs: 500, maxRecords: 50)
+            scratch: scratch, brokerPort: broker.port, wagonPort: sim.port, intervalMs: 500, maxRecords: 50)
         let gateway = try TestProcess(Binaries.railgate, ["run", "--config", config], scratch: scratch, name: "gw")
         try subscriber.waitUntil(seconds: 60) { _ in subscriber.timedMessages.count >= 6 }
         gateway.signal(SIGTERM)

@@ -61,6 +61,25 @@ struct ConfigTests {
         #expect(config.devices[0].pollIntervalMs == 1000)
     }
 
+    @Test(
+        "payload: compact/1 by default (issue 10); \"records\" and its deprecated synonym \"plain\" send records",
+        arguments: [(nil, true), ("compact", true), ("records", false), ("plain", false)] as [(String?, Bool)])
+    func payloadFormat(_ value: String?, _ compact: Bool) throws {
+        let loader = ConfigLoader(files: MemoryFiles(files: ["profiles/axle.toml": axleProfile]))
+        let text = validConfig.replacing(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            with: "url = \"mqtt://127.0.0.1:1883\"" + (value.map { "\npayload = \"\($0)\"" } ?? ""))
+        #expect(try loader.parse(text, file: "gw.toml").upstream.compactPayload == compact)
+    }
+
+    @Test("payload takes no other format")
+    func unknownPayloadFormat() {
+        let loader = ConfigLoader(files: MemoryFiles(files: ["profiles/axle.toml": axleProfile]))
+        let text = validConfig.replacing(
+            "url = \"mqtt://127.0.0.1:1883\"", with: "url = \"mqtt://127.0.0.1:1883\"\npayload = \"rows\"")
+        #expect(throws: (any Error).self) { try loader.parse(text, file: "gw.toml") }
+    }
+
     @Test("every mistake in a broken file is reported with its line")
     func brokenConfiguration() {
         let broken = """

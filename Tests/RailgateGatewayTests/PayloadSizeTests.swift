@@ -13,9 +13,9 @@ import Testing
 /// deterministic, so the sizes are asserted, not just printed.
 @Suite("Payload size", .serialized)
 struct PayloadSizeTests {
-    /// 200 polls of `profile` as stored records (seq from 1,000,000), and the values they carry.
+    /// `count` polls of `profile` as stored records (seq from 1,000,000), and the values they carry.
     static func polls(
-        of name: String
+        of name: String, count: Int = 200
     ) throws -> (
         records: [(seq: UInt64, bytes: [UInt8])], values: Int, order: [String]
     ) {
@@ -46,7 +46,7 @@ struct PayloadSizeTests {
         var levels = profile.points.map { _ in 20 + next() * 60 }
         var records: [(seq: UInt64, bytes: [UInt8])] = []
         var values = 0
-        for cycle in 0..<200 {
+        for cycle in 0..<count {
             for (index, point) in profile.points.enumerated() {
                 levels[index] += (next() - 0.5) * 2
                 let value: PointValue =
@@ -110,6 +110,23 @@ struct PayloadSizeTests {
         #expect(at25[3] <= gzipTarget, "compact gzip: \(at25[3]) bytes a value")
         // Compact is never larger than plain, gzip or not.
         #expect(at25[2] < at25[0] && at25[3] <= at25[1] && at5[2] < at5[0])
+    }
+
+    @Test(
+        "backlog-drain batches (the default batch_max_records = 500) of every shipped profile: compact gzip at most 3",
+        arguments: ["axle-bearing-sensor", "brake-load-sensor", "door-status-panel"])
+    func drainTargets(profile: String) throws {
+        let (records, values, order) = try Self.polls(of: profile, count: 1000)
+        // 500 records of any shipped profile stay far below batch_max_bytes (262144): the drain's
+        // batches are cut by the record count.
+        #expect(records.prefix(500).reduce(0) { $0 + $1.bytes.count + 1 } < 262_144 - 40)
+        let drain = try Self.sizes(records, values: values, perBatch: 500, order: order)
+        let rounded = drain.map { ($0 * 100).rounded() / 100 }
+        print(
+            "\(profile): \(values) values; 500 records a batch: plain \(rounded[0]), gzip \(rounded[1]), "
+                + "compact \(rounded[2]), compact gzip \(rounded[3])")
+        #expect(drain[2] <= 25, "compact: \(drain[2]) bytes a value")
+        #expect(drain[3] <= 3, "compact gzip: \(drain[3]) bytes a value")
     }
 }
 

@@ -181,8 +181,15 @@ wait_for 30 "railgate active after boot" inside systemctl is-active --quiet rail
 echo "ok 1 railgate active $(($(date +%s) - booted_at)) s after the container's systemd answered"
 
 # --- 2. Telemetry from every device.
-# seqs.py prints a report of the telemetry received so far; see its checks.
-cat >"$scratch/seqs.py" <<'PY'
+# seqs.py prints a report of the telemetry received so far; see its checks. Batches are
+# compact/1 by default: they are read with the decoder CONTRACT.md gives consumers, as written there.
+python3 - "$repo/CONTRACT.md" >"$scratch/seqs.py" <<'PY'
+import sys
+contract = open(sys.argv[1]).read()
+start = contract.index("```python\n", contract.index("A complete decoder")) + len("```python\n")
+print(contract[start:contract.index("```", start)])
+PY
+cat >>"$scratch/seqs.py" <<'PY'
 import json, sys
 messages, mode = sys.argv[1], sys.argv[2]
 records = {}
@@ -192,7 +199,7 @@ for line in open(messages, errors="replace"):
     topic, _, payload = line.rstrip("\n").partition(" ")
     if not topic.endswith("/telemetry"):
         continue
-    for record in json.loads(payload)["records"]:
+    for record in decode_batch(payload.encode())["records"]:
         seq = record["seq"]
         sources.add(record.get("source"))
         if seq in records and records[seq] != record:

@@ -87,7 +87,9 @@ final class Subscriber: @unchecked Sendable {
         /// When it arrived.
         var at = Date()
         var text: String { String(decoding: payload, as: UTF8.self) }
-        var json: JSON? { try? JSONReader.parse(text) }
+        /// The payload as JSON; a telemetry batch in `compact/1` (the default) as the plain batch
+        /// it carries (`plainBatch`), so tests read `records` the same in either format.
+        var json: JSON? { plainBatch(payload) }
     }
 
     private let lock = ConditionLock()
@@ -181,6 +183,17 @@ final class WagonSimulator: @unchecked Sendable {
         process.signal(SIGKILL)
         try process.waitForExit()
     }
+}
+
+/// The JSON of an MQTT payload (not gzip); a `compact/1` telemetry batch decoded with
+/// `CompactBatch.decode` into the plain batch `{"gateway":ID,"records":[...]}` it carries. The one
+/// place integration tests turn a batch into records. Nil for text that is not JSON or a
+/// `compact/1` payload that does not decode (a test then sees no records and fails).
+func plainBatch(_ payload: [UInt8]) -> JSON? {
+    guard let json = try? JSONReader.parse(String(decoding: payload, as: UTF8.self)) else { return nil }
+    guard json["format"]?.stringValue == CompactBatchEncoder.format else { return json }
+    guard let plain = try? CompactBatch.decode(payload) else { return nil }
+    return try? JSONReader.parse(String(decoding: plain, as: UTF8.self))
 }
 
 /// Seqs of `records`, in order.
