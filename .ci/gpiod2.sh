@@ -40,7 +40,16 @@ case "${1:-build}" in
   build)
     shift || true
     fetch
-    PKG_CONFIG_PATH=$LIBDIR/pkgconfig swift build --scratch-path .build-gpiod2 \
+    # The other C libraries' .pc files name the system's library folder (-L${libdir}); SwiftPM
+    # passes those on, and wherever one lands before libgpiod's own -L the linker takes the
+    # system's libgpiod 1.6 for -lgpiod. Copies without the -L (the linker's default path finds
+    # them anyway) leave the unpacked 2.x the only folder named.
+    pcdir=$ROOT/.build/gpiod2-pc
+    mkdir -p "$pcdir"
+    for pc in zlib libmosquitto libcrypto libmodbus sqlite3; do
+      sed -E 's/-L\$\{(shared)?libdir\}//g' "$(pkg-config --variable=pcfiledir "$pc")/$pc.pc" > "$pcdir/$pc.pc"
+    done
+    PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$pcdir swift build --scratch-path .build-gpiod2 \
       -Xlinker -rpath -Xlinker "$LIBDIR" "$@"
     ;;
   *) echo "usage: .ci/gpiod2.sh fetch | build [swift build args]" >&2; exit 2 ;;
