@@ -99,3 +99,37 @@ public enum UnixSocket {
         return result == 0
     }
 }
+
+/// A client for the daemon's control socket: one command line out, one JSON document back.
+public enum ControlClient {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
+    }
+
+    /// Sends `command` and a newline on the Unix socket at `path` and reads until the daemon
+    /// closes (`SO_RCVTIMEO` of `timeoutSeconds`); the reply without trailing newlines. Throws
+    /// `Failure` with the errno text when the socket cannot be reached or does not answer.
+    public static func request(_ command: String, socket path: String, timeoutSeconds: Int = 5) throws -> String {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard UnixSocket.connect(fd, to: path) else { throw Failure(description: String(cString: strerror(errno))) }
+        StandardStreams.write(fd: fd, command + "\n")
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else {
+                if count < 0 { throw Failure(description: "no answer: \(String(cString: strerror(errno)))") }
+                break
+            }
+            reply += chunk[0..<count]
+        }
+        while reply.last == 10 { reply.removeLast() }
+        return String(decoding: reply, as: UTF8.self)
+    }
+}

@@ -205,7 +205,7 @@ enum DrainBench {
         let deadline = seconds() + 600
         while seconds() < deadline {
             guard daemon.isRunning else { throw BenchError(description: "railgate exited: see \(directory)") }
-            let status = (try? JSONReader.parse(controlRequest("status", socket: socket))) ?? .null
+            let status = (try? JSONReader.parse(ControlClient.request("status", socket: socket))) ?? .null
             if connectedAt == nil, status["upstream"]?["state"] == .string("connected") {
                 connectedAt = seconds()
                 cpuAtConnect = ProcSample.read(daemon.pid).cpuSeconds
@@ -310,26 +310,6 @@ enum DrainBench {
         guard fd >= 0 else { throw BenchError(description: "cannot write \(path)") }
         defer { close(fd) }
         StandardStreams.write(fd: fd, text)
-    }
-
-    /// One command on the daemon's control socket, its reply ("" when it does not answer).
-    static func controlRequest(_ command: String, socket path: String) -> String {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard UnixSocket.connect(fd, to: path) else { return "" }
-        StandardStreams.write(fd: fd, command + "\n")
-        var reply: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            reply += chunk[0..<count]
-        }
-        return String(decoding: reply, as: UTF8.self)
     }
 }
 
