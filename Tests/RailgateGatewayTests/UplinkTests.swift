@@ -535,7 +535,7 @@ struct UplinkAcknowledgementTests {
             records: 300, batchMaxRecords: 3,
             script: SessionScript(ids: .sequential(first: 65_500), ackBeforeReturn: 0.2, drop: 0.01, collision: 0.3),
             seed: 44)
-        for seed: UInt64 in 45...47 where broker.collisions == 0 {
+        for seed: UInt64 in 45...63 where broker.collisions == 0 {
             broker = try runScripted(
                 records: 300, batchMaxRecords: 3,
                 script: SessionScript(
