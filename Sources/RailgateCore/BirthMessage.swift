@@ -14,16 +14,26 @@ public enum StatusMessage {
         statics: [String: [(name: String, reading: Result<PointValue, ReadFailure>)]] = [:]
     ) -> JSON {
         var sources: [(String, JSON)] = []
+        // Devices of one profile share its points' object (a fleet of 100 devices of 100 points
+        // holds one copy, not 100). Profiles loaded once share storage: comparing them is cheap.
+        var described: [(profile: DeviceProfile, points: JSON)] = []
         for device in config.devices {
-            let points: [(String, JSON)] = device.profile.points.map { point in
-                var fields: [(String, JSON)] = []
-                if let unit = point.unit { fields.append(("unit", .string(unit))) }
-                fields.append(("type", .string(point.table.holdsBits ? "bool" : point.type.description)))
-                if point.pollOnce { fields.append(("poll", .string("once"))) }
-                return (point.name, .object(fields))
+            let points: JSON
+            if let known = described.first(where: { $0.profile == device.profile }) {
+                points = known.points
+            } else {
+                points = .object(
+                    device.profile.points.map { point in
+                        var fields: [(String, JSON)] = []
+                        if let unit = point.unit { fields.append(("unit", .string(unit))) }
+                        fields.append(("type", .string(point.table.holdsBits ? "bool" : point.type.description)))
+                        if point.pollOnce { fields.append(("poll", .string("once"))) }
+                        return (point.name, .object(fields))
+                    })
+                described.append((device.profile, points))
             }
             var fields: [(String, JSON)] = [
-                ("kind", .string("modbus")), ("model", .string(device.profile.model)), ("points", .object(points)),
+                ("kind", .string("modbus")), ("model", .string(device.profile.model)), ("points", points),
             ]
             if let readings = statics[device.name] {
                 var values: [(String, JSON)] = []

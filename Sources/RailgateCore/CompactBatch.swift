@@ -18,14 +18,22 @@
 /// i + 1: `null` (not in this sample), a JSON value (in `values`) or a one-element array holding
 /// the reason (in `errors`); trailing `null`s are left out. Events, and any record that does not
 /// fit a row exactly, are carried as their plain JSON object; they do not move the row base.
-/// Pure: no I/O, safe from any thread.
+/// Pure: no I/O. A value: each thread encodes with its own (`payload(of:)` is mutating, it keeps
+/// what it learnt of each source's names for the next batch).
 public struct CompactBatchEncoder: Sendable {
     /// The `format` field's value.
     public static let format = "compact/1"
+    /// How many point names (all sources together) the encoder remembers between batches; past
+    /// that (records of many configurations in the buffer) it starts afresh.
+    static let rememberedNames = 65_536
 
     private let prefix: [UInt8]
     /// Each source's point names (JSON tokens) with their rank in its profile.
     private let ranks: [[UInt8]: [[UInt8]: Int]]
+    /// Each source's name table as the last batch left it, by source token: a batch starts from
+    /// it, so a source's names are matched by comparing bytes, not hashed again every batch.
+    private var known: [[UInt8]: CompactScan.Names] = [:]
+    private var knownNames = 0
 
     /// `pointOrder`: each source's point names in profile order (the order its records list
     /// them in), so that slots follow it; names it does not list go after the one before them.
@@ -40,19 +48,37 @@ public struct CompactBatchEncoder: Sendable {
             return bytes
         }
         var ranks: [[UInt8]: [[UInt8]: Int]] = [:]
+        // Sources of one profile share one table (and its name tokens).
+        var tables: [[String]: [[UInt8]: Int]] = [:]
         for (source, names) in pointOrder {
+            if let rank = tables[names] {
+                ranks[token(source)] = rank
+                continue
+            }
             var rank: [[UInt8]: Int] = [:]
             for (index, name) in names.enumerated() { rank[token(name)] = index }
             ranks[token(source)] = rank
+            tables[names] = rank
         }
         self.ranks = ranks
     }
 
     /// The compact payload of `records` (each as stored: a plain record object with its seq).
-    public func payload(of records: [(seq: UInt64, bytes: [UInt8])]) -> [UInt8] {
-        var scan = CompactScan(ranks: ranks)
+    /// The bytes depend on `records` alone, never on earlier batches.
+    public mutating func payload(of records: [(seq: UInt64, bytes: [UInt8])]) -> [UInt8] {
+        var scan = CompactScan(ranks: ranks, known: known)
         for record in records { scan.add(record.bytes) }
-        return scan.render(prefix: prefix, records: records)
+        let payload = scan.render(prefix: prefix, records: records)
+        for source in scan.sources {
+            let before = known[source.token]?.names.count ?? 0
+            if source.names.names.count != before { knownNames += source.names.names.count - before }
+            known[source.token] = source.names
+        }
+        if knownNames > Self.rememberedNames {
+            known = [:]
+            knownNames = 0
+        }
+        return payload
     }
 }
 
@@ -72,24 +98,33 @@ private struct CompactScan {
         var members: Range<Int>
     }
 
-    struct Source {
-        var token: [UInt8]
-        /// Profile ranks of the names (from `pointOrder`).
-        var hint: [[UInt8]: Int]
+    /// A source's names by id, kept from batch to batch: ids are only ever added.
+    struct Names {
+        /// Name tokens (with their quotes) by id; a profile's names share the profile table's.
+        var names: [[UInt8]] = []
         /// Each id's profile rank, -1 when unknown.
         var rank: [Int] = []
-        /// Name tokens (with their quotes) by id.
-        var names: [[UInt8]] = []
-        var ids: [[UInt8]: Int] = [:]
-        /// Name ids in slot order.
-        var order: [Int] = []
-        /// Each id's slot (valid after `settle`).
-        var slot: [Int] = []
         /// The ids of the previous sample's members, in order (a guess for the next one).
         var previous: [Int] = []
     }
 
+    struct Source {
+        var token: [UInt8]
+        /// Profile ranks of the names (from `pointOrder`).
+        var hint: [[UInt8]: Int]
+        var names: Names
+        /// Ids by name token, made the first time this batch meets a name out of the usual order.
+        var ids: [[UInt8]: Int]?
+        /// Name ids in slot order: only the names this batch uses.
+        var order: [Int] = []
+        /// Each id's slot, -1 while this batch has not used it.
+        var slot: [Int]
+        /// The highest profile rank in `order` (-1: none).
+        var highestRank = -1
+    }
+
     let ranks: [[UInt8]: [[UInt8]: Int]]
+    let known: [[UInt8]: Names]
     var samples: [Sample?] = []
     var members: [Member] = []
     var sources: [Source] = []
@@ -129,7 +164,8 @@ private struct CompactScan {
             guard reader.literal("}") else { return nil }
         }
         guard reader.literal("}"), reader.atEnd else { return nil }
-        sources[source].previous = members[first...].map(\.name)
+        sources[source].names.previous.removeAll(keepingCapacity: true)
+        for member in members[first...] { sources[source].names.previous.append(member.name) }
         return Sample(seq: seq, milliseconds: milliseconds, source: source, members: first..<members.count)
     }
 
@@ -140,7 +176,11 @@ private struct CompactScan {
             lastSource = id
             return id
         }
-        sources.append(Source(token: token, hint: ranks[token] ?? [:]))
+        let names = known[token] ?? Names()
+        sources.append(
+            Source(
+                token: token, hint: ranks[token] ?? [:], names: names,
+                slot: [Int](repeating: -1, count: names.names.count)))
         sourceIDs[token] = sources.count - 1
         lastSource = sources.count - 1
         return lastSource
@@ -151,17 +191,27 @@ private struct CompactScan {
     )
         -> Int
     {
-        if guess < sources[source].previous.count {
-            let id = sources[source].previous[guess]
-            if sources[source].names[id].elementsEqual(bytes[range]) { return id }
+        if guess < sources[source].names.previous.count {
+            let id = sources[source].names.previous[guess]
+            if sources[source].names.names[id].elementsEqual(bytes[range]) { return id }
         }
-        let token = Array(bytes[range])
-        if let id = sources[source].ids[token] { return id }
-        let id = sources[source].names.count
-        sources[source].names.append(token)
-        sources[source].ids[token] = id
+        var token = Array(bytes[range])
+        if sources[source].ids == nil {
+            var ids: [[UInt8]: Int] = [:]
+            for (id, name) in sources[source].names.names.enumerated() { ids[name] = id }
+            sources[source].ids = ids
+        }
+        if let id = sources[source].ids?[token] { return id }
+        let id = sources[source].names.names.count
+        var rank = -1
+        if let index = sources[source].hint.index(forKey: token) {
+            token = sources[source].hint.keys[index]
+            rank = sources[source].hint.values[index]
+        }
+        sources[source].names.names.append(token)
+        sources[source].ids?[token] = id
+        sources[source].names.rank.append(rank)
         sources[source].slot.append(-1)
-        sources[source].rank.append(sources[source].hint[token] ?? -1)
         return id
     }
 
@@ -171,14 +221,20 @@ private struct CompactScan {
     private mutating func placeIfNew(_ id: Int, after previous: Int?, in source: Int) {
         guard sources[source].slot[id] < 0 else { return }
         var at = sources[source].order.count
-        let rank = sources[source].rank
-        if rank[id] >= 0 {
-            at = sources[source].order.firstIndex { rank[$0] > rank[id] } ?? at
-        } else if let previous, let index = sources[source].order.firstIndex(of: previous) {
-            at = index + 1
+        let rank = sources[source].names.rank[id]
+        if rank >= 0 {
+            // Ranked names stay in rank order among themselves (unranked ones never move them):
+            // a rank above every placed one goes last, the usual case of a profile's records.
+            if rank < sources[source].highestRank {
+                let ranks = sources[source].names.rank
+                at = sources[source].order.firstIndex { ranks[$0] > rank } ?? at
+            }
+            sources[source].highestRank = max(sources[source].highestRank, rank)
+        } else if let previous {
+            at = sources[source].slot[previous] + 1
         }
         sources[source].order.insert(id, at: at)
-        for (slot, name) in sources[source].order.enumerated() { sources[source].slot[name] = slot }
+        for slot in at..<sources[source].order.count { sources[source].slot[sources[source].order[slot]] = slot }
     }
 
     func render(prefix: [UInt8], records: [(seq: UInt64, bytes: [UInt8])]) -> [UInt8] {
@@ -201,7 +257,7 @@ private struct CompactScan {
             output += sources[source].token
             for id in sources[source].order {
                 output.append(UInt8(ascii: ","))
-                output += sources[source].names[id]
+                output += sources[source].names.names[id]
             }
             output.append(UInt8(ascii: "]"))
         }
@@ -264,19 +320,20 @@ private struct CompactScan {
     /// them in the order stored), with no point in both.
     private func rowFits(_ sample: Sample) -> Bool {
         let slot = sources[sample.source].slot
-        var lastValue = -1
-        var lastError = -1
-        var seen = Set<Int>()
-        for member in members[sample.members] {
-            let position = slot[member.name]
-            guard seen.insert(position).inserted else { return false }
-            if member.isError {
-                guard position > lastError else { return false }
-                lastError = position
-            } else {
-                guard position > lastValue else { return false }
-                lastValue = position
-            }
+        let used = members[sample.members]
+        // `parse` reads the values, then the errors.
+        let errorStart = used.firstIndex(where: \.isError) ?? used.endIndex
+        let values = used[..<errorStart]
+        let errors = used[errorStart...]
+        func rising(_ part: ArraySlice<Member>) -> Bool {
+            zip(part, part.dropFirst()).allSatisfy { slot[$0.name] < slot[$1.name] }
+        }
+        guard errors.allSatisfy(\.isError), rising(values), rising(errors) else { return false }
+        // No point both read and failed: both lists rise, so one walk compares them.
+        var next = values.startIndex
+        for error in errors {
+            while next < values.endIndex, slot[values[next].name] < slot[error.name] { next += 1 }
+            if next < values.endIndex, slot[values[next].name] == slot[error.name] { return false }
         }
         return true
     }

@@ -18,7 +18,11 @@ public struct EdgeFilter: Sendable {
         case below = "alarm_below"
     }
 
-    private let points: [String: PointDefinition]
+    /// The profile's points (its storage, shared, not copied).
+    private let definitions: [PointDefinition]
+    /// Where in `definitions` each point with a deadband or an alarm is, by name (the first of a
+    /// name); the others go as they are, so a device without any needs no table at all.
+    private let watched: [String: Int]
     private var lastSent: [String: (value: PointValue, atMs: Int64)] = [:]
     private var activeAlarms: [String: AlarmSide] = [:]
 
@@ -29,11 +33,22 @@ public struct EdgeFilter: Sendable {
     private let passesEverything: Bool
 
     public init(profile: DeviceProfile) {
-        points = Dictionary(profile.points.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        passesEverything = profile.points.allSatisfy {
-            $0.deadband == nil && $0.alarmAbove == nil && $0.alarmBelow == nil
+        definitions = profile.points
+        func isWatched(_ point: PointDefinition) -> Bool {
+            point.deadband != nil || point.alarmAbove != nil || point.alarmBelow != nil
         }
+        passesEverything = !profile.points.contains(where: isWatched)
+        var watched: [String: Int] = [:]
+        if !passesEverything {
+            var first: [String: Int] = [:]
+            for (index, point) in profile.points.enumerated() where first[point.name] == nil { first[point.name] = index }
+            watched = first.filter { isWatched(profile.points[$0.value]) }
+        }
+        self.watched = watched
     }
+
+    /// The definition of the point `name` if it has a deadband or an alarm.
+    private func watchedPoint(_ name: String) -> PointDefinition? { watched[name].map { definitions[$0] } }
 
     /// The alarms active now, by point.
     public var alarms: [String: AlarmSide] { activeAlarms }
@@ -68,7 +83,7 @@ public struct EdgeFilter: Sendable {
     /// The alarms active now, each with its threshold and hysteresis, in point name order.
     public var raisedAlarms: [RaisedAlarm] {
         activeAlarms.keys.sorted().compactMap { name in
-            guard let side = activeAlarms[name], let point = points[name] else { return nil }
+            guard let side = activeAlarms[name], let point = watchedPoint(name) else { return nil }
             guard let threshold = side == .above ? point.alarmAbove : point.alarmBelow else { return nil }
             return RaisedAlarm(point: name, side: side, threshold: threshold, hysteresis: point.hysteresis)
         }
@@ -81,7 +96,7 @@ public struct EdgeFilter: Sendable {
     public mutating func restore(_ alarms: [RaisedAlarm]) -> [RaisedAlarm] {
         var refused: [RaisedAlarm] = []
         for alarm in alarms {
-            guard let point = points[alarm.point], alarm.stillApplies(to: point) else {
+            guard let point = watchedPoint(alarm.point), alarm.stillApplies(to: point) else {
                 refused.append(alarm)
                 continue
             }
@@ -100,7 +115,7 @@ public struct EdgeFilter: Sendable {
         var kept: [(String, PointValue)] = []
         var events: [Record] = []
         for (name, value) in values {
-            guard let point = points[name] else {
+            guard let point = watchedPoint(name) else {
                 kept.append((name, value))
                 continue
             }

@@ -36,11 +36,26 @@ public struct DeviceActivity: Sendable {
 
     /// When the last poll was made (wall clock); nil before the first.
     public var lastPoll: Timestamp?
-    public var points: [Point] = []
+    /// The last poll's points in profile order, each read or failed (built when asked: the bus
+    /// thread only keeps the record).
+    public var points: [Point] {
+        guard let profile else { return [] }
+        let read = Dictionary(values, uniquingKeysWith: { first, _ in first })
+        let failed = Dictionary(errors, uniquingKeysWith: { first, _ in first })
+        return profile.points.compactMap { point in
+            guard read[point.name] != nil || failed[point.name] != nil else { return nil }
+            return Point(name: point.name, value: read[point.name], failure: failed[point.name], unit: point.unit)
+        }
+    }
     /// The last poll's duration in milliseconds, retries and timeouts included.
     public var latencyMs: Double = 0
     /// Whether each of the last `window` polls failed (at least one point unread), oldest first.
     public var recentFailures: [Bool] = []
+    private var values: [(String, PointValue)] = []
+    private var errors: [(String, ReadFailure)] = []
+    private var profile: DeviceProfile?
+
+    public init() {}
 
     /// The share of the last `window` polls in which a point could not be read (0...1); nil before the first poll.
     public var errorRate: Double? {
@@ -53,14 +68,11 @@ public struct DeviceActivity: Sendable {
         guard case .sample(let values, let errors) = record.body else { return }
         lastPoll = record.timestamp
         self.latencyMs = latencyMs
+        if recentFailures.count >= Self.window { recentFailures.removeFirst(recentFailures.count - Self.window + 1) }
         recentFailures.append(!errors.isEmpty)
-        if recentFailures.count > Self.window { recentFailures.removeFirst(recentFailures.count - Self.window) }
-        let read = Dictionary(values, uniquingKeysWith: { first, _ in first })
-        let failed = Dictionary(errors, uniquingKeysWith: { first, _ in first })
-        points = profile.points.compactMap { point in
-            guard read[point.name] != nil || failed[point.name] != nil else { return nil }
-            return Point(name: point.name, value: read[point.name], failure: failed[point.name], unit: point.unit)
-        }
+        self.values = values
+        self.errors = errors
+        self.profile = profile
     }
 }
 
@@ -211,7 +223,7 @@ final class BusPoller: @unchecked Sendable {
                     let share = min(1, Double(busyNanoseconds) / Double(windowMs * 1_000_000))
                     utilisation = utilisation == 0 ? share : utilisation * 0.8 + share * 0.2
                 }
-                snapshot = pollers.map { ($0.device.name, $0.stats) }
+                if let index = pollers.firstIndex(where: { $0 === poller }) { snapshot[index].stats = poller.stats }
                 activity[poller.device.name, default: DeviceActivity()].note(
                     record, latencyMs: latencyMs, profile: poller.device.profile)
             }

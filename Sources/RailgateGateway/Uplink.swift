@@ -189,8 +189,8 @@ final class Uplink: @unchecked Sendable {
     /// The size of the birth message last published (guarded by `lock`).
     private var birthSize = 0
     private let builder: BatchBuilder
-    /// With `payload = "compact"`: the `compact/1` encoder.
-    private let compact: CompactBatchEncoder?
+    /// With `payload = "compact"`: the `compact/1` encoder (publish loop thread only).
+    private var compact: CompactBatchEncoder?
     /// The batch limits for the records alone (the envelope's bytes taken off); `maxBytes` is
     /// halved when the broker drops the connection on a batch too large (guarded by `lock`).
     private var limits: BatchLimits

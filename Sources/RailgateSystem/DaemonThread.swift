@@ -17,7 +17,10 @@ public struct ThreadError: Error, CustomStringConvertible, Sendable {
 ///
 /// The one way railgate starts a thread: creation either succeeds or throws, it never runs the
 /// body somewhere else. The thread inherits the creating thread's signal mask (the daemon blocks
-/// its signals before the first thread exists). The C function is `pthread_create`.
+/// its signals before the first thread exists). The thread carries `name` (its first 15 bytes,
+/// the kernel's limit) for `top -H`, `ps -L` and /proc/PID/task/TID/comm. The C function is
+/// `pthread_create`; the name is written to /proc/thread-self/comm (what `pthread_setname_np`
+/// does, which Glibc's Swift module does not export).
 public final class DaemonThread: @unchecked Sendable {
     private var thread = pthread_t()
     private var joinable = true
@@ -28,7 +31,11 @@ public final class DaemonThread: @unchecked Sendable {
     public init(name: String, stackBytes: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(ThreadError) {
         final class Box {
             let body: @Sendable () -> Void
-            init(body: @escaping @Sendable () -> Void) { self.body = body }
+            let name: [UInt8]
+            init(body: @escaping @Sendable () -> Void, name: [UInt8]) {
+                self.body = body
+                self.name = name
+            }
         }
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
@@ -37,11 +44,12 @@ public final class DaemonThread: @unchecked Sendable {
             let code = pthread_attr_setstacksize(&attributes, stackBytes)
             guard code == 0 else { throw ThreadError(name: name, code: code) }
         }
-        let box = Unmanaged.passRetained(Box(body: body)).toOpaque()
+        let box = Unmanaged.passRetained(Box(body: body, name: Self.threadName(name))).toOpaque()
         let code = pthread_create(
             &thread, &attributes,
             { argument in
                 let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+                DaemonThread.nameCurrentThread(box.name)
                 box.body()
                 return nil
             }, box)
@@ -49,6 +57,25 @@ public final class DaemonThread: @unchecked Sendable {
             Unmanaged<Box>.fromOpaque(box).release()
             throw ThreadError(name: name, code: code)
         }
+    }
+
+    /// `name` cut to the kernel's 15 bytes at a character boundary.
+    static func threadName(_ name: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for character in name {
+            let encoded = Array(String(character).utf8)
+            guard bytes.count + encoded.count <= 15 else { break }
+            bytes += encoded
+        }
+        return bytes
+    }
+
+    /// Names the calling thread; a failure (no /proc) only leaves the process's name.
+    static func nameCurrentThread(_ name: [UInt8]) {
+        let descriptor = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        _ = name.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        close(descriptor)
     }
 
     /// Waits for the thread to end (once; later calls return at once).

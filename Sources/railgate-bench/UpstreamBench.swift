@@ -56,7 +56,7 @@ enum UpstreamBench {
                 StandardStreams.out(String(decoding: records[records.count - 1].bytes, as: UTF8.self))
             }
             let builder = BatchBuilder(gatewayID: "KZ-WAG-00042")
-            let compact = CompactBatchEncoder(
+            var compact = CompactBatchEncoder(
                 gatewayID: "KZ-WAG-00042", pointOrder: ["axlebox-1": profile.points.map(\.name)])
             // Batches as the uplink cuts a backlog: at most 500 records whose stored bytes,
             // joined by commas, fit 262144 less the envelope (`DiskBuffer.records(after:limits:)`).

@@ -33,7 +33,8 @@ struct CompactBatchTests {
         _ records: [(seq: UInt64, bytes: [UInt8])], gateway: String = "KZ-WAG-00042",
         pointOrder: [String: [String]] = [:]
     ) throws -> [UInt8] {
-        let compact = CompactBatchEncoder(gatewayID: gateway, pointOrder: pointOrder).payload(of: records)
+        var encoder = CompactBatchEncoder(gatewayID: gateway, pointOrder: pointOrder)
+        let compact = encoder.payload(of: records)
         let plain = BatchBuilder(gatewayID: gateway).batch(of: records).payload
         let decoded = try CompactBatch.decode(compact)
         #expect(
@@ -117,8 +118,12 @@ struct CompactBatchTests {
             Self.sample(3, at: 20, "wide", values: many.map { ($0, .integer(1)) }),
             Self.sample(4, at: 30, "wide", values: [("p59", .integer(2))]),
             Self.sample(5, at: 40, values: [("a", .integer(5))]),
+            Self.sample(6, at: 50, "both", values: [("x", .integer(1)), ("y", .integer(2))], errors: [("y", .crc)]),
+            Self.sample(7, at: 60, "both", values: [("x", .integer(1))], errors: [("y", .crc)]),
         ]
         let compact = String(decoding: try Self.roundTrip(records), as: UTF8.self)
+        #expect(compact.contains(#"{"seq":6,"#), "a point both read and failed is kept plain")
+        #expect(compact.contains(#"[2,20,2,1,["crc"]]"#), "a read point and a failed one share a row")
         #expect(compact.contains(#"{"seq":2,"#), "the record in the other order is kept plain")
         #expect(compact.contains(#"{"seq":4,"#), "the row of 59 nulls is kept plain")
         #expect(compact.contains(#"[2,20,0,5]"#), "the row base is the last row's, not the plain records'")
@@ -132,6 +137,12 @@ struct CompactBatchTests {
             return Int((state >> 33) % UInt64(bound))
         }
         let reasons: [ReadFailure] = [.timeout, .exception(4), .crc, .io, .nan, .inf, .invalid, .busy]
+        // One encoder for all the batches (it keeps each source's names from batch to batch)
+        // must give the bytes a fresh one gives, with and without profile ranks, the ranks of
+        // one source against the order its records come in.
+        let order = ["dev-0": (0..<12).map { "pt_\($0)" }, "dev-1": (0..<12).reversed().map { "pt_\($0)" }]
+        var shared = CompactBatchEncoder(gatewayID: "KZ-WAG-00042")
+        var sharedRanked = CompactBatchEncoder(gatewayID: "KZ-WAG-00042", pointOrder: order)
         for _ in 0..<300 {
             var records: [(seq: UInt64, bytes: [UInt8])] = []
             var seq = UInt64(next(1_000_000) + 1)
@@ -159,9 +170,15 @@ struct CompactBatchTests {
                         values.append((name, .number(number.isFinite ? number : Double(next(1000)) / 7)))
                     }
                 }
+                if next(4) == 0 { values.reverse() }
                 records.append(Self.sample(seq, at: time, "dev-\(next(3))", values: values, errors: errors))
             }
-            try Self.roundTrip(records)
+            let fresh = try Self.roundTrip(records)
+            #expect(shared.payload(of: records) == fresh, "an encoder's earlier batches changed a payload")
+            var freshRanked = CompactBatchEncoder(gatewayID: "KZ-WAG-00042", pointOrder: order)
+            let ranked = freshRanked.payload(of: records)
+            #expect(sharedRanked.payload(of: records) == ranked, "earlier batches changed a ranked payload")
+            #expect(try CompactBatch.decode(ranked) == BatchBuilder(gatewayID: "KZ-WAG-00042").batch(of: records).payload)
         }
     }
 
@@ -187,7 +204,8 @@ struct CompactBatchTests {
             let errors: [(String, ReadFailure)] = index % 5 == 0 ? [("d", .timeout)] : []
             records.append(Self.sample(UInt64(index), at: Int64(index) * 1000, values: values, errors: errors))
         }
-        let payload = CompactBatchEncoder(gatewayID: "g").payload(of: records)
+        var encoder = CompactBatchEncoder(gatewayID: "g")
+        let payload = encoder.payload(of: records)
         var state: UInt64 = 99
         func next(_ bound: Int) -> Int {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407

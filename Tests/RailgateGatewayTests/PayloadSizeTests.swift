@@ -74,7 +74,7 @@ struct PayloadSizeTests {
         _ records: [(seq: UInt64, bytes: [UInt8])], values: Int, perBatch: Int, order: [String]
     ) throws -> [Double] {
         let plain = BatchBuilder(gatewayID: "KZ-WAG-00042")
-        let compact = CompactBatchEncoder(gatewayID: "KZ-WAG-00042", pointOrder: ["axlebox-1": order])
+        var compact = CompactBatchEncoder(gatewayID: "KZ-WAG-00042", pointOrder: ["axlebox-1": order])
         var totals = [0, 0, 0, 0]
         for start in stride(from: 0, to: records.count, by: perBatch) {
             let batch = Array(records[start..<min(records.count, start + perBatch)])

@@ -90,6 +90,23 @@ struct SupervisionTests {
         #expect(ran.all == ["ran"])
     }
 
+    @Test("a thread carries its service's name (cut to the kernel's 15 bytes at a character boundary)")
+    func threadNamed() throws {
+        let names = LogLines()
+        for name in ["uplink", "bus axle-line-1200", "bus ось-колёс"] {
+            let thread = try DaemonThread(name: name) {
+                let path = "/proc/thread-self/comm"
+                guard let file = fopen(path, "r") else { return names.append("no \(path)") }
+                defer { fclose(file) }
+                var line = [CChar](repeating: 0, count: 64)
+                _ = fgets(&line, 64, file)
+                names.append(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
+            thread.join()
+        }
+        #expect(names.all == ["uplink", "bus axle-line-1", "bus ось-ко"])
+    }
+
     @Test("a service that dies is logged and restarted, with a growing back-off, until it stays up")
     func dyingServiceRestarted() throws {
         let log = LogLines()
