@@ -41,7 +41,9 @@ public struct EdgeFilter: Sendable {
         var watched: [String: Int] = [:]
         if !passesEverything {
             var first: [String: Int] = [:]
-            for (index, point) in profile.points.enumerated() where first[point.name] == nil { first[point.name] = index }
+            for (index, point) in profile.points.enumerated() where first[point.name] == nil {
+                first[point.name] = index
+            }
             watched = first.filter { isWatched(profile.points[$0.value]) }
         }
         self.watched = watched

@@ -178,7 +178,8 @@ struct CompactBatchTests {
             var freshRanked = CompactBatchEncoder(gatewayID: "KZ-WAG-00042", pointOrder: order)
             let ranked = freshRanked.payload(of: records)
             #expect(sharedRanked.payload(of: records) == ranked, "earlier batches changed a ranked payload")
-            #expect(try CompactBatch.decode(ranked) == BatchBuilder(gatewayID: "KZ-WAG-00042").batch(of: records).payload)
+            #expect(
+                try CompactBatch.decode(ranked) == BatchBuilder(gatewayID: "KZ-WAG-00042").batch(of: records).payload)
         }
     }
 

@@ -100,7 +100,8 @@ struct SupervisionTests {
                 defer { fclose(file) }
                 var line = [CChar](repeating: 0, count: 64)
                 _ = fgets(&line, 64, file)
-                names.append(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+                names.append(
+                    String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
             }
             thread.join()
         }
