@@ -197,19 +197,25 @@ struct ClientConnection {
     /// The whole exchange must be over by then (a client that trickles bytes is cut off).
     let deadline: MonotonicInstant
     fileprivate let worker: ServiceThread
+    /// Readable once the server stops (its stop pipe).
+    fileprivate let stopSignal: Int32
 
-    /// Receives what the client sent so far into `buffer`, waiting in slices of at most 100 ms
-    /// until the deadline or a stop of the server. Returns the byte count, 0 when the client
-    /// closed, or nil on the deadline, a stop or an error. The C functions are `poll` and `recv`.
+    /// Receives what the client sent so far into `buffer`, waiting until the deadline or a stop
+    /// of the server, whichever comes first (no periodic wake-ups). Returns the byte count, 0 when
+    /// the client closed, or nil on the deadline, a stop or an error. The C functions are `poll`
+    /// and `recv`.
     func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int? {
         while !worker.isStopping {
             let left = deadline.nanoseconds - MonotonicInstant.now().nanoseconds
             guard left > 0 else { return nil }
-            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, Int32(min(100, left / 1_000_000 + 1)))
+            var descriptors = [
+                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: stopSignal, events: Int16(POLLIN), revents: 0),
+            ]
+            let ready = poll(&descriptors, 2, Int32(clamping: left / 1_000_000 + 1))
             if ready < 0, errno == EINTR { continue }
             guard ready >= 0 else { return nil }
-            if ready == 0 { continue }
+            if ready == 0 || descriptors[1].revents != 0 { continue }
             let count = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
             if count < 0, errno == EINTR || errno == EAGAIN { continue }
             return count < 0 ? nil : count
@@ -222,18 +228,32 @@ struct ClientConnection {
 /// default 4), each serving one connection at a time and handing it to `handle`, which closes
 /// nothing: the server closes the connection after. Each connection gets `timeoutSeconds` in all
 /// to send its request (`ClientConnection.receive`) and as the send timeout, so a client that
-/// trickles bytes holds one thread at most that long while the others serve everyone else, and a
-/// stop at most 200 ms. The listener is made non-blocking (threads race for each connection).
-/// Stops within 200 ms plus one send; closes the listener.
+/// trickles bytes holds one thread at most that long while the others serve everyone else. The
+/// listener is made non-blocking (threads race for each connection). Idle threads sleep in `poll`
+/// on the listener and a stop pipe: no wake-ups while nobody connects. Stops at once (plus one
+/// send in progress); closes the listener.
 final class ConnectionServer: @unchecked Sendable {
     private let workers: [ServiceThread]
     private let listener: Int32
     private let timeoutSeconds: Int
+    /// The stop pipe: `stop()` writes a byte to [1], which leaves [0] readable for every thread.
+    private let stopPipe: (read: Int32, write: Int32)
 
     init(listener: Int32, timeoutSeconds: Int, concurrency: Int = 4) {
         self.listener = listener
         self.timeoutSeconds = timeoutSeconds
         workers = (0..<max(1, concurrency)).map { _ in ServiceThread() }
+        var ends: [Int32] = [-1, -1]
+        // Without a pipe (out of descriptors) the threads still stop: they look every 200 ms.
+        if pipe(&ends) == 0 {
+            for end in ends {
+                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            }
+        } else {
+            ends = [-1, -1]
+        }
+        stopPipe = (ends[0], ends[1])
     }
 
     /// Starts accepting on `concurrency` threads named `name`, supervised by `supervisor`.
@@ -256,8 +276,13 @@ final class ConnectionServer: @unchecked Sendable {
 
     private func serve(_ worker: ServiceThread, _ handle: (ClientConnection) -> Void) {
         while !worker.isStopping {
-            var descriptor = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-            guard poll(&descriptor, 1, 200) > 0 else { continue }
+            var descriptors = [
+                pollfd(fd: listener, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: stopPipe.read, events: Int16(POLLIN), revents: 0),
+            ]
+            guard poll(&descriptors, 2, stopPipe.read >= 0 ? -1 : 200) > 0, descriptors[0].revents != 0 else {
+                continue
+            }
             let client = accept(listener, nil, nil)
             guard client >= 0 else { continue }  // EAGAIN: another thread took it
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
@@ -267,14 +292,22 @@ final class ConnectionServer: @unchecked Sendable {
             handle(
                 ClientConnection(
                     fd: client, deadline: MonotonicInstant.now().adding(milliseconds: timeoutSeconds * 1000),
-                    worker: worker))
+                    worker: worker, stopSignal: stopPipe.read))
             close(client)
         }
     }
 
     func stop() {
         for worker in workers { worker.requestStop() }
+        if stopPipe.write >= 0 {
+            var byte: UInt8 = 1
+            _ = write(stopPipe.write, &byte, 1)
+        }
         for worker in workers { worker.stop() }
         close(listener)
+        if stopPipe.read >= 0 {
+            close(stopPipe.read)
+            close(stopPipe.write)
+        }
     }
 }
