@@ -78,8 +78,11 @@ public struct DeviceActivity: Sendable {
 
 /// Polls every device of one bus from one dedicated thread, so requests on a shared line are
 /// serialised, never interleaved, with `inter_request_delay_ms` between any two of them whichever
-/// devices they belong to (the connection paces them; a stop cuts the pause short). Devices start
-/// staggered across their interval rather than all due at once.
+/// devices they belong to (the connection paces them; a stop cuts the pause short). Devices of one
+/// interval are polled in cycles: all due at once, one after the other, then the thread sleeps
+/// until the next cycle. Spreading them across the interval instead cost 1.5-1.8 us of CPU per
+/// point against 0.95 at 100 devices x 100 points (`make bench`): three sleeps and wake-ups per
+/// device instead of two, and code and data cold again at every device.
 final class BusPoller: @unchecked Sendable {
     let bus: BusConfig
     private let sink: any RecordSink
@@ -112,10 +115,7 @@ final class BusPoller: @unchecked Sendable {
         self.sink = sink
         self.logger = logger
         let now = MonotonicInstant.now()
-        pollers = devices.enumerated().map { index, device in
-            let stagger = device.pollIntervalMs * index / max(1, devices.count)
-            return DevicePoller(device: device, maxGap: bus.maxGap, firstDue: now.adding(milliseconds: stagger))
-        }
+        pollers = devices.map { DevicePoller(device: $0, maxGap: bus.maxGap, firstDue: now) }
         for poller in pollers { poller.edge.restore(alarms[poller.device.name] ?? []) }
         snapshot = pollers.map { ($0.device.name, $0.stats) }
         heartbeat = Heartbeat(name: "bus \(bus.name)")

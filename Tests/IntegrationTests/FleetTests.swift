@@ -57,6 +57,45 @@ struct FleetTests {
         _ = simulator
     }
 
+    @Test("devices of one interval on one bus are polled in cycles: one after the other, then a sleep")
+    func pollCycles() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port)
+        let simulatorPort = freePort()
+        let directory = scratch.path + "/fleet"
+        let generator = try TestProcess(
+            Binaries.simulator,
+            [
+                "fleet-config", "--out", directory, "--devices", "3", "--points", "4", "--buses", "1",
+                "--poll-interval-ms", "3000", "--batch-interval-ms", "200", "--port", "\(simulatorPort)",
+                "--upstream", "mqtt://127.0.0.1:\(broker.port)",
+            ], scratch: scratch, name: "fleet-config")
+        #expect(try generator.waitForExit() == 0)
+        let simulator = try WagonSimulator(
+            profile: directory + "/profiles/f32-block-4.toml", units: "1-3", scratch: scratch, port: simulatorPort)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
+        let sources = (1...3).map { "dev-\($0)" }
+        func samples(of source: String) -> [Int64] {
+            subscriber.records.filter { $0["kind"] == .string("sample") && $0["source"]?.stringValue == source }
+                .compactMap { CompactBatch.timestamp(ofRecord: Array($0.serialized.utf8))?.millisecondsSinceEpoch }
+        }
+        try subscriber.waitUntil(seconds: 60) { _ in sources.allSatisfy { samples(of: $0).count >= 2 } }
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        // Spread across the interval, the three would be 1 s apart; in a cycle, milliseconds.
+        for cycle in 0..<2 {
+            let times = sources.map { samples(of: $0)[cycle] }
+            #expect(times == times.sorted(), "cycle \(cycle): devices in configuration order: \(times)")
+            #expect(times.max()! - times.min()! < 900, "cycle \(cycle): one after the other: \(times)")
+        }
+        let first = sources.map { samples(of: $0)[0] }
+        let second = sources.map { samples(of: $0)[1] }
+        #expect(zip(first, second).allSatisfy { $1 - $0 >= 2000 }, "a sleep between cycles: \(first) then \(second)")
+        _ = simulator
+    }
+
     @Test("fleet-config refuses a fleet that cannot be addressed")
     func refusesImpossibleFleets() throws {
         let scratch = Scratch()
