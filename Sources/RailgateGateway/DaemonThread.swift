@@ -243,17 +243,8 @@ final class ConnectionServer: @unchecked Sendable {
         self.listener = listener
         self.timeoutSeconds = timeoutSeconds
         workers = (0..<max(1, concurrency)).map { _ in ServiceThread() }
-        var ends: [Int32] = [-1, -1]
         // Without a pipe (out of descriptors) the threads still stop: they look every 200 ms.
-        if pipe(&ends) == 0 {
-            for end in ends {
-                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-            }
-        } else {
-            ends = [-1, -1]
-        }
-        stopPipe = (ends[0], ends[1])
+        stopPipe = makeWakePipe() ?? (-1, -1)
     }
 
     /// Starts accepting on `concurrency` threads named `name`, supervised by `supervisor`.

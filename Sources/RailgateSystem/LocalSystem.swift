@@ -133,3 +133,17 @@ public enum ControlClient {
         return String(decoding: reply, as: UTF8.self)
     }
 }
+
+/// A pipe for waking a thread that sleeps in `poll`: a byte written to `write` leaves `read`
+/// readable (for every thread polling it, until someone reads it). Both ends non-blocking and
+/// close-on-exec. Nil when the process is out of descriptors. The C functions are `pipe` and
+/// `fcntl`.
+public func makeWakePipe() -> (read: Int32, write: Int32)? {
+    var ends: [Int32] = [-1, -1]
+    guard pipe(&ends) == 0 else { return nil }
+    for end in ends {
+        _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+    }
+    return (ends[0], ends[1])
+}

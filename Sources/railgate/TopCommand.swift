@@ -171,17 +171,9 @@ final class SignalWatch {
     private let writeEnd: Int32
 
     init(_ signals: [Int32]) {
-        var ends: [Int32] = [-1, -1]
-        if pipe(&ends) == 0 {
-            for end in ends {
-                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-            }
-        } else {
-            ends = [-1, -1]
-        }
-        fd = ends[0]
-        writeEnd = ends[1]
+        let ends = makeWakePipe() ?? (-1, -1)
+        fd = ends.read
+        writeEnd = ends.write
         signalPipeWriteEnd = writeEnd
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { signal in
