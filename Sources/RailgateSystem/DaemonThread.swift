@@ -59,15 +59,26 @@ public final class DaemonThread: @unchecked Sendable {
         }
     }
 
-    /// `name` cut to the kernel's 15 bytes at a character boundary.
+    /// `name` cut to the kernel's 15 bytes at a character boundary; a trailing number (" 2", one
+    /// of a pool of threads) is kept, so that the threads of a pool stay apart.
     static func threadName(_ name: String) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for character in name {
-            let encoded = Array(String(character).utf8)
-            guard bytes.count + encoded.count <= 15 else { break }
-            bytes += encoded
+        func cut(_ text: Substring, to limit: Int) -> [UInt8] {
+            var bytes: [UInt8] = []
+            for character in text {
+                let encoded = Array(String(character).utf8)
+                guard bytes.count + encoded.count <= limit else { break }
+                bytes += encoded
+            }
+            return bytes
         }
-        return bytes
+        let words = name.split(separator: " ", omittingEmptySubsequences: false)
+        guard name.utf8.count > 15, words.count > 1, let number = words.last, !number.isEmpty, number.count < 8,
+            number.allSatisfy(\.isASCII), number.allSatisfy(\.isNumber)
+        else { return cut(name[...], to: 15) }
+        let head = name.dropLast(number.count + 1)
+        var kept = cut(head, to: 15 - number.count - 1)
+        while kept.last == UInt8(ascii: " ") { kept.removeLast() }
+        return kept + Array(" \(number)".utf8)
     }
 
     /// Names the calling thread; a failure (no /proc) only leaves the process's name.
