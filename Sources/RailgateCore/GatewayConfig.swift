@@ -250,10 +250,14 @@ public protocol ConfigFileSource {
     /// The bytes of the file at `path` as stored (invalid UTF-8 kept, for the TOML reader to
     /// refuse with its line), or nil. Defaults to the UTF-8 of `read(_:)`.
     func readBytes(_ path: String) -> [UInt8]?
+    /// Why `path` cannot be read ("No such file or directory", "is a directory"), for the
+    /// message; nil when unknown. Defaults to nil.
+    func unreadableReason(_ path: String) -> String?
 }
 
 extension ConfigFileSource {
     public func readBytes(_ path: String) -> [UInt8]? { read(path).map { Array($0.utf8) } }
+    public func unreadableReason(_ path: String) -> String? { nil }
 }
 
 /// Parses and validates a gateway configuration and the profiles it names.
@@ -265,7 +269,10 @@ public struct ConfigLoader {
     /// Loads `path`; throws `ConfigErrors` with every problem found, in file order.
     public func load(_ path: String) throws(ConfigErrors) -> GatewayConfig {
         guard let bytes = files.readBytes(path) else {
-            throw ConfigErrors([ConfigProblem(file: path, line: nil, message: "cannot read the configuration file")])
+            let reason = files.unreadableReason(path).map { ": \($0)" } ?? ""
+            throw ConfigErrors([
+                ConfigProblem(file: path, line: nil, message: "cannot read the configuration file\(reason)")
+            ])
         }
         return try decode(TOMLParser.parse(bytes: bytes, file: path), file: path)
     }

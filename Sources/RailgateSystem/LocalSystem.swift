@@ -10,6 +10,23 @@ public struct LocalFiles: ConfigFileSource {
         bytes(path, limit: .max).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// What `open`, `fstat` or `read` said about `path` (the C library's text for errno), or
+    /// that it is a directory or not a regular file; nil when it reads.
+    public func unreadableReason(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return String(cString: strerror(errno)) }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return String(cString: strerror(errno)) }
+        switch status.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: return "is a directory"
+        default: return "not a regular file"
+        }
+        var byte: UInt8 = 0
+        return Glibc.read(fd, &byte, 1) < 0 ? String(cString: strerror(errno)) : nil
+    }
+
     /// The file's bytes, at most `TOMLLimits().maxBytes + 1` of them (enough for the TOML reader
     /// to refuse a larger file by its size, without reading a huge one into memory).
     public func readBytes(_ path: String) -> [UInt8]? { bytes(path, limit: TOMLLimits().maxBytes + 1) }

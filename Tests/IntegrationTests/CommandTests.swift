@@ -51,6 +51,24 @@ struct CommandTests {
         #expect(document["problems"]?.arrayValue?.compactMap { $0["line"]?.intValue } == [2, 3, 6, 9, 10, 16, 20, 22])
     }
 
+    @Test("a configuration that cannot be read says why: missing, a directory, not readable; exit 78")
+    func unreadableConfig() throws {
+        let scratch = Scratch()
+        let unreadable = scratch.write("secret.toml", "[gateway]\n")
+        chmod(unreadable, 0)
+        var cases = [
+            (scratch.path + "/missing.toml", "No such file or directory"), (scratch.path, "is a directory"),
+        ]
+        // root reads a file whatever its mode: the permission case only shows as another user.
+        if geteuid() != 0 { cases.append((unreadable, "Permission denied")) }
+        for (path, reason) in cases {
+            let result = try TestProcess.run(Binaries.railgate, ["check", "--config", path], scratch: scratch)
+            #expect(result.status == 78, "\(path)")
+            #expect(
+                result.error.contains("\(path): cannot read the configuration file: \(reason)"), "\(result.error)")
+        }
+    }
+
     @Test("check accepts the shipped example configurations")
     func examplesAreValid() throws {
         let scratch = Scratch()
