@@ -59,7 +59,7 @@ struct TopCommand: ParsableCommand {
             let size = terminal?.size() ?? (width: 80, height: 24)
             let lines = TopScreen.render(
                 status: status, problem: problem, width: size.width, height: size.height,
-                intervalText: intervalText, clock: Self.clock(), style: style)
+                intervalText: intervalText, clock: Self.clock(), style: style, live: live)
             if let terminal {
                 terminal.draw(lines)
             } else {

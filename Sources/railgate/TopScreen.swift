@@ -8,9 +8,11 @@ enum TopScreen {
     /// - Parameters:
     ///   - status: the daemon's `status` document, or nil when it did not answer (`problem` says why).
     ///   - clock: the wall-clock time shown in the title (`15:42:07`).
+    ///   - live: a screen redrawn in place: filled to `height` with the key help at the bottom.
+    ///     A printed frame (not a terminal, or `--iterations`) ends after its last line instead.
     static func render(
         status: JSON?, problem: String?, width: Int, height: Int, intervalText: String, clock: String,
-        style: Style
+        style: Style, live: Bool = true
     ) -> [String] {
         let width = max(20, width)
         let height = max(8, height)
@@ -23,7 +25,7 @@ enum TopScreen {
         guard let status else {
             var frame = [style.reverse(cut(title, width).padding(to: width))]
             frame.append(style.apply(cut("daemon: \(problem ?? "no answer"); retrying", width), .alarm))
-            frame.append(cut("q quits", width))
+            if live { frame.append(cut("q quits", width)) }
             return frame
         }
 
@@ -142,8 +144,10 @@ enum TopScreen {
                 if let (text, emphasis) = EventText.render(event) { line("  " + text, emphasis) }
             }
         }
-        while lines.count < height - 1 { line("") }
-        line("q quits (Ctrl-C too)")
+        if live {
+            while lines.count < height - 1 { line("") }
+            line("q quits (Ctrl-C too)")
+        }
         return lines.prefix(height).enumerated().map { index, entry in
             let text = cut(entry.0, width)
             if index == 0 { return style.reverse(text.padding(to: width)) }

@@ -219,6 +219,9 @@ struct ToolkitTests {
         #expect(plain.status == 0, "\(plain.error)")
         #expect(!plain.output.contains("\u{1B}"), "escape sequences in piped output")
         #expect(plain.output.components(separatedBy: "railgate top  KZ-WAG-TOOLKIT").count == 3, "two frames")
+        #expect(!plain.output.contains("q quits"), "no key help in printed frames:\n\(plain.output)")
+        let blank = plain.output.split(separator: "\n", omittingEmptySubsequences: false).dropLast().filter(\.isEmpty)
+        #expect(blank.count <= 2, "no blank rows filling a screen, one between frames:\n\(plain.output)")
         _ = gateway
     }
 
