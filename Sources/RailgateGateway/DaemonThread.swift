@@ -230,14 +230,19 @@ struct ClientConnection {
 /// to send its request (`ClientConnection.receive`) and as the send timeout, so a client that
 /// trickles bytes holds one thread at most that long while the others serve everyone else. The
 /// listener is made non-blocking (threads race for each connection). Idle threads sleep in `poll`
-/// on the listener and a stop pipe: no wake-ups while nobody connects. Stops at once (plus one
-/// send in progress); closes the listener.
+/// on the listener and a stop pipe: no wake-ups while nobody connects. Stops at once: connections
+/// being served are shut down (a send to a client that does not read ends); closes the listener.
 final class ConnectionServer: @unchecked Sendable {
     private let workers: [ServiceThread]
     private let listener: Int32
     private let timeoutSeconds: Int
     /// The stop pipe: `stop()` writes a byte to [1], which leaves [0] readable for every thread.
     private let stopPipe: (read: Int32, write: Int32)
+    /// Guards `serving` and `stopped`.
+    private let clients = ConditionLock()
+    /// The connections being served now (one per busy thread).
+    private var serving: Set<Int32> = []
+    private var stopped = false
 
     init(listener: Int32, timeoutSeconds: Int, concurrency: Int = 4) {
         self.listener = listener
@@ -280,10 +285,18 @@ final class ConnectionServer: @unchecked Sendable {
             var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
             setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            // Served connections are shut down by a stop, so a client that asked and does not read
+            // holds the stop up not for the whole send timeout.
+            clients.withLock {
+                serving.insert(client)
+                if stopped { shutdown(client, Int32(SHUT_RDWR)) }
+            }
             handle(
                 ClientConnection(
                     fd: client, deadline: MonotonicInstant.now().adding(milliseconds: timeoutSeconds * 1000),
                     worker: worker, stopSignal: stopPipe.read))
+            // Out of `serving` before the descriptor is closed: a stop never shuts down a reused number.
+            clients.withLock { _ = serving.remove(client) }
             close(client)
         }
     }
@@ -293,6 +306,10 @@ final class ConnectionServer: @unchecked Sendable {
         if stopPipe.write >= 0 {
             var byte: UInt8 = 1
             _ = write(stopPipe.write, &byte, 1)
+        }
+        clients.withLock {
+            stopped = true
+            for client in serving { shutdown(client, Int32(SHUT_RDWR)) }
         }
         for worker in workers { worker.stop() }
         close(listener)

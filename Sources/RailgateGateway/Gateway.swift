@@ -29,6 +29,8 @@ public final class Gateway: @unchecked Sendable {
     private var sentRate = RateMeter()
     private let logger: Logger
     private let started = WallClock.now()
+    /// Held while a birth message is built and announced (`announceBirth`).
+    private let announcing = ConditionLock()
     private let startedMonotonic = MonotonicInstant.now()
     private let lock = ConditionLock()
     private var pollers: [BusPoller] = []
@@ -270,12 +272,22 @@ public final class Gateway: @unchecked Sendable {
 
     /// A bus read a device's static points: the birth message is published again with them.
     private func staticsRead(device: String, _ readings: [(name: String, reading: Result<PointValue, ReadFailure>)]) {
-        let (birth, uplink) = lock.withLock {
-            statics[device] = readings
-            return (StatusMessage.birth(config: config, started: started, statics: statics), self.uplink)
-        }
+        lock.withLock { statics[device] = readings }
         logger.info("device \(device): static points read; publishing the birth message again")
-        uplink?.announce(birth)
+        announceBirth()
+    }
+
+    /// Builds the birth message from the configuration and the static readings known now and
+    /// hands it to the uplink, one caller at a time: two buses reading static points at once
+    /// could otherwise announce in the reverse order, and the retained message would be the
+    /// older one, without the other device's values, until the next connect.
+    private func announceBirth() {
+        announcing.withLock {
+            let (birth, uplink) = lock.withLock {
+                (StatusMessage.birth(config: config, started: started, statics: statics), self.uplink)
+            }
+            uplink?.announce(birth)
+        }
     }
 
     /// Starts every service for `config`; an `uplink` kept across a reload is told the new sources.
@@ -306,8 +318,9 @@ public final class Gateway: @unchecked Sendable {
             try watcher.start(supervisor: supervisor)
         }
         if let kept {
-            kept.announce(StatusMessage.birth(config: config, started: started, statics: lock.withLock { statics }))
+            kept.reconfigure(config)
             lock.withLock { uplink = kept }
+            announceBirth()
         } else if case .mqtt = config.upstream.endpoint {
             let candidate = Uplink(config: config, buffer: buffer, started: started, logger: logger)
             do {
@@ -315,11 +328,9 @@ public final class Gateway: @unchecked Sendable {
                 // Static points read before the uplink existed go into its birth message now.
                 let known = lock.withLock {
                     uplink = candidate
-                    return statics
+                    return !statics.isEmpty
                 }
-                if !known.isEmpty {
-                    candidate.announce(StatusMessage.birth(config: config, started: started, statics: known))
-                }
+                if known { announceBirth() }
             } catch let error as ThreadError {
                 throw error
             } catch {

@@ -191,6 +191,9 @@ final class Uplink: @unchecked Sendable {
     private let builder: BatchBuilder
     /// With `payload = "compact"`: the `compact/1` encoder (publish loop thread only).
     private var compact: CompactBatchEncoder?
+    /// The encoder for a reloaded configuration's point order, taken by the publish loop before
+    /// its next batch (guarded by `lock`).
+    private var nextCompact: CompactBatchEncoder?
     /// The batch limits for the records alone (the envelope's bytes taken off); `maxBytes` is
     /// halved when the broker drops the connection on a batch too large (guarded by `lock`).
     private var limits: BatchLimits
@@ -295,6 +298,15 @@ final class Uplink: @unchecked Sendable {
                     onEvent: onEvent)
             }
         }
+    }
+
+    /// A reload kept this uplink (same upstream): batches from now on follow the new
+    /// configuration's point order. With the old one, a profile whose points were reordered would
+    /// make no row fit its slots and every batch would go plain, larger, until a restart.
+    func reconfigure(_ config: GatewayConfig) {
+        guard config.upstream.compactPayload else { return }
+        let encoder = CompactBatchEncoder(gatewayID: config.gateway.id, pointOrder: Self.pointOrder(config))
+        lock.withLock { nextCompact = encoder }
     }
 
     /// Each device's point names in profile order (the order its samples list them in).
@@ -947,6 +959,12 @@ final class Uplink: @unchecked Sendable {
     private func publish(_ records: [(seq: UInt64, bytes: [UInt8])], ahead: Bool) -> Int? {
         guard let last = records.last else { return nil }
         let recordBytes = records.reduce(records.count - 1) { $0 + $1.bytes.count }
+        if let reloaded = lock.withLock({ () -> CompactBatchEncoder? in
+            defer { nextCompact = nil }
+            return nextCompact
+        }) {
+            compact = reloaded
+        }
         var payload = compact?.payload(of: records) ?? []
         // A compact batch larger than the plain one (rare: rows of few points among many) goes
         // plain, so no batch is larger than its limit allows; consumers tell them by "format".

@@ -269,6 +269,7 @@ public final class MQTTClient: @unchecked Sendable {
         try MQTTError.check(mosquitto_threaded_set(live, true), "tell libmosquitto it runs on the client's thread")
         let thread = NetworkThread()
         if let code = thread.start({ [self] in
+            DaemonThread.nameCurrentThread("mqtt network")
             networkLoop(
                 host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff, stableMs: stableMs)
         }) {

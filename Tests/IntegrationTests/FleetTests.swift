@@ -96,6 +96,49 @@ struct FleetTests {
         _ = simulator
     }
 
+    @Test("a reload that reorders a profile's points: batches stay compact/1, in the new slot order")
+    func reloadReorderedProfile() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let subscriber = try Subscriber(port: broker.port)
+        let simulatorPort = freePort()
+        let directory = scratch.path + "/fleet"
+        let generator = try TestProcess(
+            Binaries.simulator,
+            [
+                "fleet-config", "--out", directory, "--devices", "2", "--points", "3", "--buses", "1",
+                "--poll-interval-ms", "200", "--batch-interval-ms", "200", "--port", "\(simulatorPort)",
+                "--upstream", "mqtt://127.0.0.1:\(broker.port)",
+            ], scratch: scratch, name: "fleet-config")
+        #expect(try generator.waitForExit() == 0)
+        let profile = directory + "/profiles/f32-block-3.toml"
+        let simulator = try WagonSimulator(profile: profile, units: "1-2", scratch: scratch, port: simulatorPort)
+        let gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
+        func telemetry() -> [String] { subscriber.timedMessages.map(\.text) }
+        try subscriber.waitUntil(seconds: 60) { _ in telemetry().count >= 3 }
+        #expect(telemetry().allSatisfy { $0.contains(#""format":"compact/1""#) }, "\(telemetry())")
+        // v0 and v2 swap names: records now list v2, v1, v0 (profile order is address order).
+        let text = try String(contentsOfFile: profile, encoding: .utf8)
+        try text.replacingOccurrences(of: #"name = "v0""#, with: #"name = "vX""#)
+            .replacingOccurrences(of: #"name = "v2""#, with: #"name = "v0""#)
+            .replacingOccurrences(of: #"name = "vX""#, with: #"name = "v2""#)
+            .write(toFile: profile, atomically: true, encoding: .utf8)
+        gateway.signal(SIGHUP)
+        try eventually("the reload") { gateway.errorOutput.contains("reloading the configuration") ? () : nil }
+        let before = telemetry().count
+        try subscriber.waitUntil(seconds: 60) { _ in telemetry().count >= before + 6 }
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+        let after = telemetry().dropFirst(before + 2)
+        #expect(!after.isEmpty)
+        for payload in after {
+            #expect(payload.contains(#""format":"compact/1""#), "a batch after the reload went plain: \(payload)")
+            #expect(payload.contains(#"["dev-1","v2","v1","v0"]"#), "slots in the new order: \(payload)")
+        }
+        _ = simulator
+    }
+
     @Test("fleet-config refuses a fleet that cannot be addressed")
     func refusesImpossibleFleets() throws {
         let scratch = Scratch()

@@ -95,4 +95,34 @@ struct ControlSocketTricklerTests {
         server.stop()
         #expect(ContinuousClock.now - start < .seconds(1))
     }
+
+    @Test("a client that asks and does not read the reply does not hold up a stop for the send timeout")
+    func stopWithUnreadReply() throws {
+        // The daemon ignores SIGPIPE (`Gateway.blockSignals`); the shut-down send raises it here.
+        signal(SIGPIPE, SIG_IGN)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ctl-unread-\(getpid()).sock").path
+        // 8 MB: far more than the socket buffers hold, so the server blocks in send.
+        let big = String(repeating: "x", count: 8 << 20)
+        let server = ControlServer(path: path, logger: Logger(label: "test")) { _ in .object([("big", .string(big))]) }
+        try server.start()
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var small: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        #expect(UnixSocket.connect(fd, to: path))
+        let request = Array("status\n".utf8)
+        #expect(send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count)
+        // The reply has begun to arrive (and stopped: nobody reads): the server is in send.
+        let deadline = ContinuousClock.now + .seconds(30)
+        var waiting: Int32 = 0
+        while waiting == 0, ContinuousClock.now < deadline {
+            _ = ioctl(fd, UInt(FIONREAD), &waiting)
+            if waiting == 0 { usleep(10_000) }
+        }
+        #expect(waiting > 0, "no reply began")
+        let start = ContinuousClock.now
+        server.stop()
+        // The send timeout is 1 s: a stop that waited it out would take that long.
+        #expect(ContinuousClock.now - start < .milliseconds(800))
+    }
 }

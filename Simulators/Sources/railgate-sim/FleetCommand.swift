@@ -75,6 +75,16 @@ struct FleetConfigCommand: ParsableCommand {
         else { throw ValidationError("--port wants PORT[,PORT...], each 1...65535, got '\(port)'") }
     }
 
+    /// The fleet's own control socket beside its configuration (two fleets, or a fleet beside an
+    /// installed daemon, would otherwise share /run/railgate/control.sock); a comment where the
+    /// path would pass the 107 bytes a Unix socket path may have.
+    func controlSocketLine(_ out: String) -> String {
+        let path = out + "/control.sock"
+        return path.utf8.count <= 107
+            ? "control_socket = \"\(path)\""
+            : "## control_socket: the default (\(path) is longer than a Unix socket path may be)"
+    }
+
     func run() throws {
         let profileName = "f32-block-\(points)"
         _ = mkdir(out, 0o755)
@@ -129,6 +139,7 @@ struct FleetConfigCommand: ParsableCommand {
             state_dir = "\(state)"
             log_level = "notice"
             profile_path = ["\(out)/profiles"]
+            \(controlSocketLine(out))
 
             [buffer]
             max_bytes = \(bufferMaxBytes)
