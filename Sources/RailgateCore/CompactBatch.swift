@@ -33,7 +33,6 @@ public struct CompactBatchEncoder: Sendable {
     /// Each source's name table as the last batch left it, by source token: a batch starts from
     /// it, so a source's names are matched by comparing bytes, not hashed again every batch.
     private var known: [[UInt8]: CompactScan.Names] = [:]
-    private var knownNames = 0
 
     /// `pointOrder`: each source's point names in profile order (the order its records list
     /// them in), so that slots follow it; names it does not list go after the one before them.
@@ -69,15 +68,8 @@ public struct CompactBatchEncoder: Sendable {
         var scan = CompactScan(ranks: ranks, known: known)
         for record in records { scan.add(record.bytes) }
         let payload = scan.render(prefix: prefix, records: records)
-        for source in scan.sources {
-            let before = known[source.token]?.names.count ?? 0
-            if source.names.names.count != before { knownNames += source.names.names.count - before }
-            known[source.token] = source.names
-        }
-        if knownNames > Self.rememberedNames {
-            known = [:]
-            knownNames = 0
-        }
+        for source in scan.sources { known[source.token] = source.names }
+        if known.values.reduce(0, { $0 + $1.names.count }) > Self.rememberedNames { known = [:] }
         return payload
     }
 }

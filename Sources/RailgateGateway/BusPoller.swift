@@ -164,7 +164,9 @@ final class BusPoller: @unchecked Sendable {
         var windowStart = MonotonicInstant.now()
         var busyNanoseconds: Int64 = 0
         while true {
-            guard let poller = pollers.min(by: { $0.nextDue < $1.nextDue }) else { return }
+            // The first due, in configuration order among equals (a cycle's order).
+            guard let index = pollers.indices.min(by: { pollers[$0].nextDue < pollers[$1].nextDue }) else { return }
+            let poller = pollers[index]
             let due = poller.nextDue
             guard waitBeating(until: due) else { break }
             if StallTestHook.triggered() {
@@ -178,7 +180,7 @@ final class BusPoller: @unchecked Sendable {
             let failedBefore = !wasAnswering
             let record = poller.poll(over: connection, retries: bus.retries, busy: busy, at: WallClock.now())
             let latencyMs = Double(MonotonicInstant.now().nanoseconds - started.nanoseconds) / 1_000_000
-            if let index = pollers.firstIndex(where: { $0 === poller }), !poller.staticRequests.isEmpty,
+            if !poller.staticRequests.isEmpty,
                 !worker.isStopping
             {
                 // Static points, read while the device answers: at start, after a reconnect, when
@@ -223,7 +225,7 @@ final class BusPoller: @unchecked Sendable {
                     let share = min(1, Double(busyNanoseconds) / Double(windowMs * 1_000_000))
                     utilisation = utilisation == 0 ? share : utilisation * 0.8 + share * 0.2
                 }
-                if let index = pollers.firstIndex(where: { $0 === poller }) { snapshot[index].stats = poller.stats }
+                snapshot[index].stats = poller.stats
                 activity[poller.device.name, default: DeviceActivity()].note(
                     record, latencyMs: latencyMs, profile: poller.device.profile)
             }

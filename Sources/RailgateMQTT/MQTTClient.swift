@@ -80,7 +80,7 @@ public final class MQTTClient: @unchecked Sendable {
     private var handle: OpaquePointer?
     private let onEvent: @Sendable (MQTTEvent) -> Void
     private var loopRunning = false
-    private var thread: NetworkThread?
+    private var thread: DaemonThread?
     /// Guards `stopping`, `connectionUp`, `acceptedAt`; wakes the back-off wait on a stop.
     private let state = ConditionLock()
     private var stopping = false
@@ -267,16 +267,16 @@ public final class MQTTClient: @unchecked Sendable {
                 operation: "connect to \(host):\(port)", code: Int32(MOSQ_ERR_INVAL.rawValue), errnoCode: 0)
         }
         try MQTTError.check(mosquitto_threaded_set(live, true), "tell libmosquitto it runs on the client's thread")
-        let thread = NetworkThread()
-        if let code = thread.start({ [self] in
-            DaemonThread.nameCurrentThread("mqtt network")
-            networkLoop(
-                host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff, stableMs: stableMs)
-        }) {
+        do {
+            thread = try DaemonThread(name: "mqtt network") { [self] in
+                networkLoop(
+                    host: host, port: port, keepaliveSeconds: keepaliveSeconds, backoff: backoff, stableMs: stableMs)
+            }
+        } catch {
             throw MQTTError(
-                operation: "start the MQTT network thread", code: Int32(MOSQ_ERR_ERRNO.rawValue), errnoCode: code)
+                operation: "start the MQTT network thread", code: Int32(MOSQ_ERR_ERRNO.rawValue),
+                errnoCode: error.code)
         }
-        self.thread = thread
         loopRunning = true
     }
 
@@ -371,34 +371,6 @@ public final class MQTTClient: @unchecked Sendable {
         thread?.join()
         loopRunning = false
     }
-}
-
-/// A joinable pthread for the client's network loop (RailgateMQTT has no thread type of its own
-/// otherwise); `pthread_create`.
-final class NetworkThread: @unchecked Sendable {
-    private var thread = pthread_t()
-
-    /// Starts `body` on a new thread; returns nil, or `pthread_create`'s error.
-    func start(_ body: @escaping @Sendable () -> Void) -> Int32? {
-        final class Box {
-            let body: @Sendable () -> Void
-            init(body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        let box = Unmanaged.passRetained(Box(body: body)).toOpaque()
-        let code = pthread_create(
-            &thread, nil,
-            { argument in
-                Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
-                return nil
-            }, box)
-        guard code == 0 else {
-            Unmanaged<Box>.fromOpaque(box).release()
-            return code
-        }
-        return nil
-    }
-
-    func join() { pthread_join(thread, nil) }
 }
 /// `mosquitto_lib_init` once per process (it is not thread-safe to call twice concurrently).
 enum MQTTLibrary {

@@ -81,11 +81,6 @@ public final class DaemonThread: @unchecked Sendable {
         return kept + Array(" \(number)".utf8)
     }
 
-    /// Names the calling thread `name` (cut as `DaemonThread` cuts it) for threads railgate
-    /// does not start itself through this type (the MQTT client's network loop); a failure (no
-    /// /proc) only leaves the process's name.
-    public static func nameCurrentThread(_ name: String) { nameCurrentThread(threadName(name)) }
-
     /// Names the calling thread; a failure (no /proc) only leaves the process's name.
     static func nameCurrentThread(_ name: [UInt8]) {
         let descriptor = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)

@@ -13,18 +13,36 @@ public struct LocalFiles: ConfigFileSource {
     /// What `open`, `fstat` or `read` said about `path` (the C library's text for errno), or
     /// that it is a directory or not a regular file; nil when it reads.
     public func unreadableReason(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return String(cString: strerror(errno)) }
-        defer { close(fd) }
-        var status = stat()
-        guard fstat(fd, &status) == 0 else { return String(cString: strerror(errno)) }
-        switch status.st_mode & S_IFMT {
-        case S_IFREG: break
-        case S_IFDIR: return "is a directory"
-        default: return "not a regular file"
+        switch openRegular(path) {
+        case .failure(let reason): return reason.text
+        case .success(let fd):
+            defer { close(fd) }
+            var byte: UInt8 = 0
+            return Glibc.read(fd, &byte, 1) < 0 ? String(cString: strerror(errno)) : nil
         }
-        var byte: UInt8 = 0
-        return Glibc.read(fd, &byte, 1) < 0 ? String(cString: strerror(errno)) : nil
+    }
+
+    private struct Unreadable: Error { var text: String }
+
+    /// `path` opened read-only if it is a regular file, or why not.
+    private func openRegular(_ path: String) -> Result<Int32, Unreadable> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(Unreadable(text: String(cString: strerror(errno)))) }
+        var status = stat()
+        let reason: String?
+        if fstat(fd, &status) != 0 {
+            reason = String(cString: strerror(errno))
+        } else {
+            reason =
+                switch status.st_mode & S_IFMT {
+                case S_IFREG: nil
+                case S_IFDIR: "is a directory"
+                default: "not a regular file"
+                }
+        }
+        guard let reason else { return .success(fd) }
+        close(fd)
+        return .failure(Unreadable(text: reason))
     }
 
     /// The file's bytes, at most `TOMLLimits().maxBytes + 1` of them (enough for the TOML reader
@@ -32,11 +50,8 @@ public struct LocalFiles: ConfigFileSource {
     public func readBytes(_ path: String) -> [UInt8]? { bytes(path, limit: TOMLLimits().maxBytes + 1) }
 
     private func bytes(_ path: String, limit: Int) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard case .success(let fd) = openRegular(path) else { return nil }
         defer { close(fd) }
-        var status = stat()
-        guard fstat(fd, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

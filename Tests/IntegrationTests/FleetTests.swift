@@ -2,36 +2,56 @@ import Foundation
 import RailgateCore
 import Testing
 
+/// What every fleet test starts from: a broker and a subscriber, `fleet-config` for `devices`
+/// devices of `points` f32 on `buses` TCP buses (batches every 200 ms), one `wagon` serving all
+/// their units, and the gateway running on the generated configuration.
+struct FleetRig {
+    let scratch = Scratch()
+    let broker: Broker
+    let subscriber: Subscriber
+    /// Where `fleet-config` wrote railgate.toml and profiles/.
+    let directory: String
+    /// The profile every device shares.
+    let profile: String
+    let simulator: WagonSimulator
+    let gateway: TestProcess
+
+    init(devices: Int, points: Int, buses: Int, pollIntervalMs: Int, simulatorOptions: [String] = []) throws {
+        broker = try Broker(scratch: scratch)
+        subscriber = try Subscriber(port: broker.port)
+        let simulatorPort = freePort()
+        directory = scratch.path + "/fleet"
+        let generator = try TestProcess(
+            Binaries.simulator,
+            [
+                "fleet-config", "--out", directory, "--devices", "\(devices)", "--points", "\(points)", "--buses",
+                "\(buses)", "--poll-interval-ms", "\(pollIntervalMs)", "--batch-interval-ms", "200", "--port",
+                "\(simulatorPort)", "--upstream", "mqtt://127.0.0.1:\(broker.port)",
+            ], scratch: scratch, name: "fleet-config")
+        #expect(try generator.waitForExit() == 0)
+        profile = directory + "/profiles/f32-block-\(points).toml"
+        simulator = try WagonSimulator(
+            profile: profile, units: "1-\(devices)", scratch: scratch, port: simulatorPort, extra: simulatorOptions)
+        gateway = try TestProcess(
+            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
+    }
+}
+
 /// `railgate-sim fleet-config` and one `wagon` serving the whole fleet: what the scale benchmark
 /// runs (at 100 devices x 100 points), small enough for the test suite.
 @Suite("Fleet: fleet-config and one simulator for many units", .serialized)
 struct FleetTests {
     @Test("6 devices x 20 f32 on 2 TCP buses: every device's samples carry all 20 values, every seq arrives")
     func smallFleet() throws {
-        let scratch = Scratch()
-        let broker = try Broker(scratch: scratch)
-        let subscriber = try Subscriber(port: broker.port)
-        let simulatorPort = freePort()
-        let directory = scratch.path + "/fleet"
-        let generator = try TestProcess(
-            Binaries.simulator,
-            [
-                "fleet-config", "--out", directory, "--devices", "6", "--points", "20", "--buses", "2",
-                "--poll-interval-ms", "200", "--batch-interval-ms", "200", "--port", "\(simulatorPort)",
-                "--upstream", "mqtt://127.0.0.1:\(broker.port)",
-            ], scratch: scratch, name: "fleet-config")
-        #expect(try generator.waitForExit() == 0)
-        let config = try String(contentsOfFile: directory + "/railgate.toml", encoding: .utf8)
+        let rig = try FleetRig(
+            devices: 6, points: 20, buses: 2, pollIntervalMs: 200, simulatorOptions: ["--tick-ms", "200"])
+        let (subscriber, gateway) = (rig.subscriber, rig.gateway)
+        let config = try String(contentsOfFile: rig.directory + "/railgate.toml", encoding: .utf8)
         #expect(config.components(separatedBy: "[[bus]]").count - 1 == 2)
         #expect(config.components(separatedBy: "[[device]]").count - 1 == 6)
         #expect(config.components(separatedBy: #"bus = "fleet-1""#).count - 1 == 3)
         #expect(config.components(separatedBy: #"bus = "fleet-2""#).count - 1 == 3)
 
-        let simulator = try WagonSimulator(
-            profile: directory + "/profiles/f32-block-20.toml", units: "1-6", scratch: scratch, port: simulatorPort,
-            extra: ["--tick-ms", "200"])
-        let gateway = try TestProcess(
-            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
         let sources = Set((1...6).map { "dev-\($0)" })
         try subscriber.waitUntil(seconds: 60) { _ in
             let records = subscriber.records
@@ -54,28 +74,13 @@ struct FleetTests {
             #expect(values.map(\.0) == (0..<20).map { "v\($0)" }, "\(record.serialized)")
             #expect(values.allSatisfy { $0.1.doubleValue?.isFinite == true }, "\(record.serialized)")
         }
-        _ = simulator
+        _ = rig  // the simulator and the broker live to the end
     }
 
     @Test("devices of one interval on one bus are polled in cycles: one after the other, then a sleep")
     func pollCycles() throws {
-        let scratch = Scratch()
-        let broker = try Broker(scratch: scratch)
-        let subscriber = try Subscriber(port: broker.port)
-        let simulatorPort = freePort()
-        let directory = scratch.path + "/fleet"
-        let generator = try TestProcess(
-            Binaries.simulator,
-            [
-                "fleet-config", "--out", directory, "--devices", "3", "--points", "4", "--buses", "1",
-                "--poll-interval-ms", "3000", "--batch-interval-ms", "200", "--port", "\(simulatorPort)",
-                "--upstream", "mqtt://127.0.0.1:\(broker.port)",
-            ], scratch: scratch, name: "fleet-config")
-        #expect(try generator.waitForExit() == 0)
-        let simulator = try WagonSimulator(
-            profile: directory + "/profiles/f32-block-4.toml", units: "1-3", scratch: scratch, port: simulatorPort)
-        let gateway = try TestProcess(
-            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
+        let rig = try FleetRig(devices: 3, points: 4, buses: 1, pollIntervalMs: 3000)
+        let (subscriber, gateway) = (rig.subscriber, rig.gateway)
         let sources = (1...3).map { "dev-\($0)" }
         func samples(of source: String) -> [Int64] {
             subscriber.records.filter { $0["kind"] == .string("sample") && $0["source"]?.stringValue == source }
@@ -93,28 +98,13 @@ struct FleetTests {
         let first = sources.map { samples(of: $0)[0] }
         let second = sources.map { samples(of: $0)[1] }
         #expect(zip(first, second).allSatisfy { $1 - $0 >= 2000 }, "a sleep between cycles: \(first) then \(second)")
-        _ = simulator
+        _ = rig  // the simulator and the broker live to the end
     }
 
     @Test("a reload that reorders a profile's points: batches stay compact/1, in the new slot order")
     func reloadReorderedProfile() throws {
-        let scratch = Scratch()
-        let broker = try Broker(scratch: scratch)
-        let subscriber = try Subscriber(port: broker.port)
-        let simulatorPort = freePort()
-        let directory = scratch.path + "/fleet"
-        let generator = try TestProcess(
-            Binaries.simulator,
-            [
-                "fleet-config", "--out", directory, "--devices", "2", "--points", "3", "--buses", "1",
-                "--poll-interval-ms", "200", "--batch-interval-ms", "200", "--port", "\(simulatorPort)",
-                "--upstream", "mqtt://127.0.0.1:\(broker.port)",
-            ], scratch: scratch, name: "fleet-config")
-        #expect(try generator.waitForExit() == 0)
-        let profile = directory + "/profiles/f32-block-3.toml"
-        let simulator = try WagonSimulator(profile: profile, units: "1-2", scratch: scratch, port: simulatorPort)
-        let gateway = try TestProcess(
-            Binaries.railgate, ["run", "--config", directory + "/railgate.toml"], scratch: scratch, name: "railgate")
+        let rig = try FleetRig(devices: 2, points: 3, buses: 1, pollIntervalMs: 200)
+        let (subscriber, gateway, profile) = (rig.subscriber, rig.gateway, rig.profile)
         func telemetry() -> [String] { subscriber.timedMessages.map(\.text) }
         try subscriber.waitUntil(seconds: 60) { _ in telemetry().count >= 3 }
         #expect(telemetry().allSatisfy { $0.contains(#""format":"compact/1""#) }, "\(telemetry())")
@@ -136,7 +126,7 @@ struct FleetTests {
             #expect(payload.contains(#""format":"compact/1""#), "a batch after the reload went plain: \(payload)")
             #expect(payload.contains(#"["dev-1","v2","v1","v0"]"#), "slots in the new order: \(payload)")
         }
-        _ = simulator
+        _ = rig  // the simulator and the broker live to the end
     }
 
     @Test("fleet-config refuses a fleet that cannot be addressed")
