@@ -58,6 +58,7 @@ final class ControlServer: @unchecked Sendable {
                     command.map(respond)
                     ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
                 StandardStreams.write(fd: client.fd, reply.serialized + "\n")
+                returnFreedMemory()
             }
         } catch {
             Glibc.close(fd)

@@ -42,7 +42,10 @@ final class MetricsServer: @unchecked Sendable {
         }
         let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
         do {
-            try server.start(name: "metrics", supervisor: supervisor) { [self] client in answer(client) }
+            try server.start(name: "metrics", supervisor: supervisor) { [self] client in
+                answer(client)
+                returnFreedMemory()
+            }
         } catch {
             close(fd)
             throw error
