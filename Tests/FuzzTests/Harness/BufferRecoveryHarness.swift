@@ -6,7 +6,8 @@ import RailgateCore
 /// `reserved` and `drops` state files, raw or well-formed with any value), opened read-only or
 /// for writing. Holds: opening never traps; every record read back is an intact frame of a
 /// segment file (its CRC-32 matches its bytes), seqs come strictly increasing and within
-/// 1...2^53; and when writing, the record appended next gets a seq above every one seen, and
+/// 1...2^53; and when writing, the record appended next gets a seq above every one seen (or, past
+/// a record at 2^53, is refused with the seq limit's error), and
 /// reads back after a reopen.
 enum BufferRecoveryHarness {
     /// The directory each run rebuilds (tmpfs where there is one: the buffer syncs).
@@ -68,7 +69,11 @@ enum BufferRecoveryHarness {
             seq = try buffer.append(record)
             try buffer.sync()
         } catch {
-            violations.check(false, "append after recovery: \(error)")
+            // An intact record at the seq limit (2^53) leaves no seq to hand out: the append must be
+            // refused with the limit's error (no seq reused, none past the limit), not made.
+            let atLimit = error.code == EOVERFLOW && buffer.stats().nextSeq > 1 << 53
+            buffer.close()
+            violations.check(atLimit, "append after recovery: \(error)")
             return violations.messages
         }
         let durable = buffer.stats().durableSeq
