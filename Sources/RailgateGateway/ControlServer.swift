@@ -51,13 +51,13 @@ final class ControlServer: @unchecked Sendable {
                     let refusal =
                         copy < 0
                         ? .object([("error", .string("dup: \(String(cString: strerror(errno)))"))]) : follow(copy)
-                    if let refusal { StandardStreams.write(fd: client.fd, refusal.serialized + "\n") }
+                    if let refusal { ConnectedSocket.send(fd: client.fd, refusal.serialized + "\n") }
                     return
                 }
                 let reply =
                     command.map(respond)
                     ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
-                StandardStreams.write(fd: client.fd, reply.serialized + "\n")
+                ConnectedSocket.send(fd: client.fd, reply.serialized + "\n")
                 returnFreedMemory()
             }
         } catch {

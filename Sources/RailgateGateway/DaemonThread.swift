@@ -301,15 +301,21 @@ final class ConnectionServer: @unchecked Sendable {
         }
     }
 
+    /// Stops the threads and closes the listener and the stop pipe; returns when the threads
+    /// have ended. Only the first call does anything: a second must not write to or close
+    /// descriptor numbers that may belong to somebody else by then.
     func stop() {
+        let first = clients.withLock { () -> Bool in
+            guard !stopped else { return false }
+            stopped = true
+            for client in serving { shutdown(client, Int32(SHUT_RDWR)) }
+            return true
+        }
+        guard first else { return }
         for worker in workers { worker.requestStop() }
         if stopPipe.write >= 0 {
             var byte: UInt8 = 1
             _ = write(stopPipe.write, &byte, 1)
-        }
-        clients.withLock {
-            stopped = true
-            for client in serving { shutdown(client, Int32(SHUT_RDWR)) }
         }
         for worker in workers { worker.stop() }
         close(listener)

@@ -84,7 +84,7 @@ final class MetricsServer: @unchecked Sendable {
         } else {
             response = "HTTP/1.0 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n"
         }
-        StandardStreams.write(fd: client, response)
+        ConnectedSocket.send(fd: client, response)
     }
 }
 

@@ -373,9 +373,20 @@ public final class MQTTClient: @unchecked Sendable {
     }
 }
 /// `mosquitto_lib_init` once per process (it is not thread-safe to call twice concurrently).
+///
+/// Also ignores SIGPIPE for the process, unless somebody installed a handler: libmosquitto sends
+/// with plain `write(2)` (and OpenSSL's socket BIO likewise), so a broker that closes the
+/// connection while a packet is being written would kill the process with SIGPIPE instead of
+/// failing the write with EPIPE, which the client reports and reconnects from. The daemon ignores
+/// SIGPIPE anyway (`Gateway.blockSignals`); this covers every other process with a client (tests,
+/// the bench).
 enum MQTTLibrary {
     private static let initialised: Bool = {
         mosquitto_lib_init()
+        var current = sigaction()
+        if sigaction(SIGPIPE, nil, &current) == 0, current.__sigaction_handler.sa_handler == nil {  // SIG_DFL
+            signal(SIGPIPE, SIG_IGN)
+        }
         return true
     }()
 

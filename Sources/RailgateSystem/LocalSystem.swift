@@ -92,6 +92,33 @@ public enum StandardStreams {
     }
 }
 
+/// Writes on a connected stream socket (Unix or TCP) that never raise SIGPIPE.
+public enum ConnectedSocket {
+    /// Sends all of `bytes` on the connected stream socket `fd` with `send(2)` and
+    /// `MSG_NOSIGNAL`, retrying on EINTR and partial sends. Blocks as the socket does (its
+    /// `SO_SNDTIMEO` bounds each send). Returns false, errno set, when the socket refuses: EPIPE or
+    /// ECONNRESET when the peer has gone, EAGAIN when the send timeout ran out. A peer that has
+    /// gone is never a SIGPIPE, which kills a process that has not ignored it (the daemon ignores
+    /// it, the CLI and the tests do not). Any thread.
+    @discardableResult
+    public static func send(fd: Int32, bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if sent < 0, errno == EINTR { continue }
+            guard sent > 0 else { return false }
+            offset += sent
+        }
+        return true
+    }
+
+    /// Sends all of `text` as UTF-8; see `send(fd:bytes:)`.
+    @discardableResult
+    public static func send(fd: Int32, _ text: String) -> Bool { send(fd: fd, bytes: Array(text.utf8)) }
+}
+
 /// Unix sockets by path: the control socket, the simulated GPIO chip, systemd's notify socket.
 public enum UnixSocket {
     /// Calls `body` with `path` as a socket address and its length, or returns nil if the path is
@@ -149,7 +176,9 @@ public enum ControlClient {
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         guard UnixSocket.connect(fd, to: path) else { throw Failure(description: String(cString: strerror(errno))) }
-        StandardStreams.write(fd: fd, command + "\n")
+        guard ConnectedSocket.send(fd: fd, command + "\n") else {
+            throw Failure(description: "the daemon closed the connection: \(String(cString: strerror(errno)))")
+        }
         var reply: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -171,7 +171,7 @@ func metric(port: Int, _ name: String) -> Double? {
     guard let fd = connectLoopback(port) else { return nil }
     defer { close(fd) }
     let request = Array("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
-    guard write(fd, request, request.count) == request.count else { return nil }
+    guard ConnectedSocket.send(fd: fd, bytes: request) else { return nil }
     var response: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 16384)
     while true {

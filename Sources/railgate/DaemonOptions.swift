@@ -39,7 +39,9 @@ extension ControlClient {
         guard fd >= 0 else { throw Failure(description: String(cString: strerror(errno))) }
         defer { close(fd) }
         guard UnixSocket.connect(fd, to: path) else { throw Failure(description: String(cString: strerror(errno))) }
-        StandardStreams.write(fd: fd, command + "\n")
+        guard ConnectedSocket.send(fd: fd, command + "\n") else {
+            throw Failure(description: "the daemon closed the connection: \(String(cString: strerror(errno)))")
+        }
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -178,7 +178,7 @@ struct CommandTests {
         guard connected == 0 else { throw TimedOut(description: "cannot connect to the metrics port") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = "GET \(path) HTTP/1.0\r\n\r\n".withCString { send(fd, $0, strlen($0), 0) }
+        _ = "GET \(path) HTTP/1.0\r\n\r\n".withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -196,7 +196,7 @@ struct CommandTests {
         guard UnixSocket.connect(fd, to: path) else { throw TimedOut(description: "cannot connect to \(path)") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        if !text.isEmpty { _ = text.withCString { send(fd, $0, strlen($0), 0) } }
+        if !text.isEmpty { _ = text.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let count = recv(fd, &buffer, buffer.count, 0)
         return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""

@@ -383,7 +383,7 @@ final class OneReplySocket: @unchecked Sendable {
                 line = String(decoding: received, as: UTF8.self)
                 lock.broadcast()
             }
-            StandardStreams.write(fd: client, reply + "\n")
+            ConnectedSocket.send(fd: client, reply + "\n")
         }
         self.thread = thread
         thread.start()
