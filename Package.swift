@@ -103,7 +103,9 @@ let package = Package(
             swiftSettings: strictness),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["RailgateCore", "RailgateSystem", "RailgateMQTT", "RailgateModbus", "RailgateGPIO"],
+            dependencies: [
+                "RailgateCore", "RailgateSystem", "RailgateMQTT", "RailgateModbus", "RailgateGPIO", "RailgateBuffer",
+            ],
             exclude: ["Fixtures"],
             swiftSettings: strictness),
     ]

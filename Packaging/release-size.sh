@@ -11,7 +11,8 @@ for binary in "$@"; do
     [ -x "$binary" ] || { echo "no $binary: run make release first" >&2; exit 1; }
     stripped=$(mktemp)
     strip --strip-unneeded -o "$stripped" "$binary"
-    echo "== $(basename "$binary"): $(stat -c %s "$binary") bytes as built, $(stat -c %s "$stripped") stripped"
+    built=$(stat -c %s "$binary"); small=$(stat -c %s "$stripped")
+    echo "== $(basename "$binary"): $(numfmt --to=iec-i --suffix=B --format=%.2f "$small") stripped ($small bytes; $(numfmt --to=iec-i --suffix=B --format=%.2f "$built") as built)"
     echo "-- sections (stripped, bytes):"
     size -A "$stripped" | awk '$2 ~ /^[0-9]+$/ && $2 > 4096 { printf "  %-24s %10d\n", $1, $2 }'
     echo "-- shared libraries still needed:"

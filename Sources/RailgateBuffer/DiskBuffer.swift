@@ -63,6 +63,10 @@ public struct BufferStats: Sendable, Equatable {
     public var records: Int
     /// Bytes of all segment files on disk.
     public var bytes: Int
+    /// Records in the segment files, acknowledged or not: the records `bytes` holds (acknowledged
+    /// ones stay until their segment is removed). `bytes / storedRecords` is the mean size of a
+    /// record on disk, frame included.
+    public var storedRecords: Int
     /// Oldest unacknowledged seq (== nextSeq when empty).
     public var firstSeq: UInt64
     /// The seq the next record will get.
@@ -751,7 +755,8 @@ public final class DiskBuffer: @unchecked Sendable {
             let pending = segments.reduce(0) { $0 + $1.count(after: ackedSeq) } - ackedAhead.count
             let first = segments.lazy.compactMap { $0.firstSeq(after: self.ackedSeq) }.first ?? nextSeq
             return BufferStats(
-                records: max(0, pending), bytes: bytes, firstSeq: first, nextSeq: nextSeq,
+                records: max(0, pending), bytes: bytes, storedRecords: segments.reduce(0) { $0 + $1.count },
+                firstSeq: first, nextSeq: nextSeq,
                 lastSeq: segments.last(where: { $0.count > 0 })?.lastSeq ?? 0, ackedSeq: ackedSeq,
                 durableSeq: readOnly ? nextSeq - 1 : durableSeq, reservedSeq: reservedSeq,
                 droppedNormal: droppedNormal, droppedAlarm: droppedAlarm, corruptBytesSkipped: corruptBytes,

@@ -266,8 +266,12 @@ public final class Gateway: @unchecked Sendable {
         let sameUpstream = fresh.upstream == config.upstream && fresh.gateway.id == config.gateway.id
         var kept: Uplink?
         withStopDeadline { kept = stopServices(keepingUplink: sameUpstream) }
-        lock.withLock { config = fresh }
+        let previous = lock.withLock {
+            defer { config = fresh }
+            return config
+        }
         try startServices(fresh, uplink: kept)
+        logger.notice("reloaded: \(ReloadSummary.describe(from: previous, to: fresh, upstreamKept: sameUpstream))")
     }
 
     /// A bus read a device's static points: the birth message is published again with them.
@@ -502,6 +506,7 @@ public final class Gateway: @unchecked Sendable {
         }
         let bufferJSON: JSON = .object([
             ("records", .integer(Int64(buffer.records))), ("bytes", .integer(Int64(buffer.bytes))),
+            ("stored_records", .integer(Int64(buffer.storedRecords))),
             ("first_seq", .unsigned(buffer.firstSeq)), ("next_seq", .unsigned(buffer.nextSeq)),
             ("durable_seq", .unsigned(buffer.durableSeq)),
             ("dropped", .unsigned(buffer.dropped)), ("dropped_normal", .unsigned(buffer.droppedNormal)),

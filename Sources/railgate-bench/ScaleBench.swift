@@ -51,6 +51,12 @@ final class SeqCounter: @unchecked Sendable {
         lock.withLock { (distinct, duplicates, firstAt) }
     }
 
+    /// Distinct seqs from `first` on received so far: what was produced since `first` and has
+    /// reached the broker (a backlog from before it is not counted).
+    func received(from first: Int) -> Int {
+        lock.withLock { seen.indices.dropFirst(max(0, first)).reduce(0) { $0 + (seen[$1] ? 1 : 0) } }
+    }
+
     /// Seqs in 1..<`next` not received.
     func missing(below next: Int) -> Int {
         lock.withLock { (1..<max(1, next)).reduce(0) { $0 + ($1 < seen.count && seen[$1] ? 0 : 1) } }
@@ -223,7 +229,6 @@ enum ScaleBench {
 
         let gatewayStart = ProcSample.read(gateway.pid)
         let simulatorStart = ProcSample.read(simulator.pid)
-        let deliveredStart = counter.state.distinct
         let nextSeqStart = metric(port: metricsPort, "railgate_buffer_next_seq") ?? 0
         progress(gatewayStart)
         var depths: [Double] = []
@@ -239,7 +244,9 @@ enum ScaleBench {
         }
         let gatewayEnd = ProcSample.read(gateway.pid)
         let simulatorEnd = ProcSample.read(simulator.pid)
-        let deliveredEnd = counter.state.distinct
+        // Records made in the window that reached the broker within it (a warm-up backlog
+        // delivered meanwhile would count as throughput the fleet never produced).
+        let delivered = counter.received(from: Int(nextSeqStart))
         let nextSeqEnd = metric(port: metricsPort, "railgate_buffer_next_seq") ?? 0
         if let depth = metric(port: metricsPort, "railgate_buffer_records") { depths.append(depth) }
 
@@ -255,7 +262,7 @@ enum ScaleBench {
             + (metric(port: metricsPort, "railgate_buffer_dropped_total") ?? 0)
         return Result(
             startupSeconds: startup, window: gatewayEnd.at - gatewayStart.at, gateway: (gatewayStart, gatewayEnd),
-            simulator: (simulatorStart, simulatorEnd), recordsDelivered: deliveredEnd - deliveredStart,
+            simulator: (simulatorStart, simulatorEnd), recordsDelivered: delivered,
             produced: Int(nextSeqEnd - nextSeqStart), missing: counter.missing(below: next),
             duplicates: counter.state.duplicates, depths: depths, lost: lost)
     }
@@ -270,7 +277,8 @@ enum ScaleBench {
         func mib(_ kib: Int) -> String { format(Double(kib) / 1024) + " MiB" }
         StandardStreams.out(
             "points produced: \(Int(producedPoints / result.window))/s, delivered: \(Int(points / result.window))/s "
-                + "(\(fleet.points) a record; expected \(Int(fleet.pointsPerSecond))/s)")
+                + "(made in the window and at the broker by its end; \(fleet.points) a record; "
+                + "expected \(Int(fleet.pointsPerSecond))/s)")
         StandardStreams.out(
             "gateway CPU: \(format(microseconds, 3)) us per point (user \(format(user, 2)) s + sys \(format(cpu - user, 2)) s "
                 + "in \(format(result.window, 1)) s, "

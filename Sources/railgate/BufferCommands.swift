@@ -58,16 +58,11 @@ struct BufferStatsCommand: ParsableCommand {
         let now = WallClock.now()
         let oldestTime = oldest.flatMap { Self.timestamp(of: $0.bytes) }
         let ageSeconds = oldestTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 }
-        // Bytes per hour over the most recent records, frame headers included.
-        var bytesPerHour: Double?
-        if recent.count >= 2, let first = Self.timestamp(of: recent.first!.bytes),
-            let last = Self.timestamp(of: recent.last!.bytes),
-            last > first
-        {
-            let bytes = recent.reduce(0) { $0 + $1.bytes.count + 20 }
-            bytesPerHour =
-                Double(bytes) / (Double(last.millisecondsSinceEpoch - first.millisecondsSinceEpoch) / 3_600_000)
-        }
+        // Bytes per hour over the most recent unacknowledged records, frame headers (20 bytes) included.
+        let bytesPerHour = OutageRoom.bytesPerHour(
+            recent.compactMap { record in
+                Self.timestamp(of: record.bytes).map { ($0.millisecondsSinceEpoch, record.bytes.count + 20) }
+            })
         var filesystem = statvfs()
         let diskFree =
             statvfs(options.stateDir, &filesystem) == 0 ? Int(filesystem.f_bavail) * Int(filesystem.f_frsize) : Int.max
@@ -77,6 +72,7 @@ struct BufferStatsCommand: ParsableCommand {
             StandardStreams.out(
                 JSON.object([
                     ("records", .integer(Int64(stats.records))), ("bytes", .integer(Int64(stats.bytes))),
+                    ("stored_records", .integer(Int64(stats.storedRecords))),
                     ("max_bytes", .integer(Int64(stats.maxBytes))), ("first_seq", .unsigned(stats.firstSeq)),
                     ("next_seq", .unsigned(stats.nextSeq)), ("last_seq", .unsigned(stats.lastSeq)),
                     ("acked_seq", .unsigned(stats.ackedSeq)),
@@ -147,7 +143,8 @@ struct BufferStatsCommand: ParsableCommand {
             lines.append(
                 (
                     "rate",
-                    "not enough recent records to estimate how long the free space (\(HumanFormat.bytes(free))) lasts"
+                    "the unacknowledged records span under a minute, too little to measure "
+                        + "how fast the free space (\(HumanFormat.bytes(free))) would fill"
                 ))
         }
         for line in HumanFormat.columns(lines.map { [$0.0, $0.1] }) { StandardStreams.out(line) }

@@ -232,6 +232,7 @@ enum DoctorSystem {
         }
         let used = live?["bytes"]?.intValue ?? stats?.bytes ?? 0
         let records = live?["records"]?.intValue ?? stats?.records ?? 0
+        let stored = live?["stored_records"]?.intValue ?? stats?.storedRecords ?? 0
         let dropped = live?["dropped"]?.intValue ?? stats.map { Int($0.dropped) } ?? 0
         let lost = live?["lost_records"]?.intValue ?? stats.map { Int($0.lostRecords) } ?? 0
         let room = max(0, min(config.buffer.maxBytes, used + free) - used)
@@ -240,8 +241,9 @@ enum DoctorSystem {
         let measured = live?["stored_per_s"]?.doubleValue.map { $0 * 3600 }
         let perHour =
             measured ?? config.devices.reduce(0.0) { $0 + 3_600_000 / Double(max(1, $1.pollIntervalMs)) }
-        let recordBytes = records > 0 ? max(64, used / records) : 256
-        let hours = perHour > 0 ? Double(room) / (perHour * Double(recordBytes)) : .infinity
+        let hours = OutageRoom.hours(
+            roomBytes: room, bytesPerRecord: OutageRoom.bytesPerRecord(storedBytes: used, storedRecords: stored),
+            recordsPerHour: perHour)
         let holds = hours.isInfinite ? "any outage" : "\(DoctorText.duration(seconds: Int(hours * 3600))) of outage"
         let seen =
             "\(DoctorText.plural(records, "record")) waiting (\(DoctorText.bytes(used)) of \(DoctorText.bytes(config.buffer.maxBytes))), "

@@ -328,6 +328,11 @@ struct ReloadTests {
         _ = gatewayConfig(scratch: scratch, brokerPort: broker.port, devices: two)
         gateway.signal(SIGHUP)
         try waitForDevices(["axlebox-1", "axlebox-2"])
+        // The log says what the reload changed.
+        _ = try waitForLog(
+            gateway,
+            "reloaded: 1 bus, 2 devices, 0 gates, 0 inputs; devices added: axlebox-2; upstream kept (the MQTT session stays up)"
+        )
         try subscriber.waitUntil(seconds: 30) { messages in
             messages.contains { $0.json?["sources"]?["axlebox-2"] != nil }
         }

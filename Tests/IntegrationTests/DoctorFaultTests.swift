@@ -436,6 +436,59 @@ struct DoctorFaultTests {
         #expect(lines(result.output, "fail watchdog:").first?.contains("fix: systemd restarts it") == true)
     }
 
+    /// While the link is up the buffer files hold mostly acknowledged records, waiting for their
+    /// segment to go: the files' bytes over the few unacknowledged records made each record seem
+    /// many kilobytes long and the outage room 10-20 times too short.
+    @Test("the outage room counts records at the size they take on disk, not the files' bytes over the few waiting")
+    func outageRoomAtRecordSize() throws {
+        let scratch = Scratch()
+        let broker = try Broker(scratch: scratch)
+        let wagon = try WagonSimulator(profile: "axle-bearing-sensor", units: "7", scratch: scratch)
+        let file = gatewayConfig(
+            scratch: scratch, brokerPort: broker.port, devices: [("axlebox-1", wagon.port, 7, "axle-bearing-sensor")],
+            pollMs: 100)
+        let gateway = try TestProcess(Binaries.railgate, ["run", "--config", file], scratch: scratch, name: "railgate")
+        try eventually("100 records acknowledged", seconds: 60, intervalMs: 200) {
+            (try daemonStatus(scratch)["upstream"]?["acked_seq"]?.intValue ?? 0) >= 100 ? () : nil
+        }
+        try broker.stop()
+        try eventually("5 records waiting", seconds: 60, intervalMs: 200) {
+            (try daemonStatus(scratch)["buffer"]?["records"]?.intValue ?? 0) >= 5 ? () : nil
+        }
+        gateway.signal(SIGTERM)
+        #expect(try gateway.waitForExit() == 0)
+
+        let stats = try TestProcess.run(
+            Binaries.railgate, ["buffer", "stats", "--state-dir", scratch.path + "/state", "--json"], scratch: scratch)
+        let json = try JSONReader.parse(stats.output)
+        let bytes = try #require(json["bytes"]?.intValue)
+        let stored = try #require(json["stored_records"]?.intValue)
+        let waiting = try #require(json["records"]?.intValue)
+        let room = try #require(json["free_bytes"]?.intValue)
+        // A fresh buffer that never filled: every seq from 1 is still in its files.
+        #expect(stored == json["last_seq"]?.intValue, "\(stats.output)")
+        #expect(waiting >= 5 && stored >= 100 + waiting, "\(stats.output)")
+
+        let result = try doctor(file, scratch: scratch)
+        let line = try #require(
+            result.output.split(separator: "\n").first { $0.contains("buffer:") && $0.contains("room for") },
+            "\(result.output)")
+        let match = try #require(line.firstMatch(of: /room for (\S+) of outage at (\d+) records\/h/), "\(line)")
+        let hours = try #require(Self.hours(String(match.1)), "\(line)")
+        #expect(match.2 == "36000", "the configured poll rate, 10 a second: \(line)")
+        let expected = Double(room) / (36000 * Double(max(64, bytes / stored)))
+        #expect(abs(hours - expected) <= max(expected * 0.02, 1.0 / 60), "\(line); expected \(expected) h")
+        _ = wagon
+    }
+
+    /// Hours from a duration as doctor prints it (`3d04h`, `1h02m`, `3m05s`, `42 s`).
+    static func hours(_ text: String) -> Double? {
+        if let match = text.wholeMatch(of: /(\d+)d(\d+)h/) { return Double(match.1)! * 24 + Double(match.2)! }
+        if let match = text.wholeMatch(of: /(\d+)h(\d+)m/) { return Double(match.1)! + Double(match.2)! / 60 }
+        if let match = text.wholeMatch(of: /(\d+)m(\d+)s/) { return (Double(match.1)! * 60 + Double(match.2)!) / 3600 }
+        return nil
+    }
+
     @Test(
         "a healthy configuration: exit 0, no scan, and the human output matches the golden file (variable parts masked)"
     )

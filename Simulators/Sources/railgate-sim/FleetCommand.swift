@@ -154,9 +154,10 @@ struct FleetConfigCommand: ParsableCommand {
             batch_interval_ms = \(batchIntervalMs)
 
             """
-        if let metricsListen { text += "[metrics]\nlisten = \"\(metricsListen)\"\n\n" }
+        if let metricsListen { text += "\n[metrics]\nlisten = \"\(metricsListen)\"\n" }
         for bus in 0..<buses {
             text += """
+
                 [[bus]]
                 name = "fleet-\(bus + 1)"
                 transport = "tcp"
@@ -169,6 +170,7 @@ struct FleetConfigCommand: ParsableCommand {
         }
         for index in 0..<devices {
             text += """
+
                 [[device]]
                 name = "dev-\(firstUnit + index)"
                 bus = "fleet-\(index % buses + 1)"
