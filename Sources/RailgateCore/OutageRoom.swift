@@ -28,10 +28,21 @@ public enum OutageRoom {
     )
         -> Double?
     {
-        guard records.count >= 2, let first = records.first?.milliseconds, let last = records.last?.milliseconds,
-            last - first >= max(1, minimumSpanMs)
+        guard records.count >= 2, let first = records.first?.milliseconds, let last = records.last?.milliseconds
         else { return nil }
-        let bytes = records.dropFirst().reduce(0) { $0 + $1.bytes }
-        return Double(bytes) / (Double(last - first) / 3_600_000)
+        return bytesPerHour(
+            firstMs: first, lastMs: last, bytesAfterFirst: records.dropFirst().reduce(0) { $0 + $1.bytes },
+            minimumSpanMs: minimumSpanMs)
+    }
+
+    /// The same from the first and last record's timestamps and the bytes of every record after
+    /// the first (for a caller that reads records without parsing each one's time).
+    public static func bytesPerHour(
+        firstMs: Int64, lastMs: Int64, bytesAfterFirst: Int, minimumSpanMs: Int64 = 60_000
+    )
+        -> Double?
+    {
+        guard lastMs - firstMs >= max(1, minimumSpanMs) else { return nil }
+        return Double(bytesAfterFirst) / (Double(lastMs - firstMs) / 3_600_000)
     }
 }

@@ -175,9 +175,15 @@ public final class ModbusRTUSlave {
         write(ascii)
     }
 
+    /// Writes a reply: on the serial line, drained to the wire; on a TCP connection with
+    /// `MSG_NOSIGNAL`, so a client that has gone is no SIGPIPE for the simulator or the bench.
     private func write(_ bytes: [UInt8]) {
-        StandardStreams.write(fd: fd, bytes: bytes)
-        if listener < 0 { tcdrain(fd) }
+        if listener >= 0 {
+            ConnectedSocket.send(fd: fd, bytes: bytes)
+        } else {
+            StandardStreams.write(fd: fd, bytes: bytes)
+            tcdrain(fd)
+        }
     }
 
     static func speed(_ baud: Int) -> speed_t {

@@ -98,8 +98,8 @@ public enum ConnectedSocket {
     /// `MSG_NOSIGNAL`, retrying on EINTR and partial sends. Blocks as the socket does (its
     /// `SO_SNDTIMEO` bounds each send). Returns false, errno set, when the socket refuses: EPIPE or
     /// ECONNRESET when the peer has gone, EAGAIN when the send timeout ran out. A peer that has
-    /// gone is never a SIGPIPE, which kills a process that has not ignored it (the daemon ignores
-    /// it, the CLI and the tests do not). Any thread.
+    /// gone is never a SIGPIPE, which kills a process that has not ignored it (the daemon does;
+    /// the CLI, the simulators and the tests need not). Any thread.
     @discardableResult
     public static func send(fd: Int32, bytes: [UInt8]) -> Bool {
         var offset = 0
@@ -191,6 +191,8 @@ public enum ControlClient {
             reply += chunk[0..<count]
         }
         while reply.last == 10 { reply.removeLast() }
+        // Every answer is a line; none at all is a daemon that stopped before answering.
+        guard !reply.isEmpty else { throw Failure(description: "the daemon closed the connection without answering") }
         return String(decoding: reply, as: UTF8.self)
     }
 }

@@ -229,7 +229,9 @@ enum ScaleBench {
 
         let gatewayStart = ProcSample.read(gateway.pid)
         let simulatorStart = ProcSample.read(simulator.pid)
-        let nextSeqStart = metric(port: metricsPort, "railgate_buffer_next_seq") ?? 0
+        guard let nextSeqStart = metric(port: metricsPort, "railgate_buffer_next_seq") else {
+            throw BenchError(description: "the gateway's metrics did not answer at the window's start")
+        }
         progress(gatewayStart)
         var depths: [Double] = []
         let end = gatewayStart.at + window

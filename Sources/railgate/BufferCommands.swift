@@ -51,18 +51,11 @@ struct BufferStatsCommand: ParsableCommand {
         let buffer = try options.open()
         defer { buffer.close() }
         let stats = buffer.stats()
-        let everything = BatchLimits(maxRecords: .max, maxBytes: .max)
         let oldest = buffer.records(after: stats.ackedSeq, limits: BatchLimits(maxRecords: 1, maxBytes: .max)).first
-        let recentFrom = stats.lastSeq > 1000 ? max(stats.ackedSeq, stats.lastSeq - 1000) : stats.ackedSeq
-        let recent = buffer.records(after: recentFrom, limits: everything)
         let now = WallClock.now()
         let oldestTime = oldest.flatMap { Self.timestamp(of: $0.bytes) }
         let ageSeconds = oldestTime.map { Double(now.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) / 1000 }
-        // Bytes per hour over the most recent unacknowledged records, frame headers (20 bytes) included.
-        let bytesPerHour = OutageRoom.bytesPerHour(
-            recent.compactMap { record in
-                Self.timestamp(of: record.bytes).map { ($0.millisecondsSinceEpoch, record.bytes.count + 20) }
-            })
+        let bytesPerHour = Self.recentRate(buffer, stats)
         var filesystem = statvfs()
         let diskFree =
             statvfs(options.stateDir, &filesystem) == 0 ? Int(filesystem.f_bavail) * Int(filesystem.f_frsize) : Int.max
@@ -148,6 +141,28 @@ struct BufferStatsCommand: ParsableCommand {
                 ))
         }
         for line in HumanFormat.columns(lines.map { [$0.0, $0.1] }) { StandardStreams.out(line) }
+    }
+
+    /// Bytes per hour over the most recent unacknowledged records, frame headers (20 bytes)
+    /// included: the last 1,000 seqs, four times as many while they span under a minute and older
+    /// ones wait (a gateway storing 100 records a second needs 6,000); nil when every waiting
+    /// record together spans under a minute.
+    static func recentRate(_ buffer: DiskBuffer, _ stats: BufferStats) -> Double? {
+        var span: UInt64 = 1000
+        while true {
+            let from = stats.lastSeq > span ? max(stats.ackedSeq, stats.lastSeq - span) : stats.ackedSeq
+            let recent = buffer.records(after: from, limits: BatchLimits(maxRecords: .max, maxBytes: .max))
+            if recent.count >= 2, let first = timestamp(of: recent.first!.bytes),
+                let last = timestamp(of: recent.last!.bytes),
+                let rate = OutageRoom.bytesPerHour(
+                    firstMs: first.millisecondsSinceEpoch, lastMs: last.millisecondsSinceEpoch,
+                    bytesAfterFirst: recent.dropFirst().reduce(0) { $0 + $1.bytes.count + 20 })
+            {
+                return rate
+            }
+            if from == stats.ackedSeq { return nil }
+            span = span.multipliedReportingOverflow(by: 4).overflow ? .max : span * 4
+        }
     }
 
     static func timestamp(of record: [UInt8]) -> Timestamp? {

@@ -236,9 +236,11 @@ enum DoctorSystem {
         let dropped = live?["dropped"]?.intValue ?? stats.map { Int($0.dropped) } ?? 0
         let lost = live?["lost_records"]?.intValue ?? stats.map { Int($0.lostRecords) } ?? 0
         let room = max(0, min(config.buffer.maxBytes, used + free) - used)
-        // Records per hour: the daemon's measured store rate where its status has one (`stored_per_s`),
-        // else the configured poll rates (an upper bound: the edge filter stores fewer).
-        let measured = live?["stored_per_s"]?.doubleValue.map { $0 * 3600 }
+        // Records per hour: the daemon's measured store rate where its status has one (`stored_per_s`)
+        // above zero, else the configured poll rates (an upper bound: the edge filter stores fewer).
+        // A measured zero (nothing stored in the last 10 s, or a rate rounded to 0.00) is no reason
+        // to promise room for any outage.
+        let measured = live?["stored_per_s"]?.doubleValue.flatMap { $0 > 0 ? $0 * 3600 : nil }
         let perHour =
             measured ?? config.devices.reduce(0.0) { $0 + 3_600_000 / Double(max(1, $1.pollIntervalMs)) }
         let hours = OutageRoom.hours(

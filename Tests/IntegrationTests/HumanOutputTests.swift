@@ -137,18 +137,22 @@ struct HumanOutputTests {
         _ = simulator
     }
 
-    @Test("buffer stats: the rate over two minutes of records waiting (n records, n - 1 intervals) and the hours left")
-    func bufferStatsRate() throws {
+    /// One record a second for two minutes; and 25 a second for 80 s, where the last 1,000 seqs
+    /// span only 40 s (the rate once stayed unmeasured above 16.7 records a second).
+    @Test(
+        "buffer stats: the rate over a minute or more of records waiting (n records, n - 1 intervals), the hours left",
+        arguments: [(121, 1000), (2001, 40)] as [(Int, Int64)])
+    func bufferStatsRate(count: Int, intervalMs: Int64) throws {
         let scratch = Scratch()
         let state = scratch.path + "/state"
         let buffer = try DiskBuffer(
-            stateDirectory: state, settings: BufferSettings(maxBytes: 1 << 20, syncIntervalMs: 60_000))
-        // 121 records a second apart, two minutes ago until now: 120 intervals.
-        let start = WallClock.now().millisecondsSinceEpoch - 120_000
+            stateDirectory: state, settings: BufferSettings(maxBytes: 4 << 20, syncIntervalMs: 60_000))
+        let spanMs = Int64(count - 1) * intervalMs
+        let start = WallClock.now().millisecondsSinceEpoch - spanMs
         var bytesAfterFirst = 0
-        for index in 0...120 {
+        for index in 0..<count {
             let record = Record(
-                timestamp: Timestamp(millisecondsSinceEpoch: start + Int64(index) * 1000), source: "axlebox-1",
+                timestamp: Timestamp(millisecondsSinceEpoch: start + Int64(index) * intervalMs), source: "axlebox-1",
                 body: .sample(values: [("bearing_temp_1", .number(40 + Double(index) / 10))], errors: []))
             let seq = try buffer.append(record)
             // Each record's bytes and its frame (20 bytes), as `buffer stats` counts them.
@@ -161,15 +165,29 @@ struct HumanOutputTests {
             Binaries.railgate, ["buffer", "stats", "--state-dir", state, "--json"], scratch: scratch)
         let json = try JSONReader.parse(stats.output)
         let rate = try #require(json["bytes_per_hour"]?.doubleValue, "\(json.serialized)")
-        #expect(abs(rate - Double(bytesAfterFirst) * 3600 / 120) < 1, "\(json.serialized)")
+        #expect(abs(rate - Double(bytesAfterFirst) * 3_600_000 / Double(spanMs)) < 1, "\(json.serialized)")
         let free = try #require(json["free_bytes"]?.intValue)
         let hoursLeft = try #require(json["hours_left"]?.doubleValue)
         #expect(abs(hoursLeft - Double(free) / rate) < 1e-6)
-        #expect(json["stored_records"] == .integer(121) && json["records"] == .integer(121))
+        #expect(json["stored_records"] == .integer(Int64(count)) && json["records"] == .integer(Int64(count)))
 
         let text = try TestProcess.run(Binaries.railgate, ["buffer", "stats", "--state-dir", state], scratch: scratch)
         let line = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("rate ") }, "\(text.output)")
         #expect(line.contains("recently; the free space (") && line.contains(") holds about "), "\(line)")
+    }
+
+    @Test(
+        "a daemon that closes without answering (stopping): status says so and exits 69, never an empty answer",
+        arguments: [[], ["--json"]])
+    func statusWithoutAnswer(extra: [String]) throws {
+        let scratch = Scratch()
+        let server = try OneReplySocket(path: scratch.path + "/control.sock", reply: nil)
+        let result = try TestProcess.run(
+            Binaries.railgate, ["status", "--socket", server.path] + extra, scratch: scratch)
+        #expect(server.received == "status")
+        #expect(result.status == 69, "\(result.output)")
+        #expect(result.output.isEmpty, "\(result.output)")
+        #expect(result.error.contains("the daemon closed the connection without answering"), "\(result.error)")
     }
 
     @Test("modbus read: heading, aligned rows with address, registers in hex and value")
@@ -395,14 +413,15 @@ struct HumanOutputTests {
 }
 
 /// A Unix socket that answers its first client's line with a fixed reply, from its own thread:
-/// a daemon's control socket whose status document the test chooses.
+/// a daemon's control socket whose status document the test chooses (nil: it reads the line and
+/// closes without answering, as a stopping daemon does).
 final class OneReplySocket: @unchecked Sendable {
     let path: String
     private let lock = ConditionLock()
     private var line: String?
     private var thread: Thread?
 
-    init(path: String, reply: String) throws {
+    init(path: String, reply: String?) throws {
         self.path = path
         let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0, UnixSocket.bind(listener, to: path), listen(listener, 1) == 0 else {
@@ -420,7 +439,7 @@ final class OneReplySocket: @unchecked Sendable {
                 line = String(decoding: received, as: UTF8.self)
                 lock.broadcast()
             }
-            ConnectedSocket.send(fd: client, reply + "\n")
+            if let reply { ConnectedSocket.send(fd: client, reply + "\n") }
         }
         self.thread = thread
         thread.start()

@@ -100,7 +100,10 @@ struct GateSetCommand: ParsableCommand {
             printError("cannot reach the gate simulator at \(socket): \(String(cString: strerror(errno)))")
             throw ExitCode(69)
         }
-        StandardStreams.write(fd: fd, "set \(line) \(value)\n")
+        guard ConnectedSocket.send(fd: fd, "set \(line) \(value)\n") else {
+            printError("the gate simulator at \(socket) closed the connection: \(String(cString: strerror(errno)))")
+            throw ExitCode(69)
+        }
         var reply = [UInt8](repeating: 0, count: 256)
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
