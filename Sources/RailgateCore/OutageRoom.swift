@@ -17,26 +17,12 @@ public enum OutageRoom {
         return Double(max(0, roomBytes)) / (recordsPerHour * Double(max(1, bytesPerRecord)))
     }
 
-    /// The store rate in bytes per hour from the most recent stored records, oldest first, each
-    /// as its timestamp (milliseconds since the epoch) and its size on disk: the bytes of every
-    /// record after the first over the time from the first to the last (n records span n - 1
-    /// intervals: two records a second apart are one a second, not two). Nil when they span less
-    /// than `minimumSpanMs` (default a minute): records are stored in poll cycles, and a span of
-    /// a few cycles overstates the rate by up to a cycle's worth.
-    public static func bytesPerHour(
-        _ records: [(milliseconds: Int64, bytes: Int)], minimumSpanMs: Int64 = 60_000
-    )
-        -> Double?
-    {
-        guard records.count >= 2, let first = records.first?.milliseconds, let last = records.last?.milliseconds
-        else { return nil }
-        return bytesPerHour(
-            firstMs: first, lastMs: last, bytesAfterFirst: records.dropFirst().reduce(0) { $0 + $1.bytes },
-            minimumSpanMs: minimumSpanMs)
-    }
-
-    /// The same from the first and last record's timestamps and the bytes of every record after
-    /// the first (for a caller that reads records without parsing each one's time).
+    /// The store rate in bytes per hour from the most recent stored records: the bytes on disk of
+    /// every record after the first (`bytesAfterFirst`) over the time from the first record's
+    /// timestamp to the last's (milliseconds since the epoch). n records span n - 1 intervals: two
+    /// records a second apart are one a second, not two. Nil when they span less than
+    /// `minimumSpanMs` (default a minute): records are stored in poll cycles, and a span of a few
+    /// cycles overstates the rate by up to a cycle's worth.
     public static func bytesPerHour(
         firstMs: Int64, lastMs: Int64, bytesAfterFirst: Int, minimumSpanMs: Int64 = 60_000
     )

@@ -227,9 +227,7 @@ final class SimulatorConnection {
     deinit { close(fd) }
 
     func send(_ line: String) throws(GPIOError) {
-        let bytes = Array((line + "\n").utf8)
-        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard sent == bytes.count else { throw GPIOError.from(errno: errno, chip: "sim:\(path)") }
+        guard ConnectedSocket.send(fd: fd, line + "\n") else { throw GPIOError.from(errno: errno, chip: "sim:\(path)") }
     }
 
     /// The next line, waiting at most `timeoutMs`; throws on timeout or a closed connection.

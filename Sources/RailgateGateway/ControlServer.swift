@@ -58,7 +58,6 @@ final class ControlServer: @unchecked Sendable {
                     command.map(respond)
                     ?? .object([("error", .string("expected one command line, e.g. \"status\""))])
                 ConnectedSocket.send(fd: client.fd, reply.serialized + "\n")
-                returnFreedMemory()
             }
         } catch {
             Glibc.close(fd)

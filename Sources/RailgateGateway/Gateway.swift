@@ -266,9 +266,10 @@ public final class Gateway: @unchecked Sendable {
         let sameUpstream = fresh.upstream == config.upstream && fresh.gateway.id == config.gateway.id
         var kept: Uplink?
         withStopDeadline { kept = stopServices(keepingUplink: sameUpstream) }
-        let previous = lock.withLock {
-            defer { config = fresh }
-            return config
+        let previous = lock.withLock { () -> GatewayConfig in
+            let previous = config
+            config = fresh
+            return previous
         }
         try startServices(fresh, uplink: kept)
         logger.notice("reloaded: \(ReloadSummary.describe(from: previous, to: fresh, upstreamKept: sameUpstream))")

@@ -42,10 +42,7 @@ final class MetricsServer: @unchecked Sendable {
         }
         let server = ConnectionServer(listener: fd, timeoutSeconds: 1)
         do {
-            try server.start(name: "metrics", supervisor: supervisor) { [self] client in
-                answer(client)
-                returnFreedMemory()
-            }
+            try server.start(name: "metrics", supervisor: supervisor) { [self] client in answer(client) }
         } catch {
             close(fd)
             throw error

@@ -81,15 +81,21 @@ public enum StandardStreams {
     /// Writes `bytes` to `fd`, retrying on EINTR and partial writes; false if the fd refuses.
     @discardableResult
     public static func write(fd: Int32, bytes: [UInt8]) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else { return false }
-            offset += written
-        }
-        return true
+        transferAll(bytes) { Glibc.write(fd, $0, $1) }
     }
+}
+
+/// Calls `transfer` (a `write` or `send` of the bytes at the pointer, that many) until all of
+/// `bytes` went, retrying on EINTR and after a partial transfer; false, errno set, when it refuses.
+private func transferAll(_ bytes: [UInt8], _ transfer: (UnsafeRawPointer, Int) -> Int) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let done = bytes.withUnsafeBytes { transfer($0.baseAddress! + offset, $0.count - offset) }
+        if done < 0, errno == EINTR { continue }
+        guard done > 0 else { return false }
+        offset += done
+    }
+    return true
 }
 
 /// Writes on a connected stream socket (Unix or TCP) that never raise SIGPIPE.
@@ -102,16 +108,7 @@ public enum ConnectedSocket {
     /// the CLI, the simulators and the tests need not). Any thread.
     @discardableResult
     public static func send(fd: Int32, bytes: [UInt8]) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes.withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if sent < 0, errno == EINTR { continue }
-            guard sent > 0 else { return false }
-            offset += sent
-        }
-        return true
+        transferAll(bytes) { Glibc.send(fd, $0, $1, Int32(MSG_NOSIGNAL)) }
     }
 
     /// Sends all of `text` as UTF-8; see `send(fd:bytes:)`.
@@ -170,15 +167,8 @@ public enum ControlClient {
     /// closes (`SO_RCVTIMEO` of `timeoutSeconds`); the reply without trailing newlines. Throws
     /// `Failure` with the errno text when the socket cannot be reached or does not answer.
     public static func request(_ command: String, socket path: String, timeoutSeconds: Int = 5) throws -> String {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        let fd = try connect(sending: command, socket: path, receiveTimeoutSeconds: timeoutSeconds)
         defer { close(fd) }
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard UnixSocket.connect(fd, to: path) else { throw Failure(description: String(cString: strerror(errno))) }
-        guard ConnectedSocket.send(fd: fd, command + "\n") else {
-            throw Failure(description: "the daemon closed the connection: \(String(cString: strerror(errno)))")
-        }
         var reply: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -194,6 +184,36 @@ public enum ControlClient {
         // Every answer is a line; none at all is a daemon that stopped before answering.
         guard !reply.isEmpty else { throw Failure(description: "the daemon closed the connection without answering") }
         return String(decoding: reply, as: UTF8.self)
+    }
+}
+
+extension ControlClient {
+    /// A Unix stream socket connected to the daemon at `path` with `command` and a newline sent on
+    /// it, with `SO_RCVTIMEO` of `receiveTimeoutSeconds` if given; the caller reads and closes it.
+    /// - Throws: `Failure` with the errno text when the socket cannot be reached, or when the
+    ///   daemon closed the connection before the command went.
+    public static func connect(
+        sending command: String, socket path: String, receiveTimeoutSeconds: Int? = nil
+    )
+        throws -> Int32
+    {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        if let receiveTimeoutSeconds {
+            var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
+        guard UnixSocket.connect(fd, to: path) else {
+            let code = errno
+            close(fd)
+            throw Failure(description: String(cString: strerror(code)))
+        }
+        guard ConnectedSocket.send(fd: fd, command + "\n") else {
+            let code = errno
+            close(fd)
+            throw Failure(description: "the daemon closed the connection: \(String(cString: strerror(code)))")
+        }
+        return fd
     }
 }
 

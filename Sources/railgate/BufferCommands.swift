@@ -161,7 +161,7 @@ struct BufferStatsCommand: ParsableCommand {
                 return rate
             }
             if from == stats.ackedSeq { return nil }
-            span = span.multipliedReportingOverflow(by: 4).overflow ? .max : span * 4
+            span *= 4  // below lastSeq (at most 2^53), or `from` was the acknowledged seq
         }
     }
 

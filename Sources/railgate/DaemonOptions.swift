@@ -35,13 +35,8 @@ extension ControlClient {
         _ command: String, socket path: String, idleMs: Int32 = 1000, idle: () -> Bool = { true },
         line: (String) -> Bool
     ) throws {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: String(cString: strerror(errno))) }
+        let fd = try connect(sending: command, socket: path)
         defer { close(fd) }
-        guard UnixSocket.connect(fd, to: path) else { throw Failure(description: String(cString: strerror(errno))) }
-        guard ConnectedSocket.send(fd: fd, command + "\n") else {
-            throw Failure(description: "the daemon closed the connection: \(String(cString: strerror(errno)))")
-        }
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
