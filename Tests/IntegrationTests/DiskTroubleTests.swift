@@ -51,6 +51,11 @@ struct DiskTroubleTests {
 
         #expect(system("mount -o remount,size=16m '\(state)'") == 0)  // space is freed
         _ = try waitFor(30, "writing did not resume") { $0["buffer"]?["disk_error"] == .null }
+        // The daemon logs the recovery with the next record it stores: wait for it before the stop
+        // (status can show the error cleared before that record comes).
+        _ = try eventually("the recovery logged", seconds: 30) {
+            gateway.errorOutput.contains("buffer writes succeed again") ? () : nil
+        }
         // A read-only remount is refused while the daemon holds its files open for writing
         // (EBUSY), so EROFS and EIO are not staged here: they take the same path as ENOSPC.
 
